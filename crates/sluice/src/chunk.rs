@@ -1,0 +1,156 @@
+//! Chunks: what the engine hands out (a processed batch that knows the input rows it came
+//! from) and the chunker that cuts decoded input into chunks of the sizer's row count,
+//! zero-copy where a chunk lies inside one decoded batch.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+
+use crate::backpressure::Reservation;
+use crate::error::{Result, SluiceError};
+
+/// One processed chunk, in input order unless the pipeline is unordered.
+#[derive(Debug, Clone)]
+pub struct ProcessedChunk {
+    /// Position of the chunk in the input (0, 1, 2, ...).
+    pub seq: u64,
+    /// The input rows this chunk was made from (0-based, end exclusive).
+    pub input_rows: Range<u64>,
+    pub batch: RecordBatch,
+    /// True when the function failed and the `pass_through` policy emitted the input.
+    pub passed_through: bool,
+}
+
+/// Memory of a batch's visible rows (a slice counts only its part of shared buffers).
+pub fn batch_memory(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size()) as u64
+        })
+        .sum()
+}
+
+struct Piece {
+    batch: RecordBatch,
+    /// Held for decoded input; `None` for borrowed data (in-memory sources).
+    reservation: Option<Reservation>,
+    bytes_per_row: f64,
+}
+
+/// In-order decoded input waiting to be cut into chunks.
+pub(crate) struct Chunker {
+    schema: SchemaRef,
+    pieces: VecDeque<Piece>,
+    rows: usize,
+}
+
+impl Chunker {
+    pub fn new(schema: SchemaRef) -> Self {
+        Chunker {
+            schema,
+            pieces: VecDeque::new(),
+            rows: 0,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Bytes held (reserved) by decoded input not yet cut.
+    pub fn reserved_bytes(&self) -> u64 {
+        self.pieces
+            .iter()
+            .filter_map(|p| p.reservation.as_ref().map(|r| r.bytes()))
+            .sum()
+    }
+
+    /// Adds decoded batches; `reservation` covers all of them (split by their weight).
+    pub fn push(&mut self, batches: Vec<RecordBatch>, mut reservation: Option<Reservation>) {
+        let weights: Vec<u64> = batches.iter().map(batch_memory).collect();
+        let total: u64 = weights.iter().sum();
+        let count = batches.len();
+        for (i, (batch, weight)) in batches.into_iter().zip(weights).enumerate() {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let piece_reservation = reservation.as_mut().map(|r| {
+                if i + 1 == count {
+                    r.split(r.bytes())
+                } else {
+                    let share = if total == 0 { 0 } else { r.bytes() * weight / total.max(1) };
+                    r.split(share.min(weight.max(share)))
+                }
+            });
+            self.rows += batch.num_rows();
+            self.pieces.push_back(Piece {
+                bytes_per_row: weight as f64 / batch.num_rows() as f64,
+                batch,
+                reservation: piece_reservation,
+            });
+        }
+    }
+
+    /// Estimated bytes of the next `rows` rows, and how many of them are not yet reserved.
+    pub fn peek_bytes(&self, rows: usize) -> (u64, u64) {
+        let mut left = rows;
+        let (mut total, mut unreserved) = (0f64, 0f64);
+        for p in &self.pieces {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(p.batch.num_rows());
+            let bytes = take as f64 * p.bytes_per_row;
+            total += bytes;
+            if p.reservation.is_none() {
+                unreserved += bytes;
+            }
+            left -= take;
+        }
+        (total.ceil() as u64, unreserved.ceil() as u64)
+    }
+
+    /// Cuts the next chunk of up to `rows` rows; its input reservations are merged into
+    /// `into`.
+    pub fn take(&mut self, rows: usize, into: &mut Reservation) -> Result<RecordBatch> {
+        let mut parts = Vec::new();
+        let mut left = rows.min(self.rows);
+        while left > 0 {
+            let Some(front) = self.pieces.front_mut() else {
+                break;
+            };
+            let n = front.batch.num_rows();
+            if n <= left {
+                let piece = self.pieces.pop_front().expect("front exists");
+                if let Some(r) = piece.reservation {
+                    into.merge(r);
+                }
+                left -= n;
+                self.rows -= n;
+                parts.push(piece.batch);
+            } else {
+                parts.push(front.batch.slice(0, left));
+                front.batch = front.batch.slice(left, n - left);
+                if let Some(r) = front.reservation.as_mut() {
+                    let share = (left as f64 * front.bytes_per_row).round() as u64;
+                    into.merge(r.split(share));
+                }
+                self.rows -= left;
+                left = 0;
+            }
+        }
+        match parts.len() {
+            0 => Ok(RecordBatch::new_empty(self.schema.clone())),
+            1 => Ok(parts.pop().expect("one part")),
+            _ => concat_batches(&self.schema, &parts)
+                .map_err(|e| SluiceError::arrow("joining decoded batches into a chunk", e)),
+        }
+    }
+}

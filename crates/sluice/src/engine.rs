@@ -1,0 +1,562 @@
+//! One run of the pipeline: the reader (coordinator) thread and the worker pool.
+//!
+//! The reader pulls parts from the source, sends deferred decodes to the workers, puts the
+//! decoded batches back in input order, cuts them into chunks of the sizer's row count,
+//! and admits each chunk against the memory budget and the queue before a worker may
+//! process it. It is the only thread that waits for admission; while it waits, nothing new
+//! enters the engine (backpressure). Workers run decodes and the user's function (catching
+//! panics), apply the error policy, and send outcomes to the consumer ([`crate::ChunkStream`]),
+//! which restores order.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::backpressure::{BackpressureController, Reservation};
+use crate::chunk::{batch_memory, Chunker};
+use crate::config::{ErrorPolicy, PipelineConfig};
+use crate::error::{BoxError, Result, SluiceError};
+use crate::sizer::READ_AHEAD_FRACTION;
+use crate::source::{DecodeFn, PartHint, Source, SourcePart};
+use crate::stats::StatsCollector;
+
+/// The user's function, shared by the workers.
+pub(crate) type ChunkFn = Arc<dyn Fn(RecordBatch) -> std::result::Result<RecordBatch, BoxError> + Send + Sync>;
+
+/// Largest raw byte range one text part reads.
+const MAX_PART_BYTES: usize = 8 << 20;
+const MIN_PART_BYTES: usize = 64 << 10;
+
+/// Stops one run: set by the consumer when it is dropped or fails, or by `stop()`.
+#[derive(Default)]
+pub(crate) struct RunControl {
+    stopped: AtomicBool,
+}
+
+impl RunControl {
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+}
+
+/// What a worker or the reader tells the consumer.
+pub(crate) enum Outcome {
+    Done {
+        seq: u64,
+        rows: Range<u64>,
+        batch: RecordBatch,
+        reservation: Reservation,
+        latency: Duration,
+        passed_through: bool,
+    },
+    /// The function failed and the policy dropped the chunk (skip, dead letter).
+    Dropped { seq: u64, rows: Range<u64> },
+    /// The run cannot go on (fail policy, bad input, a dead letter that could not be written).
+    Fatal { seq: u64, error: SluiceError },
+    /// No chunk after `chunks` (the total count of sequence numbers) will come.
+    End { chunks: u64 },
+}
+
+impl Outcome {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Outcome::Done { seq, .. } | Outcome::Dropped { seq, .. } | Outcome::Fatal { seq, .. } => *seq,
+            Outcome::End { chunks } => *chunks,
+        }
+    }
+}
+
+enum Task {
+    Decode {
+        index: u64,
+        decode: DecodeFn,
+        reservation: Reservation,
+    },
+    Process {
+        seq: u64,
+        rows: Range<u64>,
+        batch: RecordBatch,
+        reservation: Reservation,
+    },
+}
+
+struct Decoded {
+    index: u64,
+    result: Result<Vec<RecordBatch>>,
+    reservation: Reservation,
+}
+
+pub(crate) struct Shared {
+    pub config: PipelineConfig,
+    pub controller: BackpressureController,
+    pub stats: Arc<StatsCollector>,
+    pub control: Arc<RunControl>,
+    pub function: ChunkFn,
+}
+
+/// Handles of a run's threads, joined when the consumer is done.
+pub(crate) struct RunThreads {
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl RunThreads {
+    pub fn join(&mut self) {
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Starts the reader and the workers; outcomes arrive on the returned receiver.
+pub(crate) fn start(shared: Arc<Shared>, source: Box<dyn Source>) -> Result<(Receiver<Outcome>, RunThreads)> {
+    let workers = shared.config.effective_workers();
+    let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task>();
+    let (decoded_tx, decoded_rx) = crossbeam_channel::unbounded::<Decoded>();
+    let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded::<Outcome>();
+    let mut handles = Vec::with_capacity(workers + 1);
+    for i in 0..workers {
+        let (shared, task_rx, decoded_tx, outcome_tx) =
+            (shared.clone(), task_rx.clone(), decoded_tx.clone(), outcome_tx.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("sluice-worker-{i}"))
+            .spawn(move || worker_loop(&shared, task_rx, decoded_tx, outcome_tx))
+            .map_err(|e| SluiceError::Source {
+                source_name: "worker pool".into(),
+                message: format!("cannot start a worker thread: {e}"),
+            })?;
+        handles.push(handle);
+    }
+    drop(decoded_tx);
+    let reader_shared = shared.clone();
+    let handle = std::thread::Builder::new()
+        .name("sluice-reader".into())
+        .spawn(move || {
+            let mut reader = Reader::new(&reader_shared, source, task_tx, decoded_rx, outcome_tx.clone());
+            if let Err((seq, error)) = reader.run() {
+                let _ = outcome_tx.send(Outcome::Fatal { seq, error });
+                let _ = outcome_tx.send(Outcome::End { chunks: seq + 1 });
+            }
+        })
+        .map_err(|e| SluiceError::Source {
+            source_name: "reader".into(),
+            message: format!("cannot start the reader thread: {e}"),
+        })?;
+    handles.push(handle);
+    Ok((outcome_rx, RunThreads { handles }))
+}
+
+enum ReadAhead {
+    Read,
+    /// Memory is short: the reader waits (a backpressure event).
+    HeldBack,
+    NotNeeded,
+}
+
+struct Reader<'a> {
+    shared: &'a Shared,
+    source: Box<dyn Source>,
+    tasks: Sender<Task>,
+    decoded: Receiver<Decoded>,
+    outcomes: Sender<Outcome>,
+    chunker: Chunker,
+    /// Decoded parts that arrived ahead of their turn.
+    pending: BTreeMap<u64, Decoded>,
+    next_part: u64,
+    next_to_chunk: u64,
+    decodes_in_flight: usize,
+    decode_bytes_in_flight: u64,
+    /// Estimated bytes of each decode still running, by part index.
+    decode_estimates: BTreeMap<u64, u64>,
+    source_done: bool,
+    seq: u64,
+    next_row: u64,
+    workers: usize,
+}
+
+type ReaderResult = std::result::Result<(), (u64, SluiceError)>;
+
+impl<'a> Reader<'a> {
+    fn new(
+        shared: &'a Shared,
+        source: Box<dyn Source>,
+        tasks: Sender<Task>,
+        decoded: Receiver<Decoded>,
+        outcomes: Sender<Outcome>,
+    ) -> Self {
+        Reader {
+            chunker: Chunker::new(source.schema()),
+            shared,
+            source,
+            tasks,
+            decoded,
+            outcomes,
+            pending: BTreeMap::new(),
+            next_part: 0,
+            next_to_chunk: 0,
+            decodes_in_flight: 0,
+            decode_bytes_in_flight: 0,
+            decode_estimates: BTreeMap::new(),
+            source_done: false,
+            seq: 0,
+            next_row: 0,
+            workers: shared.config.effective_workers(),
+        }
+    }
+
+    fn controller(&self) -> &BackpressureController {
+        &self.shared.controller
+    }
+
+    fn fail<T>(&self, error: SluiceError) -> std::result::Result<T, (u64, SluiceError)> {
+        Err((self.seq, error))
+    }
+
+    fn run(&mut self) -> ReaderResult {
+        let mut target: Option<usize> = None;
+        // Set while a chunk waits for admission, so one wait counts one event.
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            if self.shared.control.is_stopped() {
+                return Ok(());
+            }
+            let generation = self.controller().generation();
+            self.collect_decoded();
+            self.feed_chunker()?;
+
+            let input_drained = self.source_done && self.decodes_in_flight == 0 && self.pending.is_empty();
+            if target.is_none() && (self.chunker.rows() > 0 || input_drained) {
+                target = Some(self.choose_rows());
+            }
+            // Until data arrives, read as if the chunk were of the current size.
+            let rows = target.unwrap_or_else(|| self.controller().current_batch_size());
+            let mut blocked = false;
+            if target.is_some() && (self.chunker.rows() >= rows || (input_drained && self.chunker.rows() > 0)) {
+                if self.admit_chunk(rows)? {
+                    if let Some(since) = waiting_since.take() {
+                        self.controller().record_wait(since.elapsed());
+                    }
+                    target = None;
+                    continue;
+                }
+                blocked = true;
+            } else if input_drained {
+                let _ = self.outcomes.send(Outcome::End { chunks: self.seq });
+                return Ok(());
+            }
+
+            match self.read_ahead(blocked, rows)? {
+                ReadAhead::Read => continue,
+                ReadAhead::HeldBack => blocked = true,
+                ReadAhead::NotNeeded => {}
+            }
+            if blocked && waiting_since.is_none() {
+                self.controller().record_backpressure_event();
+                waiting_since = Some(Instant::now());
+            }
+            self.controller().wait_for_change(generation);
+        }
+    }
+
+    fn choose_rows(&self) -> usize {
+        if self.controller().bytes_per_row().is_none() && self.chunker.rows() > 0 {
+            // Learn what a row weighs before the first chunk is sized.
+            let sample = self.chunker.rows().min(1024);
+            self.controller().observe_input(sample, self.chunker.peek_bytes(sample).0);
+        }
+        if let Some(hooks) = &self.shared.config.hooks {
+            if let Some(rows) = hooks.adapt_batch_size() {
+                self.controller().set_current_batch_size_at(rows, self.seq);
+                return self.controller().current_batch_size();
+            }
+        }
+        self.controller().adapt_batch_size_for(self.workers, self.seq)
+    }
+
+    fn collect_decoded(&mut self) {
+        while let Ok(decoded) = self.decoded.try_recv() {
+            self.decodes_in_flight -= 1;
+            if let Some(estimate) = self.decode_estimates.remove(&decoded.index) {
+                self.decode_bytes_in_flight -= estimate;
+            }
+            self.pending.insert(decoded.index, decoded);
+        }
+    }
+
+    fn feed_chunker(&mut self) -> ReaderResult {
+        while let Some(decoded) = self.pending.remove(&self.next_to_chunk) {
+            self.next_to_chunk += 1;
+            match decoded.result {
+                Ok(batches) => self.chunker.push(batches, Some(decoded.reservation)),
+                Err(e) => return self.fail(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts and dispatches the next chunk if admission allows; false if it must wait.
+    fn admit_chunk(&mut self, rows: usize) -> std::result::Result<bool, (u64, SluiceError)> {
+        let rows = rows.min(self.chunker.rows());
+        let hooks_hold = self.shared.config.hooks.as_ref().is_some_and(|h| {
+            h.should_apply_backpressure() == Some(true) && self.controller().queued_chunks() > 0
+        });
+        if hooks_hold {
+            return Ok(false);
+        }
+        let (input_bytes, unreserved) = self.chunker.peek_bytes(rows);
+        let need = unreserved + self.controller().output_estimate(input_bytes);
+        let admitted = match self.controller().try_admit(need) {
+            Some(r) => Some(r),
+            // Nothing else in the engine can free memory: admit, or the run would stall.
+            None if self.controller().queued_chunks() == 0 => Some(self.controller().reserve_unchecked(need, true)),
+            None => None,
+        };
+        let Some(mut reservation) = admitted else {
+            return Ok(false);
+        };
+        let mut input_reservation = reservation.split(0);
+        let batch = match self.chunker.take(rows, &mut input_reservation) {
+            Ok(b) => b,
+            Err(e) => return self.fail(e),
+        };
+        reservation.merge(input_reservation);
+        let n = batch.num_rows() as u64;
+        self.controller().observe_input(batch.num_rows(), input_bytes);
+        let task = Task::Process {
+            seq: self.seq,
+            rows: self.next_row..self.next_row + n,
+            batch,
+            reservation,
+        };
+        self.seq += 1;
+        self.next_row += n;
+        if self.tasks.send(task).is_err() {
+            // Workers are gone: the run is being torn down.
+            self.shared.control.stop();
+        }
+        Ok(true)
+    }
+
+    fn read_ahead_limit(&self) -> u64 {
+        (self.controller().budget_bytes() as f64 * READ_AHEAD_FRACTION) as u64
+    }
+
+    fn part_hint(&self) -> PartHint {
+        let per_part = self.read_ahead_limit() as usize / (2 * self.workers + 2);
+        PartHint {
+            rows: self.controller().current_batch_size(),
+            bytes: per_part.clamp(MIN_PART_BYTES, MAX_PART_BYTES),
+        }
+    }
+
+    /// Reads the next part if read-ahead allows.
+    fn read_ahead(&mut self, chunk_blocked: bool, target_rows: usize) -> std::result::Result<ReadAhead, (u64, SluiceError)> {
+        if self.source_done || chunk_blocked {
+            return Ok(ReadAhead::NotNeeded);
+        }
+        let held = self.chunker.reserved_bytes()
+            + self.pending.values().map(|d| d.reservation.bytes()).sum::<u64>()
+            + self.decode_bytes_in_flight;
+        // Nothing on its way could complete the next chunk: read, whatever else holds.
+        let starving = self.chunker.rows() < target_rows && self.pending.is_empty() && self.decodes_in_flight == 0;
+        let enough_queued = self.decodes_in_flight + self.pending.len() >= 2 * self.workers;
+        if !starving && enough_queued {
+            return Ok(ReadAhead::NotNeeded);
+        }
+        // Read-ahead must not take memory that processed chunks are waiting for.
+        if !starving && (held >= self.read_ahead_limit() || self.controller().should_apply_backpressure()) {
+            return Ok(ReadAhead::HeldBack);
+        }
+        let hint = self.part_hint();
+        let part = match self.source.next_part(hint) {
+            Ok(Some(part)) => part,
+            Ok(None) => {
+                self.source_done = true;
+                return Ok(ReadAhead::Read);
+            }
+            Err(e) => return self.fail(e),
+        };
+        let (part, raw_bytes) = part;
+        self.shared.stats.input_bytes(raw_bytes);
+        let index = self.next_part;
+        self.next_part += 1;
+        match part {
+            SourcePart::Ready(batch) => {
+                // Borrowed or already-made data: counted from the moment a chunk is cut.
+                self.pending.insert(
+                    index,
+                    Decoded {
+                        index,
+                        result: Ok(vec![batch]),
+                        reservation: self.controller().reserve_unchecked(0, false),
+                    },
+                );
+            }
+            SourcePart::Deferred { estimated_bytes, decode } => {
+                let reservation = self.controller().reserve_unchecked(estimated_bytes, false);
+                self.decodes_in_flight += 1;
+                self.decode_bytes_in_flight += estimated_bytes;
+                self.decode_estimates.insert(index, estimated_bytes);
+                let task = Task::Decode {
+                    index,
+                    decode,
+                    reservation,
+                };
+                if self.tasks.send(task).is_err() {
+                    self.shared.control.stop();
+                }
+            }
+        }
+        Ok(ReadAhead::Read)
+    }
+}
+
+fn worker_loop(shared: &Shared, tasks: Receiver<Task>, decoded: Sender<Decoded>, outcomes: Sender<Outcome>) {
+    for task in tasks {
+        if shared.control.is_stopped() {
+            // Dropping the task releases its reservation.
+            continue;
+        }
+        match task {
+            Task::Decode {
+                index,
+                decode,
+                mut reservation,
+            } => {
+                let result = catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+                    Err(SluiceError::Source {
+                        source_name: "decoder".into(),
+                        message: format!("panicked: {}", panic_message(&panic)),
+                    })
+                });
+                if let Ok(batches) = &result {
+                    reservation.resize(batches.iter().map(batch_memory).sum());
+                }
+                let _ = decoded.send(Decoded {
+                    index,
+                    result,
+                    reservation,
+                });
+                shared.controller.notify();
+            }
+            Task::Process {
+                seq,
+                rows,
+                batch,
+                reservation,
+            } => {
+                let outcome = process_chunk(shared, seq, rows, batch, reservation);
+                let _ = outcomes.send(outcome);
+            }
+        }
+    }
+}
+
+fn process_chunk(shared: &Shared, seq: u64, rows: Range<u64>, batch: RecordBatch, mut reservation: Reservation) -> Outcome {
+    let input_bytes = batch_memory(&batch);
+    let keep_input = matches!(
+        shared.config.error_policy,
+        ErrorPolicy::PassThrough | ErrorPolicy::DeadLetter(_)
+    );
+    let input = keep_input.then(|| batch.clone());
+    let start = Instant::now();
+    let result = catch_unwind(AssertUnwindSafe(|| (shared.function)(batch)));
+    let latency = start.elapsed();
+    let cause = match result {
+        Ok(Ok(output)) => {
+            let output_bytes = batch_memory(&output);
+            shared.controller.observe_output(input_bytes, output_bytes);
+            reservation.resize(output_bytes);
+            if let Some(hooks) = &shared.config.hooks {
+                let secs = latency.as_secs_f64().max(1e-9);
+                hooks.record_performance(rows_len(&rows) as f64 / secs);
+            }
+            return Outcome::Done {
+                seq,
+                rows,
+                batch: output,
+                reservation,
+                latency,
+                passed_through: false,
+            };
+        }
+        Ok(Err(error)) => error.to_string(),
+        Err(panic) => format!("panicked: {}", panic_message(&panic)),
+    };
+    match &shared.config.error_policy {
+        ErrorPolicy::Fail => Outcome::Fatal {
+            seq,
+            error: SluiceError::ChunkFailed {
+                chunk: seq,
+                first_row: rows.start,
+                end_row: rows.end,
+                cause,
+            },
+        },
+        ErrorPolicy::Skip => Outcome::Dropped { seq, rows },
+        ErrorPolicy::PassThrough => {
+            let batch = input.expect("kept for pass-through");
+            reservation.resize(batch_memory(&batch));
+            Outcome::Done {
+                seq,
+                rows,
+                batch,
+                reservation,
+                latency,
+                passed_through: true,
+            }
+        }
+        ErrorPolicy::DeadLetter(dir) => {
+            let batch = input.expect("kept for dead letter");
+            match write_dead_letter(dir, seq, &rows, &batch, &cause) {
+                Ok(()) => Outcome::Dropped { seq, rows },
+                Err(error) => Outcome::Fatal { seq, error },
+            }
+        }
+    }
+}
+
+fn rows_len(rows: &Range<u64>) -> usize {
+    (rows.end - rows.start) as usize
+}
+
+/// Writes a failed chunk's input as `chunk-SEQ.arrow` and its cause as `chunk-SEQ.error.txt`.
+fn write_dead_letter(dir: &Path, seq: u64, rows: &Range<u64>, batch: &RecordBatch, cause: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| SluiceError::write(dir, e))?;
+    let stem = format!("chunk-{seq:06}");
+    let tmp = dir.join(format!(".{stem}.arrow.tmp"));
+    let path = dir.join(format!("{stem}.arrow"));
+    let file = std::fs::File::create(&tmp).map_err(|e| SluiceError::write(&tmp, e))?;
+    let mut writer = arrow::ipc::writer::FileWriter::try_new(file, &batch.schema())
+        .map_err(|e| SluiceError::write(&tmp, e))?;
+    writer.write(batch).map_err(|e| SluiceError::write(&tmp, e))?;
+    writer.finish().map_err(|e| SluiceError::write(&tmp, e))?;
+    drop(writer);
+    std::fs::rename(&tmp, &path).map_err(|e| SluiceError::write(&path, e))?;
+    let note = format!(
+        "chunk {seq}\ninput rows {}..{}\ncause: {cause}\n",
+        rows.start, rows.end
+    );
+    let note_path = dir.join(format!("{stem}.error.txt"));
+    std::fs::write(&note_path, note).map_err(|e| SluiceError::write(&note_path, e))
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with no message".to_string()
+    }
+}

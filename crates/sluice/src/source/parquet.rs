@@ -1,0 +1,153 @@
+//! Parquet files: one part per row group, decoded by the workers in parallel, with an
+//! optional column projection. The footer is read once; each worker opens the file itself.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+
+use super::{PartHint, Source, SourcePart};
+use crate::error::{Result, SluiceError};
+
+const DECODE_BATCH_ROWS: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Default)]
+pub struct ParquetOptions {
+    /// Columns to read, by name; all when `None`.
+    pub columns: Option<Vec<String>>,
+}
+
+pub struct ParquetSource {
+    path: Arc<PathBuf>,
+    metadata: ArrowReaderMetadata,
+    projection: ProjectionMask,
+    schema: SchemaRef,
+    next_row_group: usize,
+    total_bytes: u64,
+}
+
+impl ParquetSource {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, ParquetOptions::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, options: ParquetOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|source| SluiceError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default()).map_err(|e| {
+            SluiceError::BadInput {
+                path: path.clone(),
+                location: "footer".into(),
+                message: format!("not a readable Parquet file: {e}"),
+            }
+        })?;
+        let full_schema = metadata.schema().clone();
+        let (projection, schema) = match &options.columns {
+            None => (ProjectionMask::all(), full_schema),
+            Some(names) => {
+                let mut indices = Vec::with_capacity(names.len());
+                for name in names {
+                    let index = full_schema.index_of(name).map_err(|_| SluiceError::BadInput {
+                        path: path.clone(),
+                        location: "schema".into(),
+                        message: format!(
+                            "no column named {name:?}; the file has {:?}",
+                            full_schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+                        ),
+                    })?;
+                    indices.push(index);
+                }
+                indices.sort_unstable();
+                let projected = full_schema
+                    .project(&indices)
+                    .map_err(|e| SluiceError::arrow(format!("projecting {}", path.display()), e))?;
+                (
+                    ProjectionMask::roots(metadata.parquet_schema(), indices),
+                    Arc::new(projected),
+                )
+            }
+        };
+        Ok(ParquetSource {
+            path: Arc::new(path),
+            metadata,
+            projection,
+            schema,
+            next_row_group: 0,
+            total_bytes,
+        })
+    }
+
+    pub fn num_row_groups(&self) -> usize {
+        self.metadata.metadata().num_row_groups()
+    }
+}
+
+impl Source for ParquetSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn total_bytes(&self) -> Option<u64> {
+        Some(self.total_bytes)
+    }
+
+    fn next_part(&mut self, _hint: PartHint) -> Result<Option<(SourcePart, u64)>> {
+        let index = self.next_row_group;
+        if index >= self.num_row_groups() {
+            return Ok(None);
+        }
+        self.next_row_group += 1;
+        let row_group = self.metadata.metadata().row_group(index);
+        let compressed = row_group.compressed_size().max(0) as u64;
+        let uncompressed = row_group.total_byte_size().max(0) as u64;
+        let path = self.path.clone();
+        let metadata = self.metadata.clone();
+        let projection = self.projection.clone();
+        let decode = Box::new(move || decode_row_group(&path, metadata, projection, index));
+        Ok(Some((
+            SourcePart::Deferred {
+                estimated_bytes: uncompressed.max(compressed),
+                decode,
+            },
+            compressed,
+        )))
+    }
+}
+
+fn decode_row_group(
+    path: &Path,
+    metadata: ArrowReaderMetadata,
+    projection: ProjectionMask,
+    index: usize,
+) -> Result<Vec<RecordBatch>> {
+    let located = |e: &dyn std::fmt::Display| SluiceError::BadInput {
+        path: path.to_path_buf(),
+        location: format!("row group {index}"),
+        message: e.to_string(),
+    };
+    let file = File::open(path).map_err(|source| SluiceError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+        .with_row_groups(vec![index])
+        .with_projection(projection)
+        .with_batch_size(DECODE_BATCH_ROWS)
+        .build()
+        .map_err(|e| located(&e))?;
+    reader
+        .map(|batch| batch.map_err(|e| located(&e)))
+        .collect()
+}

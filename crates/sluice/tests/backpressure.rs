@@ -1,0 +1,146 @@
+//! Memory stays inside the budget (asserted from the engine's own accounting) when the
+//! consumer is slow, waits are counted as backpressure events, and adaptive batching
+//! shrinks chunks under a tight budget and grows them under a loose one.
+
+mod common;
+
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use sluice::source::{CsvSource, MemorySource};
+use sluice::{SluiceError, StreamingDataPipeline};
+
+use common::*;
+
+#[test]
+fn a_slow_consumer_never_pushes_tracked_bytes_over_the_budget() {
+    let budget: u64 = 256 * 1024;
+    let pipeline = StreamingDataPipeline::builder()
+        .chunk_size(500)
+        .num_workers(2)
+        .max_memory_bytes(budget)
+        .build()
+        .expect("valid");
+    let source = MemorySource::try_new(schema(), (0..40).map(|i| batch(i * 1000, 1000)).collect()).expect("source");
+    let stream = pipeline
+        .process(source, |b: RecordBatch| Ok::<_, SluiceError>(transform(&b)))
+        .expect("started");
+    let mut rows = 0;
+    let mut max_seen = 0;
+    for chunk in stream {
+        rows += chunk.expect("ok").batch.num_rows();
+        max_seen = max_seen.max(pipeline.controller().used_bytes());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(rows, 40_000);
+    let stats = pipeline.stats();
+    assert!(
+        pipeline.controller().peak_bytes() <= budget,
+        "peak {} > budget {budget}",
+        pipeline.controller().peak_bytes()
+    );
+    assert!(max_seen <= budget);
+    assert_eq!(stats.budget_overshoots, 0);
+    assert!(stats.backpressure_events > 0, "a slow consumer must hold the reader back");
+    assert!(stats.backpressure_wait_seconds > 0.0);
+}
+
+#[test]
+fn a_slow_consumer_of_a_csv_file_keeps_read_ahead_inside_the_budget() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("big.csv");
+    write_csv(&path, &(0..20).map(|i| batch(i * 5000, 5000)).collect::<Vec<_>>());
+    let budget: u64 = 2 * 1024 * 1024;
+    let pipeline = StreamingDataPipeline::builder()
+        .chunk_size(1000)
+        .num_workers(2)
+        .max_memory_bytes(budget)
+        .build()
+        .expect("valid");
+    let source = CsvSource::open_with(&path, sluice::source::CsvOptions::default().with_schema(schema())).expect("open");
+    let mut ids = Vec::new();
+    for chunk in pipeline
+        .process(source, |b: RecordBatch| Ok::<_, SluiceError>(b))
+        .expect("started")
+    {
+        ids.extend(ids_of(&chunk.expect("ok").batch));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(ids, (0..100_000).collect::<Vec<_>>());
+    assert!(pipeline.controller().peak_bytes() <= budget, "peak {}", pipeline.controller().peak_bytes());
+    assert!(pipeline.stats().backpressure_events > 0);
+}
+
+#[test]
+fn adaptive_batching_shrinks_under_a_tight_budget() {
+    let pipeline = StreamingDataPipeline::builder()
+        .chunk_size(20_000)
+        .min_chunk_rows(10)
+        .num_workers(2)
+        .max_memory_bytes(200 * 1024)
+        .build()
+        .expect("valid");
+    let chunks: Vec<_> = pipeline
+        .process(MemorySource::from_batch(batch(0, 100_000)), |b: RecordBatch| Ok::<_, SluiceError>(b))
+        .expect("started")
+        .collect::<Result<_, _>>()
+        .expect("ok");
+    assert_eq!(all_ids(&chunks), (0..100_000).collect::<Vec<_>>());
+    let last = chunks.last().expect("chunks").batch.num_rows();
+    let typical = chunks[chunks.len() / 2].batch.num_rows();
+    assert!(typical < 20_000 / 4, "chunks should shrink well below 20000 rows, got {typical} (last {last})");
+    let history = pipeline.stats().chunk_size_history;
+    assert!(history.len() > 1 && history.last().expect("one").rows < 20_000, "{history:?}");
+}
+
+#[test]
+fn adaptive_batching_grows_under_a_loose_budget() {
+    let pipeline = StreamingDataPipeline::builder()
+        .chunk_size(100)
+        .max_chunk_rows(50_000)
+        .num_workers(2)
+        .max_memory_mb(512.0)
+        .build()
+        .expect("valid");
+    let chunks: Vec<_> = pipeline
+        .process(MemorySource::from_batch(batch(0, 400_000)), |b: RecordBatch| Ok::<_, SluiceError>(b))
+        .expect("started")
+        .collect::<Result<_, _>>()
+        .expect("ok");
+    assert_eq!(all_ids(&chunks), (0..400_000).collect::<Vec<_>>());
+    assert_eq!(chunks[0].batch.num_rows(), 125, "first step grows by a quarter");
+    let biggest = chunks.iter().map(|c| c.batch.num_rows()).max().expect("chunks");
+    assert_eq!(biggest, 50_000, "grows up to max_chunk_rows");
+}
+
+#[test]
+fn fixed_chunks_are_exactly_chunk_size() {
+    let pipeline = StreamingDataPipeline::builder()
+        .chunk_size(777)
+        .adaptive_batching(false)
+        .max_memory_bytes(64 * 1024)
+        .build()
+        .expect("valid");
+    let sizes: Vec<usize> = pipeline
+        .process(MemorySource::from_batch(batch(0, 10_000)), |b: RecordBatch| Ok::<_, SluiceError>(b))
+        .expect("started")
+        .map(|c| c.expect("ok").batch.num_rows())
+        .collect();
+    assert!(sizes[..sizes.len() - 1].iter().all(|&s| s == 777));
+    assert_eq!(*sizes.last().expect("one"), 10_000 % 777);
+}
+
+#[test]
+fn the_controller_reports_pressure() {
+    let c = sluice::BackpressureController::new(2, 1.0, true);
+    assert!(!c.should_apply_backpressure());
+    let a = c.try_admit(900 * 1024).expect("fits");
+    assert!(c.should_apply_backpressure(), "90% of the budget is pressure");
+    drop(a);
+    let _x = c.try_admit(1).expect("fits");
+    let _y = c.try_admit(1).expect("fits");
+    assert!(c.should_apply_backpressure(), "a full queue is pressure");
+    let before = c.current_batch_size();
+    c.set_current_batch_size(before * 2);
+    assert_eq!(c.current_batch_size(), before * 2);
+}

@@ -1,0 +1,146 @@
+//! Each error policy, with a function that returns an error and one that panics.
+
+mod common;
+
+use arrow::record_batch::RecordBatch;
+use sluice::source::MemorySource;
+use sluice::{ErrorPolicy, SluiceError, StreamingDataPipeline};
+
+use common::*;
+
+/// Fails on chunks 2 and 5 (of 10 chunks of 100 rows): an error and a panic.
+fn flaky(b: RecordBatch) -> Result<RecordBatch, String> {
+    let first = ids_of(&b)[0];
+    match first {
+        200 => Err("bad chunk".to_string()),
+        500 => panic!("boom in chunk 5"),
+        _ => Ok(transform(&b)),
+    }
+}
+
+fn run(policy: ErrorPolicy) -> (StreamingDataPipeline, Vec<Result<sluice::ProcessedChunk, SluiceError>>) {
+    let pipeline = StreamingDataPipeline::builder()
+        .chunk_size(100)
+        .adaptive_batching(false)
+        .num_workers(3)
+        .error_policy(policy)
+        .build()
+        .expect("valid");
+    let results: Vec<_> = pipeline
+        .process(MemorySource::from_batch(batch(0, 1000)), flaky)
+        .expect("started")
+        .collect();
+    (pipeline, results)
+}
+
+#[test]
+fn fail_stops_at_the_first_failed_chunk_and_names_it() {
+    let (pipeline, results) = run(ErrorPolicy::Fail);
+    assert_eq!(results.len(), 3, "two chunks then the error");
+    assert!(results[0].is_ok() && results[1].is_ok());
+    match &results[2] {
+        Err(SluiceError::ChunkFailed {
+            chunk,
+            first_row,
+            end_row,
+            cause,
+        }) => {
+            assert_eq!((*chunk, *first_row, *end_row), (2, 200, 300));
+            assert!(cause.contains("bad chunk"), "{cause}");
+        }
+        other => panic!("expected ChunkFailed, got {other:?}"),
+    }
+    assert_eq!(pipeline.controller().used_bytes(), 0);
+}
+
+#[test]
+fn a_panic_is_caught_and_reported_like_an_error() {
+    let pipeline = StreamingDataPipeline::builder()
+        .chunk_size(100)
+        .adaptive_batching(false)
+        .build()
+        .expect("valid");
+    let results: Vec<_> = pipeline
+        .process(MemorySource::from_batch(batch(300, 400)), flaky)
+        .expect("started")
+        .collect();
+    let err = results.last().expect("some").as_ref().expect_err("fails");
+    assert!(err.to_string().contains("boom in chunk 5"), "{err}");
+    assert!(err.to_string().contains("panicked"), "{err}");
+    assert_eq!(results.len(), 3);
+}
+
+#[test]
+fn skip_drops_failed_chunks_and_counts_them() {
+    let (pipeline, results) = run(ErrorPolicy::Skip);
+    let chunks: Vec<_> = results.into_iter().map(|r| r.expect("no error")).collect();
+    let ids = all_ids(&chunks);
+    let expected: Vec<i64> = (0..1000).filter(|i| !(200..300).contains(i) && !(500..600).contains(i)).collect();
+    assert_eq!(ids, expected);
+    let stats = pipeline.stats();
+    assert_eq!(stats.failed_chunks, 2);
+    assert_eq!(stats.failed_rows, 200);
+    assert_eq!(stats.errors_encountered, 2);
+    assert_eq!(stats.total_rows_processed, 800);
+}
+
+#[test]
+fn pass_through_emits_the_input_chunk_unchanged() {
+    let (pipeline, results) = run(ErrorPolicy::PassThrough);
+    let chunks: Vec<_> = results.into_iter().map(|r| r.expect("no error")).collect();
+    assert_eq!(chunks.len(), 10);
+    assert_eq!(all_ids(&chunks), (0..1000).collect::<Vec<_>>());
+    for c in &chunks {
+        let failed = c.seq == 2 || c.seq == 5;
+        assert_eq!(c.passed_through, failed);
+        if failed {
+            assert_same_values(&c.batch, &batch(c.input_rows.start as i64, 100));
+        } else {
+            assert_same_values(&c.batch, &transform(&batch(c.input_rows.start as i64, 100)));
+        }
+    }
+    let stats = pipeline.stats();
+    assert_eq!((stats.failed_chunks, stats.passed_through_chunks), (2, 2));
+    assert_eq!(stats.total_rows_processed, 1000);
+}
+
+#[test]
+fn dead_letter_writes_the_failed_input_so_nothing_is_lost() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (pipeline, results) = run(ErrorPolicy::DeadLetter(dir.path().to_path_buf()));
+    let chunks: Vec<_> = results.into_iter().map(|r| r.expect("no error")).collect();
+    let mut ids = all_ids(&chunks);
+    for seq in [2u64, 5] {
+        let path = dir.path().join(format!("chunk-{seq:06}.arrow"));
+        let reader = arrow::ipc::reader::FileReader::try_new(std::fs::File::open(&path).expect("dead letter"), None)
+            .expect("readable");
+        for b in reader {
+            let b = b.expect("batch");
+            assert_same_values(&b, &batch(seq as i64 * 100, 100));
+            ids.extend(ids_of(&b));
+        }
+        let note = std::fs::read_to_string(dir.path().join(format!("chunk-{seq:06}.error.txt"))).expect("note");
+        assert!(note.contains(&format!("input rows {}..{}", seq * 100, seq * 100 + 100)), "{note}");
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..1000).collect::<Vec<_>>(), "output plus dead letters hold every row");
+    assert_eq!(pipeline.stats().failed_chunks, 2);
+}
+
+#[test]
+fn cleanup_is_idempotent_and_stops_a_run() {
+    let pipeline = StreamingDataPipeline::builder()
+        .chunk_size(10)
+        .adaptive_batching(false)
+        .build()
+        .expect("valid");
+    let mut stream = pipeline
+        .process(MemorySource::from_batch(batch(0, 100_000)), |b: RecordBatch| Ok::<_, SluiceError>(b))
+        .expect("started");
+    assert!(stream.next().is_some());
+    pipeline.cleanup();
+    pipeline.cleanup();
+    let rest = stream.count();
+    assert!(rest < 10_000, "the run stopped early ({rest} chunks after stop)");
+    assert_eq!(pipeline.controller().used_bytes(), 0);
+}
