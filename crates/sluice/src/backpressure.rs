@@ -64,7 +64,14 @@ impl BackpressureController {
     /// The seed's constructor: `memory_threshold_mb` is the budget, in MiB.
     pub fn new(max_queue_size: usize, memory_threshold_mb: f64, adaptive_batching: bool) -> Self {
         let budget = (memory_threshold_mb.max(0.0) * MB) as u64;
-        Self::with_budget_bytes(max_queue_size, budget, adaptive_batching, 1000, 1, 1_000_000)
+        Self::with_budget_bytes(
+            max_queue_size,
+            budget,
+            adaptive_batching,
+            1000,
+            1,
+            1_000_000,
+        )
     }
 
     /// Full constructor used by the pipeline builder.

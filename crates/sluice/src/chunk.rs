@@ -85,7 +85,11 @@ impl Chunker {
                 if i + 1 == count {
                     r.split(r.bytes())
                 } else {
-                    let share = if total == 0 { 0 } else { r.bytes() * weight / total.max(1) };
+                    let share = if total == 0 {
+                        0
+                    } else {
+                        r.bytes() * weight / total.max(1)
+                    };
                     r.split(share.min(weight.max(share)))
                 }
             });

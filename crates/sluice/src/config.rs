@@ -33,9 +33,9 @@ impl std::str::FromStr for ErrorPolicy {
             "skip" => Ok(ErrorPolicy::Skip),
             "pass_through" => Ok(ErrorPolicy::PassThrough),
             other => match other.split_once('=') {
-                Some(("dead_letter", dir)) if !dir.is_empty() => {
-                    Ok(ErrorPolicy::DeadLetter(PathBuf::from(&s[s.len() - dir.len()..])))
-                }
+                Some(("dead_letter", dir)) if !dir.is_empty() => Ok(ErrorPolicy::DeadLetter(
+                    PathBuf::from(&s[s.len() - dir.len()..]),
+                )),
                 _ => Err(SluiceError::InvalidSetting {
                     setting: "on_error",
                     reason: format!(
@@ -181,7 +181,8 @@ impl PipelineBuilder {
 
     /// Checks every setting and returns the config, or an error naming the bad setting.
     pub fn build_config(self) -> Result<PipelineConfig> {
-        let invalid = |setting, reason: String| Err(SluiceError::InvalidSetting { setting, reason });
+        let invalid =
+            |setting, reason: String| Err(SluiceError::InvalidSetting { setting, reason });
         let chunk_size = self.chunk_size.unwrap_or(1000);
         if chunk_size == 0 {
             return invalid("chunk_size", "must be at least 1 row".into());
@@ -190,7 +191,10 @@ impl PipelineBuilder {
         if !budget.is_finite() || budget < 1.0 {
             return invalid(
                 "max_memory_mb",
-                format!("must be a positive number of megabytes, got {}", budget / MB),
+                format!(
+                    "must be a positive number of megabytes, got {}",
+                    budget / MB
+                ),
             );
         }
         let num_workers = match self.num_workers {

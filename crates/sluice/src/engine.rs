@@ -29,7 +29,8 @@ use crate::source::{DecodeFn, PartHint, Source, SourcePart};
 use crate::stats::StatsCollector;
 
 /// The user's function, shared by the workers.
-pub(crate) type ChunkFn = Arc<dyn Fn(RecordBatch) -> std::result::Result<RecordBatch, BoxError> + Send + Sync>;
+pub(crate) type ChunkFn =
+    Arc<dyn Fn(RecordBatch) -> std::result::Result<RecordBatch, BoxError> + Send + Sync>;
 
 /// Largest raw byte range one text part reads.
 const MAX_PART_BYTES: usize = 8 << 20;
@@ -71,7 +72,9 @@ pub(crate) enum Outcome {
 impl Outcome {
     pub fn seq(&self) -> u64 {
         match self {
-            Outcome::Done { seq, .. } | Outcome::Dropped { seq, .. } | Outcome::Fatal { seq, .. } => *seq,
+            Outcome::Done { seq, .. }
+            | Outcome::Dropped { seq, .. }
+            | Outcome::Fatal { seq, .. } => *seq,
             Outcome::End { chunks } => *chunks,
         }
     }
@@ -119,15 +122,22 @@ impl RunThreads {
 }
 
 /// Starts the reader and the workers; outcomes arrive on the returned receiver.
-pub(crate) fn start(shared: Arc<Shared>, source: Box<dyn Source>) -> Result<(Receiver<Outcome>, RunThreads)> {
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    source: Box<dyn Source>,
+) -> Result<(Receiver<Outcome>, RunThreads)> {
     let workers = shared.config.effective_workers();
     let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task>();
     let (decoded_tx, decoded_rx) = crossbeam_channel::unbounded::<Decoded>();
     let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded::<Outcome>();
     let mut handles = Vec::with_capacity(workers + 1);
     for i in 0..workers {
-        let (shared, task_rx, decoded_tx, outcome_tx) =
-            (shared.clone(), task_rx.clone(), decoded_tx.clone(), outcome_tx.clone());
+        let (shared, task_rx, decoded_tx, outcome_tx) = (
+            shared.clone(),
+            task_rx.clone(),
+            decoded_tx.clone(),
+            outcome_tx.clone(),
+        );
         let handle = std::thread::Builder::new()
             .name(format!("sluice-worker-{i}"))
             .spawn(move || worker_loop(&shared, task_rx, decoded_tx, outcome_tx))
@@ -142,7 +152,13 @@ pub(crate) fn start(shared: Arc<Shared>, source: Box<dyn Source>) -> Result<(Rec
     let handle = std::thread::Builder::new()
         .name("sluice-reader".into())
         .spawn(move || {
-            let mut reader = Reader::new(&reader_shared, source, task_tx, decoded_rx, outcome_tx.clone());
+            let mut reader = Reader::new(
+                &reader_shared,
+                source,
+                task_tx,
+                decoded_rx,
+                outcome_tx.clone(),
+            );
             if let Err((seq, error)) = reader.run() {
                 let _ = outcome_tx.send(Outcome::Fatal { seq, error });
                 let _ = outcome_tx.send(Outcome::End { chunks: seq + 1 });
@@ -234,14 +250,17 @@ impl<'a> Reader<'a> {
             self.collect_decoded();
             self.feed_chunker()?;
 
-            let input_drained = self.source_done && self.decodes_in_flight == 0 && self.pending.is_empty();
+            let input_drained =
+                self.source_done && self.decodes_in_flight == 0 && self.pending.is_empty();
             if target.is_none() && (self.chunker.rows() > 0 || input_drained) {
                 target = Some(self.choose_rows());
             }
             // Until data arrives, read as if the chunk were of the current size.
             let rows = target.unwrap_or_else(|| self.controller().current_batch_size());
             let mut blocked = false;
-            if target.is_some() && (self.chunker.rows() >= rows || (input_drained && self.chunker.rows() > 0)) {
+            if target.is_some()
+                && (self.chunker.rows() >= rows || (input_drained && self.chunker.rows() > 0))
+            {
                 if self.admit_chunk(rows)? {
                     if let Some(since) = waiting_since.take() {
                         self.controller().record_wait(since.elapsed());
@@ -272,7 +291,8 @@ impl<'a> Reader<'a> {
         if self.controller().bytes_per_row().is_none() && self.chunker.rows() > 0 {
             // Learn what a row weighs before the first chunk is sized.
             let sample = self.chunker.rows().min(1024);
-            self.controller().observe_input(sample, self.chunker.peek_bytes(sample).0);
+            self.controller()
+                .observe_input(sample, self.chunker.peek_bytes(sample).0);
         }
         if let Some(hooks) = &self.shared.config.hooks {
             if let Some(rows) = hooks.adapt_batch_size() {
@@ -280,7 +300,8 @@ impl<'a> Reader<'a> {
                 return self.controller().current_batch_size();
             }
         }
-        self.controller().adapt_batch_size_for(self.workers, self.seq)
+        self.controller()
+            .adapt_batch_size_for(self.workers, self.seq)
     }
 
     fn collect_decoded(&mut self) {
@@ -318,7 +339,9 @@ impl<'a> Reader<'a> {
         let admitted = match self.controller().try_admit(need) {
             Some(r) => Some(r),
             // Nothing else in the engine can free memory: admit, or the run would stall.
-            None if self.controller().queued_chunks() == 0 => Some(self.controller().reserve_unchecked(need, true)),
+            None if self.controller().queued_chunks() == 0 => {
+                Some(self.controller().reserve_unchecked(need, true))
+            }
             None => None,
         };
         let Some(mut reservation) = admitted else {
@@ -331,7 +354,8 @@ impl<'a> Reader<'a> {
         };
         reservation.merge(input_reservation);
         let n = batch.num_rows() as u64;
-        self.controller().observe_input(batch.num_rows(), input_bytes);
+        self.controller()
+            .observe_input(batch.num_rows(), input_bytes);
         let task = Task::Process {
             seq: self.seq,
             rows: self.next_row..self.next_row + n,
@@ -360,21 +384,33 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads the next part if read-ahead allows.
-    fn read_ahead(&mut self, chunk_blocked: bool, target_rows: usize) -> std::result::Result<ReadAhead, (u64, SluiceError)> {
+    fn read_ahead(
+        &mut self,
+        chunk_blocked: bool,
+        target_rows: usize,
+    ) -> std::result::Result<ReadAhead, (u64, SluiceError)> {
         if self.source_done || chunk_blocked {
             return Ok(ReadAhead::NotNeeded);
         }
         let held = self.chunker.reserved_bytes()
-            + self.pending.values().map(|d| d.reservation.bytes()).sum::<u64>()
+            + self
+                .pending
+                .values()
+                .map(|d| d.reservation.bytes())
+                .sum::<u64>()
             + self.decode_bytes_in_flight;
         // Nothing on its way could complete the next chunk: read, whatever else holds.
-        let starving = self.chunker.rows() < target_rows && self.pending.is_empty() && self.decodes_in_flight == 0;
+        let starving = self.chunker.rows() < target_rows
+            && self.pending.is_empty()
+            && self.decodes_in_flight == 0;
         let enough_queued = self.decodes_in_flight + self.pending.len() >= 2 * self.workers;
         if !starving && enough_queued {
             return Ok(ReadAhead::NotNeeded);
         }
         // Read-ahead must not take memory that processed chunks are waiting for.
-        if !starving && (held >= self.read_ahead_limit() || self.controller().should_apply_backpressure()) {
+        if !starving
+            && (held >= self.read_ahead_limit() || self.controller().should_apply_backpressure())
+        {
             return Ok(ReadAhead::HeldBack);
         }
         let hint = self.part_hint();
@@ -402,7 +438,10 @@ impl<'a> Reader<'a> {
                     },
                 );
             }
-            SourcePart::Deferred { estimated_bytes, decode } => {
+            SourcePart::Deferred {
+                estimated_bytes,
+                decode,
+            } => {
                 let reservation = self.controller().reserve_unchecked(estimated_bytes, false);
                 self.decodes_in_flight += 1;
                 self.decode_bytes_in_flight += estimated_bytes;
@@ -421,7 +460,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn worker_loop(shared: &Shared, tasks: Receiver<Task>, decoded: Sender<Decoded>, outcomes: Sender<Outcome>) {
+fn worker_loop(
+    shared: &Shared,
+    tasks: Receiver<Task>,
+    decoded: Sender<Decoded>,
+    outcomes: Sender<Outcome>,
+) {
     for task in tasks {
         if shared.control.is_stopped() {
             // Dropping the task releases its reservation.
@@ -462,7 +506,13 @@ fn worker_loop(shared: &Shared, tasks: Receiver<Task>, decoded: Sender<Decoded>,
     }
 }
 
-fn process_chunk(shared: &Shared, seq: u64, rows: Range<u64>, batch: RecordBatch, mut reservation: Reservation) -> Outcome {
+fn process_chunk(
+    shared: &Shared,
+    seq: u64,
+    rows: Range<u64>,
+    batch: RecordBatch,
+    mut reservation: Reservation,
+) -> Outcome {
     let input_bytes = batch_memory(&batch);
     let keep_input = matches!(
         shared.config.error_policy,
@@ -531,7 +581,13 @@ fn rows_len(rows: &Range<u64>) -> usize {
 }
 
 /// Writes a failed chunk's input as `chunk-SEQ.arrow` and its cause as `chunk-SEQ.error.txt`.
-fn write_dead_letter(dir: &Path, seq: u64, rows: &Range<u64>, batch: &RecordBatch, cause: &str) -> Result<()> {
+fn write_dead_letter(
+    dir: &Path,
+    seq: u64,
+    rows: &Range<u64>,
+    batch: &RecordBatch,
+    cause: &str,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| SluiceError::write(dir, e))?;
     let stem = format!("chunk-{seq:06}");
     let tmp = dir.join(format!(".{stem}.arrow.tmp"));
@@ -539,7 +595,9 @@ fn write_dead_letter(dir: &Path, seq: u64, rows: &Range<u64>, batch: &RecordBatc
     let file = std::fs::File::create(&tmp).map_err(|e| SluiceError::write(&tmp, e))?;
     let mut writer = arrow::ipc::writer::FileWriter::try_new(file, &batch.schema())
         .map_err(|e| SluiceError::write(&tmp, e))?;
-    writer.write(batch).map_err(|e| SluiceError::write(&tmp, e))?;
+    writer
+        .write(batch)
+        .map_err(|e| SluiceError::write(&tmp, e))?;
     writer.finish().map_err(|e| SluiceError::write(&tmp, e))?;
     drop(writer);
     std::fs::rename(&tmp, &path).map_err(|e| SluiceError::write(&path, e))?;

@@ -94,7 +94,12 @@ impl StreamingDataPipeline {
 
     /// Like [`Self::process`], and every chunk is also written to the output folder before
     /// it is handed over.
-    pub fn process_to<S, F, E>(&self, source: S, function: F, output: OutputOptions) -> Result<ChunkStream>
+    pub fn process_to<S, F, E>(
+        &self,
+        source: S,
+        function: F,
+        output: OutputOptions,
+    ) -> Result<ChunkStream>
     where
         S: Source + 'static,
         F: Fn(RecordBatch) -> std::result::Result<RecordBatch, E> + Send + Sync + 'static,
@@ -104,7 +109,12 @@ impl StreamingDataPipeline {
     }
 
     /// Runs to the end, writing the output folder, and returns the run's summary.
-    pub fn run_to<S, F, E>(&self, source: S, function: F, output: OutputOptions) -> Result<RunSummary>
+    pub fn run_to<S, F, E>(
+        &self,
+        source: S,
+        function: F,
+        output: OutputOptions,
+    ) -> Result<RunSummary>
     where
         S: Source + 'static,
         F: Fn(RecordBatch) -> std::result::Result<RecordBatch, E> + Send + Sync + 'static,
@@ -117,13 +127,20 @@ impl StreamingDataPipeline {
     pub fn start_boxed(
         &self,
         source: Box<dyn Source>,
-        function: Arc<dyn Fn(RecordBatch) -> std::result::Result<RecordBatch, BoxError> + Send + Sync>,
+        function: Arc<
+            dyn Fn(RecordBatch) -> std::result::Result<RecordBatch, BoxError> + Send + Sync,
+        >,
         output: Option<OutputOptions>,
     ) -> Result<ChunkStream> {
         self.start(source, function, output)
     }
 
-    fn start(&self, source: Box<dyn Source>, function: ChunkFn, output: Option<OutputOptions>) -> Result<ChunkStream> {
+    fn start(
+        &self,
+        source: Box<dyn Source>,
+        function: ChunkFn,
+        output: Option<OutputOptions>,
+    ) -> Result<ChunkStream> {
         let schema = source.schema();
         let row_bytes = min_row_bytes(&schema);
         if row_bytes > self.config.max_memory_bytes {

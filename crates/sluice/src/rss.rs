@@ -24,9 +24,5 @@ pub fn reset_peak() {
 fn read_status_kb(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    line[key.len()..].split_whitespace().next()?.parse().ok()
 }

@@ -124,7 +124,13 @@ impl BatchSizer {
     }
 
     /// One step of the rule in the module docs; returns the rows for the next chunk.
-    pub fn adapt(&mut self, pressure: f64, budget_bytes: u64, workers: usize, next_chunk: u64) -> usize {
+    pub fn adapt(
+        &mut self,
+        pressure: f64,
+        budget_bytes: u64,
+        workers: usize,
+        next_chunk: u64,
+    ) -> usize {
         if !self.adaptive {
             return self.current;
         }

@@ -154,13 +154,21 @@ impl StatsCollector {
             total_chunks_processed: s.chunks,
             total_rows_processed: s.rows,
             total_processing_time: time,
-            throughput_rows_per_second: if time > 0.0 { s.rows as f64 / time } else { 0.0 },
+            throughput_rows_per_second: if time > 0.0 {
+                s.rows as f64 / time
+            } else {
+                0.0
+            },
             memory_peak_mb: rss_peak as f64 / MB,
             backpressure_events: controller.backpressure_events(),
             engine_peak_tracked_mb: controller.peak_bytes() as f64 / MB,
             tracked_memory_mb: controller.used_bytes() as f64 / MB,
             memory_budget_mb: controller.budget_bytes() as f64 / MB,
-            average_chunk_size: if s.chunks > 0 { s.rows as f64 / s.chunks as f64 } else { 0.0 },
+            average_chunk_size: if s.chunks > 0 {
+                s.rows as f64 / s.chunks as f64
+            } else {
+                0.0
+            },
             current_chunk_size: controller.current_batch_size(),
             errors_encountered: s.errors,
             failed_chunks: s.failed_chunks,
@@ -169,7 +177,11 @@ impl StatsCollector {
             latency_p50_ms: if has_latency { q(0.50) } else { 0.0 },
             latency_p95_ms: if has_latency { q(0.95) } else { 0.0 },
             latency_p99_ms: if has_latency { q(0.99) } else { 0.0 },
-            latency_max_ms: if has_latency { s.latency_us.max() as f64 / 1000.0 } else { 0.0 },
+            latency_max_ms: if has_latency {
+                s.latency_us.max() as f64 / 1000.0
+            } else {
+                0.0
+            },
             backpressure_wait_seconds: controller.backpressure_wait().as_secs_f64(),
             budget_overshoots: controller.overshoot_events(),
             input_bytes_read: s.input_bytes,

@@ -38,7 +38,12 @@ pub struct ChunkStream {
 }
 
 impl ChunkStream {
-    pub(crate) fn new(shared: Arc<Shared>, outcomes: Receiver<Outcome>, threads: RunThreads, sink: Option<PartSink>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        outcomes: Receiver<Outcome>,
+        threads: RunThreads,
+        sink: Option<PartSink>,
+    ) -> Self {
         ChunkStream {
             ordered: shared.config.ordered,
             shared,
@@ -193,7 +198,10 @@ impl Iterator for ChunkStream {
                 }
                 Outcome::Fatal { error, .. } => {
                     if matches!(error, SluiceError::ChunkFailed { .. }) {
-                        if let SluiceError::ChunkFailed { first_row, end_row, .. } = &error {
+                        if let SluiceError::ChunkFailed {
+                            first_row, end_row, ..
+                        } = &error
+                        {
                             self.shared.stats.chunk_failed(end_row - first_row, false);
                         }
                     }

@@ -21,7 +21,8 @@ fn a_slow_consumer_never_pushes_tracked_bytes_over_the_budget() {
         .max_memory_bytes(budget)
         .build()
         .expect("valid");
-    let source = MemorySource::try_new(schema(), (0..40).map(|i| batch(i * 1000, 1000)).collect()).expect("source");
+    let source = MemorySource::try_new(schema(), (0..40).map(|i| batch(i * 1000, 1000)).collect())
+        .expect("source");
     let stream = pipeline
         .process(source, |b: RecordBatch| Ok::<_, SluiceError>(transform(&b)))
         .expect("started");
@@ -41,7 +42,10 @@ fn a_slow_consumer_never_pushes_tracked_bytes_over_the_budget() {
     );
     assert!(max_seen <= budget);
     assert_eq!(stats.budget_overshoots, 0);
-    assert!(stats.backpressure_events > 0, "a slow consumer must hold the reader back");
+    assert!(
+        stats.backpressure_events > 0,
+        "a slow consumer must hold the reader back"
+    );
     assert!(stats.backpressure_wait_seconds > 0.0);
 }
 
@@ -49,7 +53,10 @@ fn a_slow_consumer_never_pushes_tracked_bytes_over_the_budget() {
 fn a_slow_consumer_of_a_csv_file_keeps_read_ahead_inside_the_budget() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("big.csv");
-    write_csv(&path, &(0..20).map(|i| batch(i * 5000, 5000)).collect::<Vec<_>>());
+    write_csv(
+        &path,
+        &(0..20).map(|i| batch(i * 5000, 5000)).collect::<Vec<_>>(),
+    );
     let budget: u64 = 2 * 1024 * 1024;
     let pipeline = StreamingDataPipeline::builder()
         .chunk_size(1000)
@@ -57,7 +64,11 @@ fn a_slow_consumer_of_a_csv_file_keeps_read_ahead_inside_the_budget() {
         .max_memory_bytes(budget)
         .build()
         .expect("valid");
-    let source = CsvSource::open_with(&path, sluice::source::CsvOptions::default().with_schema(schema())).expect("open");
+    let source = CsvSource::open_with(
+        &path,
+        sluice::source::CsvOptions::default().with_schema(schema()),
+    )
+    .expect("open");
     let mut ids = Vec::new();
     for chunk in pipeline
         .process(source, |b: RecordBatch| Ok::<_, SluiceError>(b))
@@ -67,7 +78,11 @@ fn a_slow_consumer_of_a_csv_file_keeps_read_ahead_inside_the_budget() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(ids, (0..100_000).collect::<Vec<_>>());
-    assert!(pipeline.controller().peak_bytes() <= budget, "peak {}", pipeline.controller().peak_bytes());
+    assert!(
+        pipeline.controller().peak_bytes() <= budget,
+        "peak {}",
+        pipeline.controller().peak_bytes()
+    );
     assert!(pipeline.stats().backpressure_events > 0);
 }
 
@@ -81,16 +96,25 @@ fn adaptive_batching_shrinks_under_a_tight_budget() {
         .build()
         .expect("valid");
     let chunks: Vec<_> = pipeline
-        .process(MemorySource::from_batch(batch(0, 100_000)), |b: RecordBatch| Ok::<_, SluiceError>(b))
+        .process(
+            MemorySource::from_batch(batch(0, 100_000)),
+            |b: RecordBatch| Ok::<_, SluiceError>(b),
+        )
         .expect("started")
         .collect::<Result<_, _>>()
         .expect("ok");
     assert_eq!(all_ids(&chunks), (0..100_000).collect::<Vec<_>>());
     let last = chunks.last().expect("chunks").batch.num_rows();
     let typical = chunks[chunks.len() / 2].batch.num_rows();
-    assert!(typical < 20_000 / 4, "chunks should shrink well below 20000 rows, got {typical} (last {last})");
+    assert!(
+        typical < 20_000 / 4,
+        "chunks should shrink well below 20000 rows, got {typical} (last {last})"
+    );
     let history = pipeline.stats().chunk_size_history;
-    assert!(history.len() > 1 && history.last().expect("one").rows < 20_000, "{history:?}");
+    assert!(
+        history.len() > 1 && history.last().expect("one").rows < 20_000,
+        "{history:?}"
+    );
 }
 
 #[test]
@@ -103,13 +127,24 @@ fn adaptive_batching_grows_under_a_loose_budget() {
         .build()
         .expect("valid");
     let chunks: Vec<_> = pipeline
-        .process(MemorySource::from_batch(batch(0, 400_000)), |b: RecordBatch| Ok::<_, SluiceError>(b))
+        .process(
+            MemorySource::from_batch(batch(0, 400_000)),
+            |b: RecordBatch| Ok::<_, SluiceError>(b),
+        )
         .expect("started")
         .collect::<Result<_, _>>()
         .expect("ok");
     assert_eq!(all_ids(&chunks), (0..400_000).collect::<Vec<_>>());
-    assert_eq!(chunks[0].batch.num_rows(), 125, "first step grows by a quarter");
-    let biggest = chunks.iter().map(|c| c.batch.num_rows()).max().expect("chunks");
+    assert_eq!(
+        chunks[0].batch.num_rows(),
+        125,
+        "first step grows by a quarter"
+    );
+    let biggest = chunks
+        .iter()
+        .map(|c| c.batch.num_rows())
+        .max()
+        .expect("chunks");
     assert_eq!(biggest, 50_000, "grows up to max_chunk_rows");
 }
 
@@ -122,7 +157,10 @@ fn fixed_chunks_are_exactly_chunk_size() {
         .build()
         .expect("valid");
     let sizes: Vec<usize> = pipeline
-        .process(MemorySource::from_batch(batch(0, 10_000)), |b: RecordBatch| Ok::<_, SluiceError>(b))
+        .process(
+            MemorySource::from_batch(batch(0, 10_000)),
+            |b: RecordBatch| Ok::<_, SluiceError>(b),
+        )
         .expect("started")
         .map(|c| c.expect("ok").batch.num_rows())
         .collect();
@@ -135,7 +173,10 @@ fn the_controller_reports_pressure() {
     let c = sluice::BackpressureController::new(2, 1.0, true);
     assert!(!c.should_apply_backpressure());
     let a = c.try_admit(900 * 1024).expect("fits");
-    assert!(c.should_apply_backpressure(), "90% of the budget is pressure");
+    assert!(
+        c.should_apply_backpressure(),
+        "90% of the budget is pressure"
+    );
     drop(a);
     let _x = c.try_admit(1).expect("fits");
     let _y = c.try_admit(1).expect("fits");

@@ -103,7 +103,7 @@ proptest! {
         let stream = pipeline
             .process(source, move |b: RecordBatch| {
                 if poisoned(&b, &poison_for_fn) {
-                    if b.num_rows() % 2 == 0 {
+                    if b.num_rows().is_multiple_of(2) {
                         panic!("poisoned chunk");
                     }
                     return Err(SluiceError::Stopped);

@@ -18,7 +18,12 @@ fn flaky(b: RecordBatch) -> Result<RecordBatch, String> {
     }
 }
 
-fn run(policy: ErrorPolicy) -> (StreamingDataPipeline, Vec<Result<sluice::ProcessedChunk, SluiceError>>) {
+fn run(
+    policy: ErrorPolicy,
+) -> (
+    StreamingDataPipeline,
+    Vec<Result<sluice::ProcessedChunk, SluiceError>>,
+) {
     let pipeline = StreamingDataPipeline::builder()
         .chunk_size(100)
         .adaptive_batching(false)
@@ -75,7 +80,9 @@ fn skip_drops_failed_chunks_and_counts_them() {
     let (pipeline, results) = run(ErrorPolicy::Skip);
     let chunks: Vec<_> = results.into_iter().map(|r| r.expect("no error")).collect();
     let ids = all_ids(&chunks);
-    let expected: Vec<i64> = (0..1000).filter(|i| !(200..300).contains(i) && !(500..600).contains(i)).collect();
+    let expected: Vec<i64> = (0..1000)
+        .filter(|i| !(200..300).contains(i) && !(500..600).contains(i))
+        .collect();
     assert_eq!(ids, expected);
     let stats = pipeline.stats();
     assert_eq!(stats.failed_chunks, 2);
@@ -112,18 +119,29 @@ fn dead_letter_writes_the_failed_input_so_nothing_is_lost() {
     let mut ids = all_ids(&chunks);
     for seq in [2u64, 5] {
         let path = dir.path().join(format!("chunk-{seq:06}.arrow"));
-        let reader = arrow::ipc::reader::FileReader::try_new(std::fs::File::open(&path).expect("dead letter"), None)
-            .expect("readable");
+        let reader = arrow::ipc::reader::FileReader::try_new(
+            std::fs::File::open(&path).expect("dead letter"),
+            None,
+        )
+        .expect("readable");
         for b in reader {
             let b = b.expect("batch");
             assert_same_values(&b, &batch(seq as i64 * 100, 100));
             ids.extend(ids_of(&b));
         }
-        let note = std::fs::read_to_string(dir.path().join(format!("chunk-{seq:06}.error.txt"))).expect("note");
-        assert!(note.contains(&format!("input rows {}..{}", seq * 100, seq * 100 + 100)), "{note}");
+        let note = std::fs::read_to_string(dir.path().join(format!("chunk-{seq:06}.error.txt")))
+            .expect("note");
+        assert!(
+            note.contains(&format!("input rows {}..{}", seq * 100, seq * 100 + 100)),
+            "{note}"
+        );
     }
     ids.sort_unstable();
-    assert_eq!(ids, (0..1000).collect::<Vec<_>>(), "output plus dead letters hold every row");
+    assert_eq!(
+        ids,
+        (0..1000).collect::<Vec<_>>(),
+        "output plus dead letters hold every row"
+    );
     assert_eq!(pipeline.stats().failed_chunks, 2);
 }
 
@@ -135,12 +153,18 @@ fn cleanup_is_idempotent_and_stops_a_run() {
         .build()
         .expect("valid");
     let mut stream = pipeline
-        .process(MemorySource::from_batch(batch(0, 100_000)), |b: RecordBatch| Ok::<_, SluiceError>(b))
+        .process(
+            MemorySource::from_batch(batch(0, 100_000)),
+            |b: RecordBatch| Ok::<_, SluiceError>(b),
+        )
         .expect("started");
     assert!(stream.next().is_some());
     pipeline.cleanup();
     pipeline.cleanup();
     let rest = stream.count();
-    assert!(rest < 10_000, "the run stopped early ({rest} chunks after stop)");
+    assert!(
+        rest < 10_000,
+        "the run stopped early ({rest} chunks after stop)"
+    );
     assert_eq!(pipeline.controller().used_bytes(), 0);
 }

@@ -5,8 +5,8 @@ mod common;
 
 use arrow::record_batch::RecordBatch;
 use sluice::source::{
-    CsvOptions, CsvSource, FileFormat, FilesSource, IpcFileSource, IpcStreamSource, IterSource, MemorySource,
-    NdjsonSource, ParquetOptions, ParquetSource,
+    CsvOptions, CsvSource, FileFormat, FilesSource, IpcFileSource, IpcStreamSource, IterSource,
+    MemorySource, NdjsonSource, ParquetOptions, ParquetSource,
 };
 use sluice::{SluiceError, Source, StreamingDataPipeline};
 
@@ -61,7 +61,12 @@ fn memory_source_single_batch_and_many() {
 
 #[test]
 fn iterator_source() {
-    check_source(|| Box::new(IterSource::new(schema(), input().into_iter().map(Ok::<_, SluiceError>))));
+    check_source(|| {
+        Box::new(IterSource::new(
+            schema(),
+            input().into_iter().map(Ok::<_, SluiceError>),
+        ))
+    });
 }
 
 #[test]
@@ -70,11 +75,21 @@ fn csv_source_with_given_and_inferred_schema() {
     let path = dir.path().join("data.csv");
     write_csv(&path, &input());
     let p = path.clone();
-    check_source(move || Box::new(CsvSource::open_with(&p, CsvOptions::default().with_schema(schema())).expect("open")));
+    check_source(move || {
+        Box::new(
+            CsvSource::open_with(&p, CsvOptions::default().with_schema(schema())).expect("open"),
+        )
+    });
     // Inferred: ids are Int64, values Float64, labels Utf8, as written.
     let inferred = CsvSource::open(&path).expect("open");
-    assert_eq!(inferred.schema().field(0).data_type(), &arrow::datatypes::DataType::Int64);
-    assert_eq!(inferred.schema().field(2).data_type(), &arrow::datatypes::DataType::Utf8);
+    assert_eq!(
+        inferred.schema().field(0).data_type(),
+        &arrow::datatypes::DataType::Int64
+    );
+    assert_eq!(
+        inferred.schema().field(2).data_type(),
+        &arrow::datatypes::DataType::Utf8
+    );
 }
 
 #[test]
@@ -84,7 +99,9 @@ fn csv_blocks_smaller_than_the_file_keep_quoted_fields_whole() {
     let path = dir.path().join("quoted.csv");
     let mut text = String::from("id,text\n");
     for i in 0..20_000 {
-        text.push_str(&format!("{i},\"line one of {i}\nline two, with comma \"\"quoted\"\"\"\n"));
+        text.push_str(&format!(
+            "{i},\"line one of {i}\nline two, with comma \"\"quoted\"\"\"\n"
+        ));
     }
     std::fs::write(&path, text).expect("write");
     let pipeline = StreamingDataPipeline::builder()
@@ -95,7 +112,9 @@ fn csv_blocks_smaller_than_the_file_keep_quoted_fields_whole() {
         .build()
         .expect("valid");
     let chunks: Vec<_> = pipeline
-        .process(CsvSource::open(&path).expect("open"), |b: RecordBatch| Ok::<_, SluiceError>(b))
+        .process(CsvSource::open(&path).expect("open"), |b: RecordBatch| {
+            Ok::<_, SluiceError>(b)
+        })
         .expect("started")
         .collect::<Result<_, _>>()
         .expect("no error");
@@ -107,7 +126,10 @@ fn csv_blocks_smaller_than_the_file_keep_quoted_fields_whole() {
         .as_any()
         .downcast_ref::<arrow::array::StringArray>()
         .expect("text");
-    assert_eq!(texts.value(19_999), "line one of 19999\nline two, with comma \"quoted\"");
+    assert_eq!(
+        texts.value(19_999),
+        "line one of 19999\nline two, with comma \"quoted\""
+    );
 }
 
 #[test]
@@ -116,7 +138,10 @@ fn tsv_without_trailing_newline() {
     let path = dir.path().join("data.tsv");
     std::fs::write(&path, "id\tvalue\n1\t0.5\n2\t1.5\n3\t2.5").expect("write");
     let source = FilesSource::open(&[path.to_string_lossy()], None).expect("open");
-    let pipeline = StreamingDataPipeline::builder().chunk_size(2).build().expect("valid");
+    let pipeline = StreamingDataPipeline::builder()
+        .chunk_size(2)
+        .build()
+        .expect("valid");
     let rows: usize = pipeline
         .process(source, |b: RecordBatch| Ok::<_, SluiceError>(b))
         .expect("started")
@@ -140,7 +165,12 @@ fn parquet_source_by_row_groups_and_projection() {
         },
     )
     .expect("open");
-    let names: Vec<_> = projected.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<_> = projected
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     assert_eq!(names, vec!["id", "label"]);
 }
 
@@ -185,7 +215,11 @@ fn a_glob_of_files_reads_in_name_order() {
     let dir = tempfile::tempdir().expect("tmp");
     let batches = input();
     for (i, b) in batches.iter().enumerate() {
-        write_parquet(&dir.path().join(format!("part-{i}.parquet")), std::slice::from_ref(b), 700);
+        write_parquet(
+            &dir.path().join(format!("part-{i}.parquet")),
+            std::slice::from_ref(b),
+            700,
+        );
     }
     let pattern = format!("{}/*.parquet", dir.path().display());
     check_source(move || Box::new(FilesSource::open(&[pattern.as_str()], None).expect("open")));

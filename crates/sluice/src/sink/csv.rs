@@ -45,6 +45,7 @@ impl PartFileWriter for CsvPartWriter {
             .into_inner()
             .into_inner()
             .map_err(|e| SluiceError::write(&self.path, e.error()))?;
-        file.sync_all().map_err(|e| SluiceError::write(&self.path, e))
+        file.sync_all()
+            .map_err(|e| SluiceError::write(&self.path, e))
     }
 }

@@ -50,6 +50,7 @@ impl PartFileWriter for IpcPartWriter {
             .map_err(|e| SluiceError::write(&self.path, e))?
             .into_inner()
             .map_err(|e| SluiceError::write(&self.path, e.error()))?;
-        file.sync_all().map_err(|e| SluiceError::write(&self.path, e))
+        file.sync_all()
+            .map_err(|e| SluiceError::write(&self.path, e))
     }
 }

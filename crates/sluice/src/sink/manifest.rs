@@ -84,7 +84,8 @@ impl Manifest {
     pub(crate) fn write_to(&self, dir: &Path) -> Result<()> {
         let mut manifest = self.clone();
         manifest.total_rows = manifest.parts.iter().map(|p| p.rows).sum();
-        let text = serde_json::to_string_pretty(&manifest).map_err(|e| SluiceError::write(dir, e))?;
+        let text =
+            serde_json::to_string_pretty(&manifest).map_err(|e| SluiceError::write(dir, e))?;
         let tmp = dir.join(format!(".{MANIFEST_FILE}.tmp"));
         let path = dir.join(MANIFEST_FILE);
         std::fs::write(&tmp, text).map_err(|e| SluiceError::write(&tmp, e))?;

@@ -61,6 +61,9 @@ pub struct OutputOptions {
     pub rows_per_part: u64,
     /// Parts already complete from an earlier run (resume): kept, and numbering goes on.
     pub resume_parts: Vec<PartInfo>,
+    /// Added to the input rows recorded in the manifest: the rows a resumed run skipped,
+    /// so the ranges stay those of the whole input.
+    pub input_row_offset: u64,
 }
 
 impl OutputOptions {
@@ -70,6 +73,7 @@ impl OutputOptions {
             format: OutputFormat::Parquet,
             rows_per_part: 1_000_000,
             resume_parts: Vec::new(),
+            input_row_offset: 0,
         }
     }
     pub fn format(mut self, format: OutputFormat) -> Self {
@@ -78,6 +82,13 @@ impl OutputOptions {
     }
     pub fn rows_per_part(mut self, rows: u64) -> Self {
         self.rows_per_part = rows.max(1);
+        self
+    }
+    /// Continues an earlier run: keeps its complete `parts` and records input rows from
+    /// `input_row_offset` on (the rows those parts cover, which the source must skip).
+    pub fn resume(mut self, parts: Vec<PartInfo>, input_row_offset: u64) -> Self {
+        self.resume_parts = parts;
+        self.input_row_offset = input_row_offset;
         self
     }
 }
@@ -147,6 +158,7 @@ impl PartSink {
 
     /// Writes one chunk that covers `input_rows` of the input.
     pub fn write(&mut self, batch: &RecordBatch, input_rows: (u64, u64)) -> Result<()> {
+        let input_rows = self.absolute(input_rows);
         let schema_changed = self
             .current
             .as_ref()
@@ -173,13 +185,23 @@ impl PartSink {
 
     /// Records input rows that produced no output (skipped chunks) in the current part.
     pub fn skip_input(&mut self, input_rows: (u64, u64)) {
+        let input_rows = self.absolute(input_rows);
         if let Some(part) = self.current.as_mut() {
             part.input_rows.1 = input_rows.1;
         }
     }
 
+    fn absolute(&self, (start, end): (u64, u64)) -> (u64, u64) {
+        let offset = self.options.input_row_offset;
+        (start + offset, end + offset)
+    }
+
     fn open_part(&mut self, schema: SchemaRef, first_input_row: u64) -> Result<()> {
-        let file_name = format!("part-{:05}.{}", self.next_index, self.options.format.extension());
+        let file_name = format!(
+            "part-{:05}.{}",
+            self.next_index,
+            self.options.format.extension()
+        );
         let tmp_path = self.options.dir.join(format!(".{file_name}.tmp"));
         let file = File::create(&tmp_path).map_err(|e| SluiceError::write(&tmp_path, e))?;
         let writer: Box<dyn PartFileWriter> = match self.options.format {
@@ -190,7 +212,9 @@ impl PartSink {
                 self.flush_bytes,
             )?),
             OutputFormat::Csv => Box::new(csv::CsvPartWriter::create(&tmp_path, file)),
-            OutputFormat::Ipc => Box::new(ipc::IpcPartWriter::create(&tmp_path, file, schema.clone())?),
+            OutputFormat::Ipc => {
+                Box::new(ipc::IpcPartWriter::create(&tmp_path, file, schema.clone())?)
+            }
         };
         self.next_index += 1;
         self.current = Some(OpenPart {
@@ -211,7 +235,8 @@ impl PartSink {
         part.writer.finish()?;
         self.buffer_reservation.resize(0);
         let final_path = self.options.dir.join(&part.file_name);
-        std::fs::rename(&part.tmp_path, &final_path).map_err(|e| SluiceError::write(&final_path, e))?;
+        std::fs::rename(&part.tmp_path, &final_path)
+            .map_err(|e| SluiceError::write(&final_path, e))?;
         let bytes = std::fs::metadata(&final_path).map(|m| m.len()).unwrap_or(0);
         self.manifest.schema = manifest::describe_schema(&part.schema);
         self.manifest.parts.push(PartInfo {
@@ -229,7 +254,12 @@ impl PartSink {
     }
 
     /// Closes the open part and writes the final manifest.
-    pub fn finish(&mut self, status: RunStatus, stats: Option<StreamingStats>, error: Option<String>) -> Result<()> {
+    pub fn finish(
+        &mut self,
+        status: RunStatus,
+        stats: Option<StreamingStats>,
+        error: Option<String>,
+    ) -> Result<()> {
         self.close_part()?;
         self.manifest.status = status;
         self.manifest.stats = stats;

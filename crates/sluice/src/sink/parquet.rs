@@ -26,8 +26,9 @@ impl ParquetPartWriter {
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(1024 * 1024))
             .build();
-        let writer = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(props))
-            .map_err(|e| SluiceError::write(path, e))?;
+        let writer =
+            ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(props))
+                .map_err(|e| SluiceError::write(path, e))?;
         Ok(ParquetPartWriter {
             writer,
             flush_bytes: flush_bytes.max(1 << 20),

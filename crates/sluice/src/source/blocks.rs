@@ -27,7 +27,13 @@ pub(crate) struct BlockReader {
 impl BlockReader {
     /// Starts reading `file` after `skip` bytes already consumed (e.g. a header), whose
     /// lines end before line `first_line`.
-    pub fn new(path: &Path, file: File, quote: Option<u8>, carry: Vec<u8>, first_line: u64) -> Self {
+    pub fn new(
+        path: &Path,
+        file: File,
+        quote: Option<u8>,
+        carry: Vec<u8>,
+        first_line: u64,
+    ) -> Self {
         BlockReader {
             path: path.to_path_buf(),
             file,

@@ -92,7 +92,7 @@ impl CsvSource {
                     .with_quote(options.quote);
                 let (schema, _) = format
                     .infer_schema(BufReader::new(&mut file), Some(options.infer_rows.max(1)))
-                    .map_err(|e| bad_input(&path, "schema inference", e))?;
+                    .map_err(|e| inference_error(&path, e))?;
                 if schema.fields().is_empty() {
                     return Err(SluiceError::BadInput {
                         path: path.clone(),
@@ -103,10 +103,11 @@ impl CsvSource {
                 Arc::new(schema)
             }
         };
-        file.seek(SeekFrom::Start(0)).map_err(|source| SluiceError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|source| SluiceError::Read {
+                path: path.clone(),
+                source,
+            })?;
         let (carry, first_line) = if options.has_header {
             (skip_header(&path, &mut file, options.quote)?, 2)
         } else {
@@ -181,7 +182,12 @@ impl Source for CsvSource {
     }
 }
 
-fn decode_block(path: &Path, schema: SchemaRef, options: &CsvOptions, block: Block) -> Result<Vec<RecordBatch>> {
+fn decode_block(
+    path: &Path,
+    schema: SchemaRef,
+    options: &CsvOptions,
+    block: Block,
+) -> Result<Vec<RecordBatch>> {
     let mut decoder = ReaderBuilder::new(schema)
         .with_header(false)
         .with_delimiter(options.delimiter)
@@ -208,11 +214,26 @@ fn decode_block(path: &Path, schema: SchemaRef, options: &CsvOptions, block: Blo
     Ok(batches)
 }
 
-fn bad_input(path: &Path, location: &str, e: ArrowError) -> SluiceError {
+/// Schema inference reads the file from its start, so its line numbers are the file's.
+fn inference_error(path: &Path, e: ArrowError) -> SluiceError {
+    let message = e.to_string();
+    let location = message
+        .rfind("line ")
+        .and_then(|pos| {
+            let digits: String = message[pos + 5..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            digits.parse::<u64>().ok()
+        })
+        .map_or_else(
+            || "schema inference".to_string(),
+            |line| format!("line {line}"),
+        );
     SluiceError::BadInput {
         path: path.to_path_buf(),
-        location: location.to_string(),
-        message: e.to_string(),
+        location,
+        message: format!("while inferring the schema: {message}"),
     }
 }
 
@@ -221,7 +242,8 @@ fn bad_input(path: &Path, location: &str, e: ArrowError) -> SluiceError {
 /// N", "at line N" of unequal lengths).
 fn located_error(path: &Path, first_line: u64, e: ArrowError) -> SluiceError {
     let message = e.to_string();
-    let zero_based = message.contains("Error while parsing value") || message.contains("Error parsing column");
+    let zero_based =
+        message.contains("Error while parsing value") || message.contains("Error parsing column");
     let mut location = format!("lines from {first_line}");
     let mut rewritten = message.clone();
     for marker in ["at line ", "for line "] {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use arrow::datatypes::SchemaRef;
 
 use super::{
-    CsvOptions, CsvSource, IpcFileSource, IpcStreamSource, NdjsonOptions, NdjsonSource, ParquetOptions,
-    ParquetSource, PartHint, Source, SourcePart,
+    CsvOptions, CsvSource, IpcFileSource, IpcStreamSource, NdjsonOptions, NdjsonSource,
+    ParquetOptions, ParquetSource, PartHint, Source, SourcePart,
 };
 use crate::error::{Result, SluiceError};
 
@@ -33,23 +33,26 @@ impl FileFormat {
             "ipc" | "arrow" | "feather" | "arrows" => Ok(FileFormat::Ipc),
             other => Err(SluiceError::InvalidSetting {
                 setting: "format",
-                reason: format!("unknown format {other:?}; expected csv, tsv, parquet, ndjson or ipc"),
+                reason: format!(
+                    "unknown format {other:?}; expected csv, tsv, parquet, ndjson or ipc"
+                ),
             }),
         }
     }
 
     /// The format a file's extension names.
     pub fn from_path(path: &Path) -> Result<Self> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .ok_or_else(|| SluiceError::UnknownFormat {
+        let ext = path.extension().and_then(|e| e.to_str()).ok_or_else(|| {
+            SluiceError::UnknownFormat {
                 path: path.to_path_buf(),
                 reason: "it has no extension; name the format".into(),
-            })?;
+            }
+        })?;
         Self::from_name(ext).map_err(|_| SluiceError::UnknownFormat {
             path: path.to_path_buf(),
-            reason: format!("extension .{ext} is not csv, tsv, parquet, ndjson/json/jsonl or arrow/ipc"),
+            reason: format!(
+                "extension .{ext} is not csv, tsv, parquet, ndjson/json/jsonl or arrow/ipc"
+            ),
         })
     }
 
@@ -105,7 +108,9 @@ pub fn expand_inputs<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
                     source,
                 })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && !is_hidden_or_meta(p) && FileFormat::from_path(p).is_ok())
+                .filter(|p| {
+                    p.is_file() && !is_hidden_or_meta(p) && FileFormat::from_path(p).is_ok()
+                })
                 .collect();
             files.sort();
             if files.is_empty() {
@@ -119,7 +124,10 @@ pub fn expand_inputs<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
                 setting: "input",
                 reason: format!("bad glob pattern {input:?}: {e}"),
             })?;
-            let mut files: Vec<PathBuf> = paths.filter_map(|p| p.ok()).filter(|p| p.is_file()).collect();
+            let mut files: Vec<PathBuf> = paths
+                .filter_map(|p| p.ok())
+                .filter(|p| p.is_file())
+                .collect();
             files.sort();
             if files.is_empty() {
                 return Err(SluiceError::NoInput {
@@ -205,20 +213,27 @@ fn schema_difference(a: &SchemaRef, b: &SchemaRef) -> Option<String> {
             fa.iter().map(|f| f.name()).collect::<Vec<_>>()
         ));
     }
-    fa.iter().zip(fb.iter()).enumerate().find_map(|(i, (x, y))| {
-        if x.name() != y.name() {
-            Some(format!("column {i} is {:?} instead of {:?}", y.name(), x.name()))
-        } else if x.data_type() != y.data_type() {
-            Some(format!(
-                "column {:?} is {} instead of {}",
-                x.name(),
-                y.data_type(),
-                x.data_type()
-            ))
-        } else {
-            None
-        }
-    })
+    fa.iter()
+        .zip(fb.iter())
+        .enumerate()
+        .find_map(|(i, (x, y))| {
+            if x.name() != y.name() {
+                Some(format!(
+                    "column {i} is {:?} instead of {:?}",
+                    y.name(),
+                    x.name()
+                ))
+            } else if x.data_type() != y.data_type() {
+                Some(format!(
+                    "column {:?} is {} instead of {}",
+                    x.name(),
+                    y.data_type(),
+                    x.data_type()
+                ))
+            } else {
+                None
+            }
+        })
 }
 
 impl Source for FilesSource {
@@ -230,7 +245,11 @@ impl Source for FilesSource {
         if self.paths.len() == 1 {
             self.current.name()
         } else {
-            format!("{} files ({}...)", self.paths.len(), self.paths[0].display())
+            format!(
+                "{} files ({}...)",
+                self.paths.len(),
+                self.paths[0].display()
+            )
         }
     }
 
@@ -250,8 +269,11 @@ impl Source for FilesSource {
             if let Some(difference) = schema_difference(&self.schema, &next.schema()) {
                 // CSV types are inferred per file; a column inferred as Int64 in one file and
                 // Float64 in another is still the same column. Decode it with the first schema.
-                let csv_names_match = matches!(next_format(path, self.format.as_ref()), Some(FileFormat::Csv(_)))
-                    && self.schema.fields().len() == next.schema().fields().len()
+                let csv_names_match = matches!(
+                    next_format(path, self.format.as_ref()),
+                    Some(FileFormat::Csv(_))
+                ) && self.schema.fields().len()
+                    == next.schema().fields().len()
                     && self
                         .schema
                         .fields()

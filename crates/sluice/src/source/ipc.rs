@@ -41,8 +41,13 @@ impl IpcFileSource {
         let path = path.as_ref().to_path_buf();
         let file = open(&path)?;
         let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let reader = FileReader::try_new(BufReader::new(file), None)
-            .map_err(|e| bad(&path, "footer".into(), format!("not a readable Arrow IPC file: {e}")))?;
+        let reader = FileReader::try_new(BufReader::new(file), None).map_err(|e| {
+            bad(
+                &path,
+                "footer".into(),
+                format!("not a readable Arrow IPC file: {e}"),
+            )
+        })?;
         Ok(IpcFileSource {
             schema: reader.schema(),
             num_batches: reader.num_batches(),
@@ -79,7 +84,9 @@ impl Source for IpcFileSource {
             let location = || format!("record batch {index}");
             let mut reader = FileReader::try_new(BufReader::new(open(&path)?), None)
                 .map_err(|e| bad(&path, location(), e))?;
-            reader.set_index(index).map_err(|e| bad(&path, location(), e))?;
+            reader
+                .set_index(index)
+                .map_err(|e| bad(&path, location(), e))?;
             match reader.next() {
                 Some(batch) => Ok(vec![batch.map_err(|e| bad(&path, location(), e))?]),
                 None => Err(bad(&path, location(), "the batch is missing")),
@@ -107,8 +114,13 @@ impl IpcStreamSource {
         let path = path.as_ref().to_path_buf();
         let file = open(&path)?;
         let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let reader = StreamReader::try_new(BufReader::new(file), None)
-            .map_err(|e| bad(&path, "stream header".into(), format!("not a readable Arrow IPC stream: {e}")))?;
+        let reader = StreamReader::try_new(BufReader::new(file), None).map_err(|e| {
+            bad(
+                &path,
+                "stream header".into(),
+                format!("not a readable Arrow IPC stream: {e}"),
+            )
+        })?;
         Ok(IpcStreamSource {
             path,
             reader,
@@ -134,7 +146,11 @@ impl Source for IpcStreamSource {
     fn next_part(&mut self, _hint: PartHint) -> Result<Option<(SourcePart, u64)>> {
         match self.reader.next() {
             None => Ok(None),
-            Some(Err(e)) => Err(bad(&self.path, format!("record batch {}", self.batches_read), e)),
+            Some(Err(e)) => Err(bad(
+                &self.path,
+                format!("record batch {}", self.batches_read),
+                e,
+            )),
             Some(Ok(batch)) => {
                 self.batches_read += 1;
                 let bytes = batch.get_array_memory_size() as u64;

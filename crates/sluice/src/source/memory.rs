@@ -29,7 +29,11 @@ impl MemorySource {
             if b.schema().fields() != schema.fields() {
                 return Err(SluiceError::Source {
                     source_name: "memory".into(),
-                    message: format!("batch {i} has schema {:?}, expected {:?}", b.schema(), schema),
+                    message: format!(
+                        "batch {i} has schema {:?}, expected {:?}",
+                        b.schema(),
+                        schema
+                    ),
                 });
             }
         }

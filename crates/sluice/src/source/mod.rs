@@ -14,6 +14,7 @@ pub mod ipc;
 pub mod memory;
 pub mod ndjson;
 pub mod parquet;
+pub mod skip;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -26,6 +27,7 @@ pub use self::ipc::{IpcFileSource, IpcStreamSource};
 pub use self::memory::{IterSource, MemorySource};
 pub use self::ndjson::{NdjsonOptions, NdjsonSource};
 pub use self::parquet::{ParquetOptions, ParquetSource};
+pub use self::skip::SkipRows;
 
 /// A decode job run by a worker; returns the part's batches in order.
 pub type DecodeFn = Box<dyn FnOnce() -> Result<Vec<RecordBatch>> + Send>;

@@ -54,16 +54,18 @@ impl NdjsonSource {
         let schema = match options.schema {
             Some(s) => s,
             None => {
-                let (schema, _) = infer_json_schema(BufReader::new(&mut file), Some(options.infer_rows.max(1)))
-                    .map_err(|e| SluiceError::BadInput {
+                let (schema, _) =
+                    infer_json_schema(BufReader::new(&mut file), Some(options.infer_rows.max(1)))
+                        .map_err(|e| SluiceError::BadInput {
                         path: path.clone(),
                         location: format!("the first {} lines", options.infer_rows),
                         message: e.to_string(),
                     })?;
-                file.seek(SeekFrom::Start(0)).map_err(|source| SluiceError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
+                file.seek(SeekFrom::Start(0))
+                    .map_err(|source| SluiceError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
                 Arc::new(schema)
             }
         };

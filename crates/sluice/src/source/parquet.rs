@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::ProjectionMask;
 
 use super::{PartHint, Source, SourcePart};
@@ -42,27 +44,34 @@ impl ParquetSource {
             source,
         })?;
         let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default()).map_err(|e| {
-            SluiceError::BadInput {
-                path: path.clone(),
-                location: "footer".into(),
-                message: format!("not a readable Parquet file: {e}"),
-            }
-        })?;
+        let metadata =
+            ArrowReaderMetadata::load(&file, ArrowReaderOptions::default()).map_err(|e| {
+                SluiceError::BadInput {
+                    path: path.clone(),
+                    location: "footer".into(),
+                    message: format!("not a readable Parquet file: {e}"),
+                }
+            })?;
         let full_schema = metadata.schema().clone();
         let (projection, schema) = match &options.columns {
             None => (ProjectionMask::all(), full_schema),
             Some(names) => {
                 let mut indices = Vec::with_capacity(names.len());
                 for name in names {
-                    let index = full_schema.index_of(name).map_err(|_| SluiceError::BadInput {
-                        path: path.clone(),
-                        location: "schema".into(),
-                        message: format!(
-                            "no column named {name:?}; the file has {:?}",
-                            full_schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
-                        ),
-                    })?;
+                    let index = full_schema
+                        .index_of(name)
+                        .map_err(|_| SluiceError::BadInput {
+                            path: path.clone(),
+                            location: "schema".into(),
+                            message: format!(
+                                "no column named {name:?}; the file has {:?}",
+                                full_schema
+                                    .fields()
+                                    .iter()
+                                    .map(|f| f.name())
+                                    .collect::<Vec<_>>()
+                            ),
+                        })?;
                     indices.push(index);
                 }
                 indices.sort_unstable();
@@ -147,7 +156,5 @@ fn decode_row_group(
         .with_batch_size(DECODE_BATCH_ROWS)
         .build()
         .map_err(|e| located(&e))?;
-    reader
-        .map(|batch| batch.map_err(|e| located(&e)))
-        .collect()
+    reader.map(|batch| batch.map_err(|e| located(&e))).collect()
 }

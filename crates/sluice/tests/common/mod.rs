@@ -21,11 +21,23 @@ pub fn batch(start: i64, n: usize) -> RecordBatch {
     let ids: Vec<i64> = (start..start + n as i64).collect();
     let values: Vec<Option<f64>> = ids
         .iter()
-        .map(|&i| if i % 17 == 0 { None } else { Some(i as f64 * 0.5 - 3.25) })
+        .map(|&i| {
+            if i % 17 == 0 {
+                None
+            } else {
+                Some(i as f64 * 0.5 - 3.25)
+            }
+        })
         .collect();
     let labels: Vec<Option<String>> = ids
         .iter()
-        .map(|&i| if i % 13 == 0 { None } else { Some(format!("row \"{i}\", ok")) })
+        .map(|&i| {
+            if i % 13 == 0 {
+                None
+            } else {
+                Some(format!("row \"{i}\", ok"))
+            }
+        })
         .collect();
     RecordBatch::try_new(
         schema(),
@@ -95,7 +107,9 @@ pub fn assert_same_values(a: &RecordBatch, b: &RecordBatch) {
 
 pub fn write_csv(path: &std::path::Path, batches: &[RecordBatch]) {
     let file = std::fs::File::create(path).expect("create csv");
-    let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(file);
+    let mut w = arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .build(file);
     for b in batches {
         w.write(b).expect("write csv");
     }
@@ -106,7 +120,8 @@ pub fn write_parquet(path: &std::path::Path, batches: &[RecordBatch], row_group_
     let props = parquet::file::properties::WriterProperties::builder()
         .set_max_row_group_row_count(Some(row_group_rows))
         .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batches[0].schema(), Some(props)).expect("writer");
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batches[0].schema(), Some(props))
+        .expect("writer");
     for b in batches {
         w.write(b).expect("write");
     }
@@ -124,7 +139,8 @@ pub fn write_ndjson(path: &std::path::Path, batches: &[RecordBatch]) {
 
 pub fn write_ipc_file(path: &std::path::Path, batches: &[RecordBatch]) {
     let file = std::fs::File::create(path).expect("create ipc");
-    let mut w = arrow::ipc::writer::FileWriter::try_new(file, &batches[0].schema()).expect("writer");
+    let mut w =
+        arrow::ipc::writer::FileWriter::try_new(file, &batches[0].schema()).expect("writer");
     for b in batches {
         w.write(b).expect("write");
     }
@@ -133,7 +149,8 @@ pub fn write_ipc_file(path: &std::path::Path, batches: &[RecordBatch]) {
 
 pub fn write_ipc_stream(path: &std::path::Path, batches: &[RecordBatch]) {
     let file = std::fs::File::create(path).expect("create ipc stream");
-    let mut w = arrow::ipc::writer::StreamWriter::try_new(file, &batches[0].schema()).expect("writer");
+    let mut w =
+        arrow::ipc::writer::StreamWriter::try_new(file, &batches[0].schema()).expect("writer");
     for b in batches {
         w.write(b).expect("write");
     }
@@ -149,14 +166,16 @@ pub fn read_parts(dir: &std::path::Path) -> Vec<RecordBatch> {
         let file = std::fs::File::open(&path).expect("part exists");
         match manifest.format {
             sluice::OutputFormat::Parquet => {
-                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .expect("readable parquet")
-                    .build()
-                    .expect("reader");
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .expect("readable parquet")
+                        .build()
+                        .expect("reader");
                 out.extend(reader.map(|b| b.expect("batch")));
             }
             sluice::OutputFormat::Ipc => {
-                let reader = arrow::ipc::reader::FileReader::try_new(file, None).expect("readable ipc");
+                let reader =
+                    arrow::ipc::reader::FileReader::try_new(file, None).expect("readable ipc");
                 out.extend(reader.map(|b| b.expect("batch")));
             }
             sluice::OutputFormat::Csv => {
