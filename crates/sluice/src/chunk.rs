@@ -76,6 +76,7 @@ impl Chunker {
     pub fn push(&mut self, batches: Vec<RecordBatch>, mut reservation: Option<Reservation>) {
         let weights: Vec<u64> = batches.iter().map(batch_memory).collect();
         let total: u64 = weights.iter().sum();
+        let reserved = reservation.as_ref().map_or(0, |r| r.bytes());
         let count = batches.len();
         for (i, (batch, weight)) in batches.into_iter().zip(weights).enumerate() {
             if batch.num_rows() == 0 {
@@ -85,12 +86,9 @@ impl Chunker {
                 if i + 1 == count {
                     r.split(r.bytes())
                 } else {
-                    let share = if total == 0 {
-                        0
-                    } else {
-                        r.bytes() * weight / total.max(1)
-                    };
-                    r.split(share.min(weight.max(share)))
+                    // Each batch carries its share of the part's reservation, by weight.
+                    let share = (reserved as u128 * weight as u128 / total.max(1) as u128) as u64;
+                    r.split(share)
                 }
             });
             self.rows += batch.num_rows();

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The project's whole test suite: Rust (cargo test) then Python (pytest), failing on any
+# failure. Installs what the tests need first; safe to run on a machine that has never
+# seen the project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+# One target dir for cargo test and for maturin, so dependencies are built once.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+echo "== cargo test (workspace)"
+cargo test --locked --no-fail-fast 2>&1
+
+echo "== criterion benches build (not run)"
+if grep -q '\[\[bench\]\]' crates/*/Cargo.toml 2>/dev/null; then
+    cargo bench --locked --no-run 2>&1
+fi
+
+if [ -f pyproject.toml ] && [ -d python/tests ]; then
+    echo "== Python package"
+    python3 -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+    python3 -m pip install --quiet -r python/requirements-test.txt
+    python3 -m pip install --quiet --no-build-isolation . 2>&1 | tail -n 20
+    echo "== pytest"
+    # Run from outside the source tree so the installed package is the one tested.
+    (cd python/tests && python3 -m pytest -q -p no:cacheprovider .)
+fi
