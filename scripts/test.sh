@@ -13,7 +13,8 @@ cargo test --locked --no-fail-fast 2>&1
 
 echo "== criterion benches build (not run)"
 if grep -q '\[\[bench\]\]' crates/*/Cargo.toml 2>/dev/null; then
-    cargo bench --locked --no-run 2>&1
+    # The dev profile reuses the test build; a release build here would double CI time.
+    cargo bench --locked --no-run --profile dev 2>&1
 fi
 
 if [ -f pyproject.toml ] && [ -d python/tests ]; then

@@ -46,13 +46,20 @@ fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        let number = |name: &str, v: String| v.parse::<f64>().map_err(|_| format!("{name}: {v:?} is not a number"));
+        let number = |name: &str, v: String| {
+            v.parse::<f64>()
+                .map_err(|_| format!("{name}: {v:?} is not a number"))
+        };
         match flag.as_str() {
             "--rows" => args.rows = number("--rows", value("--rows")?)? as usize,
             "--input" => args.input.push(value("--input")?),
             "--output" => args.output = Some(value("--output")?),
-            "--chunk-size" => args.chunk_size = number("--chunk-size", value("--chunk-size")?)? as usize,
-            "--max-memory-mb" => args.max_memory_mb = number("--max-memory-mb", value("--max-memory-mb")?)?,
+            "--chunk-size" => {
+                args.chunk_size = number("--chunk-size", value("--chunk-size")?)? as usize
+            }
+            "--max-memory-mb" => {
+                args.max_memory_mb = number("--max-memory-mb", value("--max-memory-mb")?)?
+            }
             "--workers" => args.workers = Some(number("--workers", value("--workers")?)? as usize),
             "--fixed-chunks" => args.fixed_chunks = true,
             "--help" | "-h" => {
@@ -73,7 +80,9 @@ fn create_large_dataset(rows: usize) -> Result<RecordBatch, ArrowError> {
     let f2: Float64Array = (0..rows).map(&mut normal).collect();
     let f3: Float64Array = (0..rows).map(&mut normal).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let category: StringArray = (0..rows).map(|_| Some(["A", "B", "C"][rng.random_range(0..3)])).collect();
+    let category: StringArray = (0..rows)
+        .map(|_| Some(["A", "B", "C"][rng.random_range(0..3)]))
+        .collect();
     let target: Int64Array = (0..rows).map(|_| rng.random_range(0..2i64)).collect();
     RecordBatch::try_new(
         Arc::new(Schema::new(vec![
@@ -83,7 +92,13 @@ fn create_large_dataset(rows: usize) -> Result<RecordBatch, ArrowError> {
             Field::new("category", DataType::Utf8, false),
             Field::new("target", DataType::Int64, false),
         ])),
-        vec![Arc::new(f1), Arc::new(f2), Arc::new(f3), Arc::new(category), Arc::new(target)],
+        vec![
+            Arc::new(f1),
+            Arc::new(f2),
+            Arc::new(f3),
+            Arc::new(category),
+            Arc::new(target),
+        ],
     )
 }
 
@@ -128,11 +143,7 @@ fn data_preprocessing(chunk: RecordBatch) -> Result<RecordBatch, ArrowError> {
     let feature_sum = add(&add(&f1, &f2)?, &f3)?;
     let mut fields = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
-    for (name, column) in [
-        ("feature_1", &f1),
-        ("feature_2", &f2),
-        ("feature_3", &f3),
-    ] {
+    for (name, column) in [("feature_1", &f1), ("feature_2", &f2), ("feature_3", &f3)] {
         fields.push(Field::new(name, DataType::Float64, true));
         columns.push(z_score(column)?);
     }
@@ -140,7 +151,10 @@ fn data_preprocessing(chunk: RecordBatch) -> Result<RecordBatch, ArrowError> {
         fields.push(Field::new("target", target.data_type().clone(), true));
         columns.push(target.clone());
     }
-    for (name, column) in [("feature_interaction", &interaction), ("feature_sum", &feature_sum)] {
+    for (name, column) in [
+        ("feature_interaction", &interaction),
+        ("feature_sum", &feature_sum),
+    ] {
         fields.push(Field::new(name, DataType::Float64, true));
         columns.push(z_score(column)?);
     }
@@ -153,7 +167,12 @@ fn data_preprocessing(chunk: RecordBatch) -> Result<RecordBatch, ArrowError> {
         .as_any()
         .downcast_ref::<StringArray>()
         .ok_or_else(|| ArrowError::CastError("category is not text".into()))?;
-    let mut present: Vec<&str> = strings.iter().flatten().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let mut present: Vec<&str> = strings
+        .iter()
+        .flatten()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     present.sort_unstable();
     for value in present {
         let dummy: BooleanArray = eq(&category, &StringArray::new_scalar(value))?;
@@ -188,13 +207,17 @@ fn run() -> Result<(), BoxError> {
         println!("Dataset created: ({}, {})", df.num_rows(), df.num_columns());
         let source = MemorySource::from_batch(df);
         match &args.output {
-            Some(dir) => pipeline.process_to(source, data_preprocessing, OutputOptions::new(dir))?,
+            Some(dir) => {
+                pipeline.process_to(source, data_preprocessing, OutputOptions::new(dir))?
+            }
             None => pipeline.process(source, data_preprocessing)?,
         }
     } else {
         let source = FilesSource::open(&args.input, None)?;
         match &args.output {
-            Some(dir) => pipeline.process_to(source, data_preprocessing, OutputOptions::new(dir))?,
+            Some(dir) => {
+                pipeline.process_to(source, data_preprocessing, OutputOptions::new(dir))?
+            }
             None => pipeline.process(source, data_preprocessing)?,
         }
     };
@@ -206,7 +229,12 @@ fn run() -> Result<(), BoxError> {
         rows += chunk.batch.num_rows();
         columns = chunk.batch.num_columns();
         if (i + 1) % 50 == 0 && args.input.is_empty() {
-            println!("Processed chunk {}, shape: ({}, {})", i + 1, chunk.batch.num_rows(), columns);
+            println!(
+                "Processed chunk {}, shape: ({}, {})",
+                i + 1,
+                chunk.batch.num_rows(),
+                columns
+            );
         }
     }
     let total_time = start.elapsed().as_secs_f64();
@@ -216,7 +244,10 @@ fn run() -> Result<(), BoxError> {
     println!("  Total processing time: {total_time:.2}s");
     println!("  Chunks processed: {}", stats.total_chunks_processed);
     println!("  Rows processed: {}", stats.total_rows_processed);
-    println!("  Throughput: {:.1} rows/sec", stats.throughput_rows_per_second);
+    println!(
+        "  Throughput: {:.1} rows/sec",
+        stats.throughput_rows_per_second
+    );
     println!("  Peak memory usage: {:.1} MB", stats.memory_peak_mb);
     println!("  Backpressure events: {}", stats.backpressure_events);
     println!(

@@ -170,7 +170,9 @@ impl BackpressureController {
         self.adapt_batch_size_for(1, 0)
     }
 
-    pub(crate) fn adapt_batch_size_for(&self, workers: usize, next_chunk: u64) -> usize {
+    /// One step of adaptive batching for a pipeline of `workers` workers, whose next chunk is
+    /// number `next_chunk` (recorded in the chunk-size history).
+    pub fn adapt_batch_size_for(&self, workers: usize, next_chunk: u64) -> usize {
         let pressure = self.pressure();
         self.sizer()
             .adapt(pressure, self.shared.budget_bytes, workers, next_chunk)
@@ -185,7 +187,8 @@ impl BackpressureController {
         self.set_current_batch_size_at(rows, 0)
     }
 
-    pub(crate) fn set_current_batch_size_at(&self, rows: usize, next_chunk: u64) {
+    /// Sets the chunk rows by hand from chunk `next_chunk` on, clamped to the sizer's bounds.
+    pub fn set_current_batch_size_at(&self, rows: usize, next_chunk: u64) {
         self.sizer().set_current(rows, next_chunk)
     }
 

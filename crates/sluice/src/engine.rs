@@ -400,7 +400,9 @@ impl<'a> Reader<'a> {
                 .sum::<u64>()
             + self.decode_bytes_in_flight;
         // Nothing on its way could complete the next chunk: read, whatever else holds.
-        let starving = self.chunker.rows() < target_rows && self.pending.is_empty() && self.decodes_in_flight == 0;
+        let starving = self.chunker.rows() < target_rows
+            && self.pending.is_empty()
+            && self.decodes_in_flight == 0;
         let hint = self.part_hint();
         // Only when nothing at all is in the engine may a read go past the budget: otherwise
         // the run could not move. Anything queued will be released, so waiting is safe.
@@ -412,8 +414,12 @@ impl<'a> Reader<'a> {
             }
             // Read-ahead must not take memory that processed chunks are waiting for.
             let expected = 2 * hint.bytes as u64;
-            let over_budget = self.controller().used_bytes() + expected > self.controller().budget_bytes();
-            if held >= self.read_ahead_limit() || self.controller().should_apply_backpressure() || over_budget {
+            let over_budget =
+                self.controller().used_bytes() + expected > self.controller().budget_bytes();
+            if held >= self.read_ahead_limit()
+                || self.controller().should_apply_backpressure()
+                || over_budget
+            {
                 return Ok(ReadAhead::HeldBack);
             }
         }

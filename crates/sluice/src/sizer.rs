@@ -3,7 +3,9 @@
 //! The rule (AIMD on the chunk's row count), applied once per chunk before it is cut:
 //! 1. Learn bytes per row from the chunks seen (exponential moving average of Arrow's own
 //!    buffer sizes), and how much larger a chunk's output is than its input.
-//! 2. Memory pressure (tracked bytes above 75% of the budget): halve the rows.
+//! 2. Memory pressure (tracked bytes above 75% of the budget): halve the rows, but not
+//!    below a quarter of the cap of rule 4 (a full budget is also the steady state of a run
+//!    whose consumer is slow, where smaller chunks would only add overhead).
 //! 3. Headroom (tracked bytes below 50% of the budget): grow the rows by a quarter.
 //! 4. Never let one chunk need more than its share of the budget: the budget less the
 //!    read-ahead, divided among twice the workers plus two (chunks being processed, plus
@@ -135,12 +137,16 @@ impl BatchSizer {
             return self.current;
         }
         let mut rows = self.current;
+        let cap = self.cap_rows(budget_bytes, workers);
         if pressure > HIGH_WATER {
-            rows = (rows / 2).max(1);
+            // A full budget is also the steady state of a run whose consumer is the
+            // bottleneck; halving below a quarter of the cap would only add overhead there.
+            let floor = cap.map_or(1, |c| (c / 4).max(1));
+            rows = (rows / 2).max(floor.min(rows));
         } else if pressure < LOW_WATER {
             rows = rows.saturating_add((rows / 4).max(1));
         }
-        if let Some(cap) = self.cap_rows(budget_bytes, workers) {
+        if let Some(cap) = cap {
             rows = rows.min(cap);
         }
         let rows = rows.clamp(self.min_rows, self.max_rows);
