@@ -1,0 +1,186 @@
+//! The command line: `sluice run`, `sluice demo`, `sluice inspect`, as clap derives. Only
+//! parsing lives here; turning the arguments into settings (and rejecting bad ones with
+//! exit code 2) is each command's job.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Chunked, memory-bounded, parallel processing of tabular files larger than memory",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Print nothing but errors: no progress, no statistics.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// On error, print the chain of causes; print what the run does.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a per-chunk SQL query (or nothing: a copy) over files, writing part files.
+    Run(RunArgs),
+    /// Generate the seed's sample dataset, run its preprocessing as SQL, print the statistics.
+    Demo(DemoArgs),
+    /// Show the schema, rows and size of data files (and Parquet row groups).
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Input files, globs or folders (all of one format and schema).
+    #[arg(long, short, required = true, num_args = 1.., value_name = "PATH")]
+    pub input: Vec<String>,
+
+    /// Output folder for part files and `_manifest.json`.
+    #[arg(long, short, value_name = "DIR")]
+    pub output: PathBuf,
+
+    /// File holding the SQL run on every chunk (the table is `chunk`).
+    #[arg(long, value_name = "FILE", conflicts_with = "sql_text")]
+    pub sql: Option<PathBuf>,
+
+    /// The SQL run on every chunk, given inline.
+    #[arg(long, value_name = "SQL")]
+    pub sql_text: Option<String>,
+
+    /// Input format [default: from each file's extension].
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
+
+    /// Format of the part files [default: parquet, or the earlier run's with --resume].
+    #[arg(long, value_enum)]
+    pub output_format: Option<OutputFormatArg>,
+
+    /// Rows per chunk: the first chunk's size, or every chunk's with --fixed-chunks [default: 1000].
+    #[arg(long, value_name = "ROWS")]
+    pub chunk_size: Option<usize>,
+
+    /// Keep every chunk at --chunk-size rows (no adaptive batching): per-chunk results
+    /// such as z-scores are then the same on every run.
+    #[arg(long)]
+    pub fixed_chunks: bool,
+
+    /// Memory budget for everything the engine holds, e.g. 512MB, 2GiB (KB/MB/GB are
+    /// powers of 1024, like max_memory_mb) [default: 1000MB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
+
+    /// Worker threads [default: the machine's cores].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Write chunks as they complete instead of in input order (cannot be resumed).
+    #[arg(long)]
+    pub unordered: bool,
+
+    /// What to do when the SQL fails on a chunk: fail, skip, pass-through, dead-letter=DIR.
+    #[arg(long, value_name = "POLICY", default_value = "fail")]
+    pub on_error: String,
+
+    /// Write the run's statistics as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+
+    /// Close a part file once it holds this many rows [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub rows_per_part: Option<u64>,
+
+    /// Serve live statistics in Prometheus text format at http://ADDR/metrics during the run.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Continue an earlier run into the same output folder: keep its completed parts and
+    /// skip the input rows they cover.
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Replace what an earlier run left in the output folder.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Rows of sample data to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+
+    /// Format of the generated input.
+    #[arg(long, value_enum, default_value = "parquet")]
+    pub input_format: DemoFormat,
+
+    /// Worker threads [default: the machine's cores].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Seed of the random data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Data files or folders.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<String>,
+
+    /// Format [default: from each file's extension].
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    Csv,
+    Tsv,
+    Parquet,
+    Ndjson,
+    Ipc,
+}
+
+impl InputFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Csv => "csv",
+            InputFormat::Tsv => "tsv",
+            InputFormat::Parquet => "parquet",
+            InputFormat::Ndjson => "ndjson",
+            InputFormat::Ipc => "ipc",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormatArg {
+    Parquet,
+    Csv,
+    Ipc,
+}
+
+impl From<OutputFormatArg> for sluice::OutputFormat {
+    fn from(f: OutputFormatArg) -> Self {
+        match f {
+            OutputFormatArg::Parquet => sluice::OutputFormat::Parquet,
+            OutputFormatArg::Csv => sluice::OutputFormat::Csv,
+            OutputFormatArg::Ipc => sluice::OutputFormat::Ipc,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoFormat {
+    Parquet,
+    Csv,
+}

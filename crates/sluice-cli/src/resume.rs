@@ -1,0 +1,268 @@
+//! The output folder between runs. `--resume` reads the earlier run's `_manifest.json`,
+//! keeps its completed parts and says how many input rows they cover; a fresh run refuses a
+//! folder holding earlier output unless `--overwrite` clears it. `_sluice_run.json` records
+//! the inputs and SQL of a run so a resume with other inputs or SQL is refused.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sluice::sink::manifest::MANIFEST_FILE;
+use sluice::{Manifest, PartInfo, RunStatus};
+
+use crate::error::CliError;
+
+/// Records what a run reads and does, for a later `--resume` to check.
+pub const RUN_FILE: &str = "_sluice_run.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+/// What a run reads and does, as far as resuming it depends on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub inputs: Vec<InputFile>,
+    pub sql: Option<String>,
+    pub ordered: bool,
+}
+
+impl RunRecord {
+    pub fn new(paths: &[PathBuf], sql: Option<&str>, ordered: bool) -> Self {
+        let inputs = paths
+            .iter()
+            .map(|p| InputFile {
+                path: std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()),
+                bytes: std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            })
+            .collect();
+        RunRecord {
+            inputs,
+            sql: sql.map(str::to_string),
+            ordered,
+        }
+    }
+
+    pub fn write_to(&self, dir: &Path) -> Result<(), CliError> {
+        let path = dir.join(RUN_FILE);
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| CliError::io("write", &path, std::io::Error::other(e)))?;
+        std::fs::write(&path, text).map_err(|e| CliError::io("write", &path, e))
+    }
+
+    fn read_from(dir: &Path) -> Result<Option<Self>, CliError> {
+        let path = dir.join(RUN_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| CliError::Resume {
+                dir: dir.to_path_buf(),
+                reason: format!("{RUN_FILE} cannot be read: {e}"),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CliError::io("read", path, e)),
+        }
+    }
+
+    /// Why a run with `self` cannot continue the `earlier` one, if it cannot.
+    fn difference(&self, earlier: &RunRecord) -> Option<String> {
+        if !earlier.ordered {
+            return Some("the earlier run was --unordered, so its parts are not a prefix of the input".into());
+        }
+        if self.inputs != earlier.inputs {
+            let show = |r: &RunRecord| {
+                r.inputs
+                    .iter()
+                    .map(|i| format!("{} ({} bytes)", i.path.display(), i.bytes))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Some(format!(
+                "the input differs from the earlier run's: now {}, then {}",
+                show(self),
+                show(earlier)
+            ));
+        }
+        if self.sql != earlier.sql {
+            return Some("the SQL differs from the earlier run's".into());
+        }
+        None
+    }
+}
+
+/// What to do with the output folder.
+#[derive(Debug)]
+pub enum Plan {
+    /// Nothing to keep: start from the first input row.
+    Fresh,
+    /// The earlier run completed: nothing to do.
+    Complete(Manifest),
+    /// Keep the earlier run's complete parts and skip the input rows they cover.
+    Continue { manifest: Manifest, skip_rows: u64 },
+}
+
+/// Decides what to do with `dir` (which has not been touched yet).
+pub fn plan(dir: &Path, resume: bool, overwrite: bool, record: &RunRecord) -> Result<Plan, CliError> {
+    let has_manifest = dir.join(MANIFEST_FILE).is_file();
+    let parts = part_files(dir)?;
+    if overwrite || (!has_manifest && parts.is_empty()) {
+        return Ok(Plan::Fresh);
+    }
+    if !resume {
+        let what = if has_manifest {
+            match Manifest::read_from(dir) {
+                Ok(m) => format!("{MANIFEST_FILE} with status {}, {} parts", status_name(m.status), m.parts.len()),
+                Err(_) => format!("an unreadable {MANIFEST_FILE}"),
+            }
+        } else {
+            format!("{} part files", parts.len())
+        };
+        return Err(CliError::OutputExists {
+            dir: dir.to_path_buf(),
+            what,
+        });
+    }
+    let refuse = |reason: String| CliError::Resume {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    if !has_manifest {
+        return Err(refuse(format!(
+            "it holds part files but no {MANIFEST_FILE} saying which are complete; use --overwrite"
+        )));
+    }
+    let manifest = Manifest::read_from(dir).map_err(|e| refuse(e.to_string()))?;
+    if manifest.status == RunStatus::Complete {
+        return Ok(Plan::Complete(manifest));
+    }
+    if let Some(earlier) = RunRecord::read_from(dir)? {
+        if let Some(difference) = record.difference(&earlier) {
+            return Err(refuse(difference));
+        }
+    }
+    let skip_rows = check_prefix(&manifest.parts).map_err(refuse)?;
+    for part in &manifest.parts {
+        if !dir.join(&part.file).is_file() {
+            return Err(refuse(format!(
+                "{} is listed in {MANIFEST_FILE} but missing; use --overwrite",
+                part.file
+            )));
+        }
+    }
+    Ok(Plan::Continue { manifest, skip_rows })
+}
+
+/// Checks that `parts` cover the input in order (gaps are rows a policy dropped) and
+/// returns the input rows they cover.
+fn check_prefix(parts: &[PartInfo]) -> Result<u64, String> {
+    let mut end = 0;
+    for part in parts {
+        if part.input_row_start < end || part.input_row_end < part.input_row_start {
+            return Err(format!(
+                "{} covers input rows {}..{}, which do not follow the parts before it (ending at {end}); the earlier run was not ordered",
+                part.file, part.input_row_start, part.input_row_end
+            ));
+        }
+        end = part.input_row_end;
+    }
+    Ok(end)
+}
+
+/// Removes what is not part of the output to keep: part files not in `keep`, temporaries,
+/// and (when `keep` is empty) the manifest and run record.
+pub fn clear(dir: &Path, keep: &[PartInfo]) -> Result<(), CliError> {
+    for path in part_files(dir)? {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !keep.iter().any(|p| p.file == name) {
+            std::fs::remove_file(&path).map_err(|e| CliError::io("remove", &path, e))?;
+        }
+    }
+    sluice::sink::remove_temporaries(dir).map_err(|e| CliError::run("cleaning the output folder", e))?;
+    if keep.is_empty() {
+        for name in [MANIFEST_FILE, RUN_FILE] {
+            let path = dir.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(CliError::io("remove", &path, e));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Complete-looking part files (`part-NNNNN.ext`) in `dir`.
+fn part_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CliError::io("read the folder", dir, e)),
+    };
+    let mut parts: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("part-"))
+        })
+        .collect();
+    parts.sort();
+    Ok(parts)
+}
+
+pub fn status_name(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Running => "running",
+        RunStatus::Complete => "complete",
+        RunStatus::Failed => "failed",
+        RunStatus::Stopped => "stopped",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(file: &str, start: u64, end: u64, rows: u64) -> PartInfo {
+        PartInfo {
+            file: file.into(),
+            rows,
+            input_row_start: start,
+            input_row_end: end,
+            bytes: 1,
+        }
+    }
+
+    #[test]
+    fn ordered_parts_with_gaps_are_a_prefix() {
+        let parts = [part("part-00000.csv", 0, 10, 10), part("part-00001.csv", 15, 20, 5)];
+        assert_eq!(check_prefix(&parts), Ok(20));
+        assert_eq!(check_prefix(&[]), Ok(0));
+    }
+
+    #[test]
+    fn out_of_order_parts_are_refused() {
+        let parts = [part("part-00000.csv", 10, 20, 10), part("part-00001.csv", 0, 10, 10)];
+        assert!(check_prefix(&parts).is_err());
+    }
+
+    #[test]
+    fn a_changed_input_is_refused() {
+        let a = RunRecord {
+            inputs: vec![InputFile {
+                path: "a.csv".into(),
+                bytes: 10,
+            }],
+            sql: None,
+            ordered: true,
+        };
+        let mut b = a.clone();
+        assert_eq!(a.difference(&b), None);
+        b.inputs[0].bytes = 11;
+        assert!(a.difference(&b).is_some_and(|d| d.contains("input differs")));
+        b = a.clone();
+        b.ordered = false;
+        assert!(a.difference(&b).is_some_and(|d| d.contains("unordered")));
+    }
+}

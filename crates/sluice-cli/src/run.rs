@@ -1,0 +1,293 @@
+//! `sluice run`: files in, per-chunk SQL (or a plain copy), part files out. Everything that
+//! can be checked before data is read is checked first (inputs, the SQL against the input
+//! schema, settings, the output folder), so bad usage exits with 2 and leaves no output.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use arrow::record_batch::RecordBatch;
+use sluice::source::SkipRows;
+use sluice::{
+    BoxError, ErrorPolicy, FileFormat, FilesSource, Manifest, OutputFormat, OutputOptions, RunStatus, RunSummary,
+    SluiceError, Source, StreamingDataPipeline, StreamingStats,
+};
+use sluice_sql::ChunkSql;
+
+use crate::cli::RunArgs;
+use crate::error::CliError;
+use crate::metrics::MetricsServer;
+use crate::progress::{self, Progress};
+use crate::resume::{self, Plan, RunRecord};
+use crate::signals;
+use crate::size::parse_size;
+
+/// The function run on every chunk.
+pub type ChunkFunction = Arc<dyn Fn(RecordBatch) -> Result<RecordBatch, BoxError> + Send + Sync>;
+
+/// How the command talks to the person running it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub quiet: bool,
+    pub verbose: bool,
+}
+
+impl Ui {
+    /// A note on stderr, shown with `--verbose` only.
+    pub fn note(&self, text: impl AsRef<str>) {
+        if self.verbose && !self.quiet {
+            eprintln!("sluice: {}", text.as_ref());
+        }
+    }
+
+    /// A line on stderr unless `--quiet`.
+    pub fn say(&self, text: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("sluice: {}", text.as_ref());
+        }
+    }
+}
+
+pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
+    if args.resume && args.unordered {
+        return Err(CliError::Usage(
+            "--resume needs ordered output: the parts of an --unordered run are not a prefix of the input".into(),
+        ));
+    }
+    let max_memory = args
+        .max_memory
+        .as_deref()
+        .map(|text| {
+            parse_size(text).map_err(|reason| CliError::BadValue {
+                flag: "max-memory",
+                value: text.to_string(),
+                reason,
+            })
+        })
+        .transpose()?;
+    let policy: ErrorPolicy = args.on_error.parse().map_err(|e| CliError::BadValue {
+        flag: "on-error",
+        value: args.on_error.clone(),
+        reason: setting_reason(e),
+    })?;
+    let format = args
+        .format
+        .map(|f| FileFormat::from_name(f.name()))
+        .transpose()
+        .map_err(|e| CliError::setup("bad --format", e))?;
+
+    let source = FilesSource::open(&args.input, format).map_err(|e| CliError::setup("cannot open the input", e))?;
+    let paths = source.paths().to_vec();
+    let input_schema = source.schema();
+    ui.note(format!(
+        "input: {} ({} files, {} columns)",
+        source.name(),
+        paths.len(),
+        input_schema.fields().len()
+    ));
+
+    let sql_text = read_sql(&args)?;
+    let chunk_sql = sql_text
+        .as_deref()
+        .map(|sql| ChunkSql::new(sql, input_schema.clone()))
+        .transpose()
+        .map_err(|source| CliError::Sql { source })?;
+    let output_schema = chunk_sql.as_ref().map_or(input_schema.clone(), |s| s.output_schema());
+
+    let mut builder = StreamingDataPipeline::builder()
+        .ordered(!args.unordered)
+        .adaptive_batching(!args.fixed_chunks)
+        .error_policy(policy);
+    if let Some(rows) = args.chunk_size {
+        builder = builder.chunk_size(rows);
+    }
+    if let Some(bytes) = max_memory {
+        builder = builder.max_memory_bytes(bytes);
+    }
+    if let Some(workers) = args.workers {
+        builder = builder.num_workers(workers);
+    }
+    let pipeline = Arc::new(builder.build().map_err(|e| CliError::setup("bad settings", e))?);
+
+    let record = RunRecord::new(&paths, sql_text.as_deref(), !args.unordered);
+    let (output_format, keep, skip_rows) = match resume::plan(&args.output, args.resume, args.overwrite, &record)? {
+        Plan::Complete(manifest) => {
+            if !ui.quiet {
+                println!(
+                    "{}: the run is already complete ({} parts, {} rows); nothing to do",
+                    args.output.display(),
+                    manifest.parts.len(),
+                    manifest.total_rows
+                );
+            }
+            return Ok(());
+        }
+        Plan::Continue { manifest, skip_rows } => {
+            check_resumable(&args, &manifest, &input_schema, &output_schema)?;
+            (manifest.format, manifest.parts, skip_rows)
+        }
+        Plan::Fresh => (args.output_format.map_or(OutputFormat::Parquet, Into::into), Vec::new(), 0),
+    };
+
+    // Bound before the folder is touched, so a bad address leaves nothing behind.
+    let metrics = args
+        .metrics_addr
+        .map(|addr| MetricsServer::start(addr, pipeline.clone()))
+        .transpose()?;
+    if let Some(addr) = args.metrics_addr {
+        ui.note(format!("serving metrics at http://{addr}/metrics"));
+    }
+
+    resume::clear(&args.output, &keep)?;
+    if !keep.is_empty() {
+        ui.say(format!(
+            "resuming: keeping {} complete parts, skipping input rows 0..{skip_rows}",
+            keep.len()
+        ));
+    }
+    let mut output = OutputOptions::new(&args.output).format(output_format).resume(keep, skip_rows);
+    if let Some(rows) = args.rows_per_part {
+        output = output.rows_per_part(rows);
+    }
+    let total_bytes = source.total_bytes();
+    let source: Box<dyn Source> = if skip_rows > 0 {
+        Box::new(SkipRows::new(source, skip_rows))
+    } else {
+        Box::new(source)
+    };
+    let function: ChunkFunction = match chunk_sql {
+        Some(sql) => {
+            let sql = Arc::new(sql);
+            Arc::new(move |batch: RecordBatch| sql.apply(&batch).map_err(BoxError::from))
+        }
+        None => Arc::new(|batch: RecordBatch| Ok::<_, BoxError>(batch)),
+    };
+
+    let outcome = execute(
+        &pipeline,
+        source,
+        function,
+        output,
+        total_bytes,
+        progress::Mode::detect(ui.quiet),
+        || record.write_to(&args.output),
+    );
+    drop(metrics);
+    let stats = pipeline.stats();
+    if let Some(path) = &args.stats_json {
+        write_stats_json(path, &stats)?;
+    }
+    let summary = outcome?;
+    finish(&args.output, &summary, &stats, ui)
+}
+
+/// Reads the SQL from `--sql FILE` or `--sql-text`.
+fn read_sql(args: &RunArgs) -> Result<Option<String>, CliError> {
+    match (&args.sql, &args.sql_text) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .map(Some)
+            .map_err(|source| CliError::SqlFile {
+                path: path.clone(),
+                source,
+            }),
+        (None, Some(text)) => Ok(Some(text.clone())),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The reason of an `InvalidSetting`, or the whole message of anything else.
+fn setting_reason(error: SluiceError) -> String {
+    match error {
+        SluiceError::InvalidSetting { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
+
+/// Refuses a resume whose output would not match the parts already written.
+fn check_resumable(args: &RunArgs, manifest: &Manifest, input: &Schema, output: &Schema) -> Result<(), CliError> {
+    let refuse = |reason: String| CliError::Resume {
+        dir: args.output.clone(),
+        reason,
+    };
+    if let Some(format) = args.output_format.map(OutputFormat::from) {
+        if format != manifest.format {
+            return Err(refuse(format!(
+                "its parts are {}, not {}; drop --output-format",
+                manifest.format.extension(),
+                format.extension()
+            )));
+        }
+    }
+    if manifest.parts.is_empty() || manifest.schema.is_empty() {
+        return Ok(());
+    }
+    let describe = |schema: &Schema| -> Vec<(String, String)> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().to_string()))
+            .collect()
+    };
+    let written: Vec<(String, String)> = manifest
+        .schema
+        .iter()
+        .map(|c| (c.name.clone(), c.data_type.clone()))
+        .collect();
+    // A pass-through part holds the input's columns.
+    if written != describe(output) && written != describe(input) {
+        return Err(refuse(format!(
+            "its parts have columns {:?}, this run writes {:?}",
+            written.iter().map(|c| &c.0).collect::<Vec<_>>(),
+            output.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `function` over `source` into `output` with progress, signals and metrics wired up;
+/// `started` runs once the output folder exists. A stopped run is `Ok` (see its manifest).
+pub fn execute(
+    pipeline: &Arc<StreamingDataPipeline>,
+    source: Box<dyn Source>,
+    function: ChunkFunction,
+    output: OutputOptions,
+    total_bytes: Option<u64>,
+    progress: progress::Mode,
+    started: impl FnOnce() -> Result<(), CliError>,
+) -> Result<RunSummary, CliError> {
+    let stream = pipeline
+        .start_boxed(source, function, Some(output))
+        .map_err(|e| CliError::setup("cannot start the run", e))?;
+    signals::watch(pipeline);
+    started()?;
+    let mut bar = Progress::start(progress, pipeline.clone(), total_bytes);
+    let result = stream.run_to_end();
+    bar.finish();
+    result.map_err(|e| CliError::run("the run failed", e))
+}
+
+/// Reports a run that ended without error: complete, or stopped by a signal.
+fn finish(dir: &Path, summary: &RunSummary, stats: &StreamingStats, ui: Ui) -> Result<(), CliError> {
+    let stopped = signals::interrupted() || summary.manifest.as_ref().is_some_and(|m| m.status == RunStatus::Stopped);
+    if !ui.quiet {
+        print!("{}", stats.report());
+    }
+    let (parts, rows) = summary
+        .manifest
+        .as_ref()
+        .map_or((0, 0), |m| (m.parts.len(), m.parts.iter().map(|p| p.rows).sum::<u64>()));
+    if stopped {
+        ui.say(format!(
+            "stopped: {parts} complete parts ({rows} rows) in {}; run again with --resume to continue",
+            dir.display()
+        ));
+        return Err(CliError::Interrupted);
+    }
+    ui.say(format!("wrote {rows} rows in {parts} parts to {}", dir.display()));
+    Ok(())
+}
+
+fn write_stats_json(path: &Path, stats: &StreamingStats) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(stats).map_err(|e| CliError::io("write", path, std::io::Error::other(e)))?;
+    std::fs::write(path, text + "\n").map_err(|e| CliError::io("write", path, e))
+}

@@ -1,0 +1,134 @@
+//! The user's Python function as the engine's per-chunk function.
+//!
+//! A worker thread attaches to the interpreter only for the call: it hands the chunk to
+//! the Python adapter (`sluice._convert`) as a zero-copy `pyarrow.RecordBatch`; the adapter
+//! converts it to the chunk format (pandas, Polars, Arrow), calls the user's function,
+//! checks and converts the result, and returns `(original_result_or_None, arrow_result)`.
+//! The Arrow result goes back into the engine (memory accounting, part files); the original
+//! object is kept in the [`Stash`] so the caller gets back exactly what the function
+//! returned, not a second conversion of it.
+//!
+//! A Python exception becomes the engine's error text; under `on_error='fail'` the
+//! exception itself is kept in the [`ErrorStore`] to be raised in the caller unchanged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow::record_batch::RecordBatch;
+use pyo3::prelude::*;
+use sluice::BoxError;
+
+use crate::arrow_io::{batch_to_pyarrow, import_batch};
+use crate::errors::ErrorStore;
+
+/// Identifies an output batch while it travels through the engine: the address of its
+/// first column (an `Arc` the engine never rebuilds) and its row count.
+type StashKey = (usize, usize);
+
+/// The objects the user's function returned, by the Arrow batch made from each.
+#[derive(Default)]
+pub struct Stash {
+    objects: Mutex<HashMap<StashKey, Py<PyAny>>>,
+}
+
+impl Stash {
+    fn key(batch: &RecordBatch) -> Option<StashKey> {
+        if batch.num_columns() == 0 {
+            return None;
+        }
+        let column = Arc::as_ptr(batch.column(0)) as *const () as usize;
+        Some((column, batch.num_rows()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StashKey, Py<PyAny>>> {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn put(&self, batch: &RecordBatch, object: Py<PyAny>) {
+        if let Some(key) = Self::key(batch) {
+            self.lock().insert(key, object);
+        }
+    }
+
+    /// The object the function returned for `batch`, if it was kept.
+    pub fn take(&self, batch: &RecordBatch) -> Option<Py<PyAny>> {
+        let key = Self::key(batch)?;
+        self.lock().remove(&key)
+    }
+}
+
+/// A Python adapter callable run on every chunk by the engine's workers.
+pub struct PyFunction {
+    adapter: Py<PyAny>,
+    stash: Arc<Stash>,
+    errors: Arc<ErrorStore>,
+    /// Keep exceptions to raise them in the caller (the `fail` policy).
+    keep_errors: bool,
+}
+
+impl PyFunction {
+    pub fn new(adapter: Py<PyAny>, stash: Arc<Stash>, errors: Arc<ErrorStore>, keep_errors: bool) -> Self {
+        PyFunction {
+            adapter,
+            stash,
+            errors,
+            keep_errors,
+        }
+    }
+
+    /// Runs the adapter on one chunk (attaching to the interpreter for the call only).
+    pub fn call(&self, batch: RecordBatch) -> Result<RecordBatch, BoxError> {
+        Python::attach(|py| {
+            self.call_attached(py, batch)
+                .map_err(|err| BoxError::from(self.describe(py, err)))
+        })
+    }
+
+    fn call_attached(&self, py: Python<'_>, batch: RecordBatch) -> PyResult<RecordBatch> {
+        let chunk = batch_to_pyarrow(py, &batch)?;
+        drop(batch);
+        let returned = self.adapter.bind(py).call1((chunk,))?;
+        let (original, arrow): (Bound<'_, PyAny>, Bound<'_, PyAny>) = returned.extract()?;
+        let result = import_batch(&arrow)?;
+        if !original.is_none() {
+            self.stash.put(&result, original.unbind());
+        }
+        Ok(result)
+    }
+
+    /// The engine's text for a failed call: the exception's summary and a token to find the
+    /// exception again (`fail`), or the whole traceback (for logs and dead-letter files).
+    fn describe(&self, py: Python<'_>, err: PyErr) -> String {
+        if self.keep_errors {
+            let summary = format_exception_only(py, &err);
+            self.errors.keep(&summary, err)
+        } else {
+            format_traceback(py, &err).unwrap_or_else(|| format_exception_only(py, &err))
+        }
+    }
+}
+
+/// `"TypeName: message"`.
+fn format_exception_only(py: Python<'_>, err: &PyErr) -> String {
+    let type_name = err
+        .get_type(py)
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "Exception".to_string());
+    let message = err.value(py).str().map(|s| s.to_string()).unwrap_or_default();
+    if message.is_empty() {
+        type_name
+    } else {
+        format!("{type_name}: {message}")
+    }
+}
+
+/// The exception with its traceback, as Python prints it.
+fn format_traceback(py: Python<'_>, err: &PyErr) -> Option<String> {
+    let traceback = py.import("traceback").ok()?;
+    let lines = traceback
+        .call_method1("format_exception", (err.value(py),))
+        .ok()?;
+    let text: Vec<String> = lines.extract().ok()?;
+    Some(text.concat().trim_end().to_string())
+}

@@ -1,0 +1,271 @@
+//! `NativePipeline`: the engine's `StreamingDataPipeline` for Python. It checks nothing the
+//! Python layer already checked except what only the engine knows (the settings' ranges,
+//! the error policy, the SQL against the input's schema), starts runs over in-memory Arrow
+//! data or files, and gives statistics as JSON (the Python side builds the dataclass).
+//!
+//! Every call that may block or do I/O (opening files, planning SQL, creating the output
+//! folder, waiting for runs to stop) releases the GIL.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use sluice::source::MemorySource;
+use sluice::{
+    BoxError, ErrorPolicy, FileFormat, FilesSource, OutputFormat, OutputOptions, Source, StreamingDataPipeline,
+};
+use sluice_sql::ChunkSql;
+
+use crate::arrow_io::import_stream;
+use crate::controller::{HookFlags, NativeController, PyHooks};
+use crate::errors::{self, ErrorStore};
+use crate::function::{PyFunction, Stash};
+use crate::run::{NativeRun, RunShared};
+
+type ChunkFn = Arc<dyn Fn(RecordBatch) -> Result<RecordBatch, BoxError> + Send + Sync>;
+
+/// The engine pipeline behind `sluice.StreamingDataPipeline`.
+#[pyclass(frozen, module = "sluice._native")]
+pub struct NativePipeline {
+    engine: Arc<StreamingDataPipeline>,
+    keep_errors: bool,
+    /// The Python controller's native half, when one was given (attached to the engine).
+    controller: Option<Py<NativeController>>,
+    runs: Mutex<Vec<Weak<RunShared>>>,
+}
+
+impl NativePipeline {
+    fn start(
+        &self,
+        py: Python<'_>,
+        source: Box<dyn Source>,
+        function: Option<Py<PyAny>>,
+        sql: Option<String>,
+        output: Option<OutputOptions>,
+    ) -> PyResult<NativeRun> {
+        let errors = Arc::new(ErrorStore::default());
+        let stash = Arc::new(Stash::default());
+        let chunk_fn: ChunkFn = match (function, sql) {
+            (Some(_), Some(_)) => {
+                return Err(PyValueError::new_err(
+                    "give either processing_function or sql, not both",
+                ))
+            }
+            (Some(adapter), None) => {
+                let f = PyFunction::new(adapter, stash.clone(), errors.clone(), self.keep_errors);
+                Arc::new(move |batch: RecordBatch| f.call(batch))
+            }
+            (None, Some(sql)) => {
+                let schema = source.schema();
+                let planned = py
+                    .detach(|| ChunkSql::new(&sql, schema))
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
+                Arc::new(move |batch: RecordBatch| planned.apply(&batch).map_err(BoxError::from))
+            }
+            (None, None) => Arc::new(|batch: RecordBatch| Ok(batch)),
+        };
+        if let Some(controller) = &self.controller {
+            controller.get().run_started();
+        }
+        let engine = self.engine.clone();
+        let stream = py
+            .detach(|| engine.start_boxed(source, chunk_fn, output))
+            .map_err(errors::to_py)?;
+        let run = NativeRun::spawn(stream, self.engine.clone(), errors, stash)?;
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.retain(|r| r.strong_count() > 0);
+        runs.push(Arc::downgrade(&run.shared()));
+        Ok(run)
+    }
+}
+
+fn output_options(path: Option<String>, format: &str, rows_per_part: Option<u64>) -> PyResult<Option<OutputOptions>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let format = OutputFormat::from_name(format).map_err(errors::to_py)?;
+    let mut options = OutputOptions::new(path).format(format);
+    if let Some(rows) = rows_per_part {
+        options = options.rows_per_part(rows);
+    }
+    Ok(Some(options))
+}
+
+#[pymethods]
+impl NativePipeline {
+    #[new]
+    #[pyo3(signature = (
+        *, chunk_size, max_memory_mb, enable_parallel, num_workers, ordered, on_error,
+        adaptive_batching, max_queue_size, min_chunk_size, max_chunk_size,
+        controller = None, hooks = None, hook_flags = (false, false, false)
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        chunk_size: usize,
+        max_memory_mb: f64,
+        enable_parallel: bool,
+        num_workers: Option<usize>,
+        ordered: bool,
+        on_error: &str,
+        adaptive_batching: bool,
+        max_queue_size: usize,
+        min_chunk_size: Option<usize>,
+        max_chunk_size: Option<usize>,
+        controller: Option<Py<NativeController>>,
+        hooks: Option<Py<PyAny>>,
+        hook_flags: (bool, bool, bool),
+    ) -> PyResult<Self> {
+        let policy = ErrorPolicy::from_str(on_error).map_err(errors::to_py)?;
+        let keep_errors = policy == ErrorPolicy::Fail;
+        let mut builder = StreamingDataPipeline::builder()
+            .chunk_size(chunk_size)
+            .max_memory_mb(max_memory_mb)
+            .enable_parallel(enable_parallel)
+            .ordered(ordered)
+            .error_policy(policy)
+            .adaptive_batching(adaptive_batching)
+            .max_queue_size(max_queue_size);
+        if let Some(n) = num_workers {
+            builder = builder.num_workers(n);
+        }
+        if let Some(rows) = min_chunk_size {
+            builder = builder.min_chunk_rows(rows);
+        }
+        if let Some(rows) = max_chunk_size {
+            builder = builder.max_chunk_rows(rows);
+        }
+        let flags = HookFlags {
+            should_apply_backpressure: hook_flags.0,
+            adapt_batch_size: hook_flags.1,
+            record_performance: hook_flags.2,
+        };
+        if let (Some(object), Some(native)) = (hooks, controller.as_ref()) {
+            if PyHooks::any(flags) {
+                let native = native.clone_ref(py);
+                builder = builder.controller_hooks(Arc::new(PyHooks::new(object, native, flags)));
+            }
+        }
+        let engine = builder.build().map_err(errors::to_py)?;
+        if let Some(native) = &controller {
+            let workers = engine.config().effective_workers();
+            native.get().attach(engine.controller().clone(), workers);
+        }
+        Ok(NativePipeline {
+            engine: Arc::new(engine),
+            keep_errors,
+            controller,
+            runs: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Starts a run over table-like Arrow data (anything with `__arrow_c_stream__`).
+    /// `function` is the Python adapter; `sql` a per-chunk query; neither: chunks as they are.
+    #[pyo3(signature = (data, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None))]
+    fn run_table(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        function: Option<Py<PyAny>>,
+        sql: Option<String>,
+        output_path: Option<String>,
+        output_format: &str,
+        rows_per_part: Option<u64>,
+    ) -> PyResult<NativeRun> {
+        let (schema, batches) = import_stream(data)?;
+        let source = MemorySource::try_new(schema, batches).map_err(errors::to_py)?;
+        let output = output_options(output_path, output_format, rows_per_part)?;
+        self.start(py, Box::new(source), function, sql, output)
+    }
+
+    /// Starts a run over files (paths, globs or folders), read and decoded by the engine.
+    #[pyo3(signature = (paths, file_format = None, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn run_files(
+        &self,
+        py: Python<'_>,
+        paths: Vec<String>,
+        file_format: Option<String>,
+        function: Option<Py<PyAny>>,
+        sql: Option<String>,
+        output_path: Option<String>,
+        output_format: &str,
+        rows_per_part: Option<u64>,
+    ) -> PyResult<NativeRun> {
+        let format = file_format
+            .map(|f| FileFormat::from_name(&f))
+            .transpose()
+            .map_err(errors::to_py)?;
+        let source = py
+            .detach(|| FilesSource::open(&paths, format))
+            .map_err(errors::to_py)?;
+        let output = output_options(output_path, output_format, rows_per_part)?;
+        self.start(py, Box::new(source), function, sql, output)
+    }
+
+    /// Statistics, cumulative over every run, as JSON (`StreamingStats`' fields).
+    fn stats_json(&self) -> PyResult<String> {
+        serde_json::to_string(&self.engine.stats())
+            .map_err(|e| errors::SluiceError::new_err(format!("cannot serialize the statistics: {e}")))
+    }
+
+    /// The settings the engine runs with, as JSON.
+    fn config_json(&self) -> String {
+        let c = self.engine.config();
+        serde_json::json!({
+            "chunk_size": c.chunk_size,
+            "max_memory_mb": c.max_memory_mb(),
+            "enable_parallel": c.enable_parallel,
+            "num_workers": c.num_workers,
+            "effective_workers": c.effective_workers(),
+            "ordered": c.ordered,
+            "min_chunk_size": c.min_chunk_rows,
+            "max_chunk_size": c.max_chunk_rows,
+            "adaptive_batching": c.adaptive_batching,
+            "max_queue_size": c.max_queue_size,
+            "on_error": format!("{:?}", c.error_policy),
+        })
+        .to_string()
+    }
+
+    /// A controller attached to this pipeline's engine (for reading its state).
+    fn engine_controller(&self) -> NativeController {
+        NativeController::attached_to(self.engine.controller().clone(), self.engine.config().effective_workers())
+    }
+
+    /// Stops every run of this pipeline: their iterators end after the chunk in hand.
+    fn stop(&self) {
+        self.engine.stop();
+    }
+
+    /// Stops every run and waits (GIL released, at most `timeout` seconds) for their
+    /// threads to finish. Returns false if some did not finish in time.
+    #[pyo3(signature = (timeout = 30.0))]
+    fn cleanup(&self, py: Python<'_>, timeout: f64) -> bool {
+        self.engine.stop();
+        let runs: Vec<Arc<RunShared>> = {
+            let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+            let alive = runs.iter().filter_map(Weak::upgrade).collect();
+            runs.clear();
+            alive
+        };
+        for run in &runs {
+            run.disconnect();
+        }
+        let limit = Duration::from_secs_f64(timeout.max(0.0));
+        runs.iter().fold(true, |all, run| run.wait(py, limit) && all)
+    }
+
+    /// Runs whose threads may still be working.
+    #[getter]
+    fn active_runs(&self) -> usize {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.iter()
+            .filter_map(Weak::upgrade)
+            .filter(|r| r.is_running())
+            .count()
+    }
+}

@@ -1,0 +1,457 @@
+"""``StreamingDataPipeline``: the seed's API on the Rust engine.
+
+The engine (``sluice._native``) cuts the data into chunks, admits each against the memory
+budget (backpressure), resizes chunks (adaptive batching), runs the processing function on
+a pool of threads and hands the results back in input order, optionally also writing them
+as part files with a ``_manifest.json``. Python code runs only for the user's function and
+the pandas/Polars conversions; reading, decoding, per-chunk SQL, writing and waiting all
+run in Rust with the GIL released.
+
+Not here: conversions (``sluice._convert``), the controller (``sluice.controller``),
+Dask (``sluice.distributed``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import json
+import os
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+from . import _convert, _native
+from .controller import BackpressureController, _check_int, _check_mb
+from .stats import StreamingStats
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DISTRIBUTED_BACKENDS = ("dask", "ray", "spark")
+ON_ERROR = ("fail", "skip", "pass_through", "dead_letter:DIR")
+
+_live_pipelines: "weakref.WeakSet[StreamingDataPipeline]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
+    for pipeline in list(_live_pipelines):
+        try:
+            pipeline._native.cleanup(5.0)
+        except Exception:
+            pass
+
+
+@dataclass(frozen=True)
+class ProcessedChunk:
+    """A processed chunk and where it came from (``with_info=True``)."""
+
+    data: Any
+    """The chunk in the pipeline's ``chunk_format``."""
+    chunk: int
+    """Position of the chunk in the input (0, 1, 2, ...)."""
+    input_rows: Tuple[int, int]
+    """The input rows it was made from: ``[start, end)``, 0-based."""
+    passed_through: bool
+    """True when the function failed and ``on_error='pass_through'`` emitted the input."""
+
+
+class ChunkIterator:
+    """The processed chunks of one run, in input order (unless ``ordered=False``).
+
+    Iterate it, or call :meth:`run_to_end` to only write the output. Breaking out of the
+    loop, :meth:`close` or leaving a ``with`` block stops the run.
+    """
+
+    def __init__(
+        self,
+        native_run: Any,
+        chunk_format: str,
+        with_info: bool,
+        output_path: Optional[str],
+        index: Optional[_convert.IndexInfo] = None,
+    ):
+        self._native = native_run
+        self._format = chunk_format
+        self._index = index
+        self._with_info = with_info
+        self._output_path = output_path
+        self.last_chunk: Optional[ProcessedChunk] = None
+
+    def __iter__(self) -> "ChunkIterator":
+        return self
+
+    def __next__(self) -> Any:
+        seq, start, end, passed_through, from_function, data = next(self._native)
+        if not from_function:
+            data = _convert.batch_to_format(data, self._format, owned=True, index=self._index)
+        info = ProcessedChunk(data, seq, (start, end), passed_through)
+        self.last_chunk = info
+        return info if self._with_info else data
+
+    def run_to_end(self) -> Optional[dict]:
+        """Consumes the run without converting chunks to Python objects and returns the
+        output folder's manifest (``None`` without ``output_path``)."""
+        self._native.drain()
+        return self.manifest
+
+    @property
+    def manifest(self) -> Optional[dict]:
+        """The output folder's ``_manifest.json`` once the run has ended (parts, rows,
+        schema, statistics), else ``None``."""
+        text = self._native.manifest_json()
+        if text is None and self._output_path and not self._native.running:
+            path = os.path.join(self._output_path, "_manifest.json")
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    return json.load(f)
+        return json.loads(text) if text else None
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stops the run and waits (GIL released) for its threads to finish."""
+        self._native.close(True, timeout)
+
+    def __enter__(self) -> "ChunkIterator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _normalize_on_error(on_error: Any) -> str:
+    if not isinstance(on_error, str):
+        raise TypeError(f"on_error must be a string, one of {ON_ERROR}; got {type(on_error).__name__}")
+    policy = on_error.strip()
+    for prefix in ("dead_letter:", "dead-letter:", "dead_letter=", "dead-letter="):
+        if policy.startswith(prefix):
+            directory = policy[len(prefix):]
+            if not directory:
+                raise ValueError("on_error='dead_letter:DIR' needs a folder after the colon")
+            return "dead_letter=" + directory
+    policy = policy.replace("-", "_")
+    if policy not in ("fail", "skip", "pass_through"):
+        raise ValueError(f"unknown on_error policy {on_error!r}; expected one of {ON_ERROR}")
+    return policy
+
+
+def _paths(file_path: Any) -> List[str]:
+    if isinstance(file_path, (str, os.PathLike)):
+        return [os.fspath(file_path)]
+    if isinstance(file_path, (list, tuple)) and file_path:
+        out = []
+        for p in file_path:
+            if not isinstance(p, (str, os.PathLike)):
+                raise TypeError(f"file_path entries must be paths (str or os.PathLike), got {type(p).__name__}")
+            out.append(os.fspath(p))
+        return out
+    raise TypeError(
+        f"file_path must be a path, a glob or a non-empty list of them, got {type(file_path).__name__}"
+    )
+
+
+def _output_path(output_path: Any) -> Optional[str]:
+    if output_path is None:
+        return None
+    if not isinstance(output_path, (str, os.PathLike)):
+        raise TypeError(f"output_path must be a folder path (str or os.PathLike), got {type(output_path).__name__}")
+    return os.fspath(output_path)
+
+
+def _sql_text(sql: Any) -> Optional[str]:
+    if sql is None:
+        return None
+    if isinstance(sql, os.PathLike):
+        with open(sql, encoding="utf-8") as f:
+            return f.read()
+    if not isinstance(sql, str):
+        raise TypeError(f"sql must be the query text (str) or a path to a .sql file, got {type(sql).__name__}")
+    if not sql.strip():
+        raise ValueError("sql is empty")
+    return sql
+
+
+class StreamingDataPipeline:
+    """Chunked, memory-bounded, parallel processing of data larger than memory.
+
+    Args:
+        chunk_size: rows per chunk to start with (adaptive batching resizes it).
+        max_memory_mb: memory budget in MiB for everything the engine holds (read-ahead,
+            chunks in flight, the reorder buffer, writers). The reader waits when it is full.
+        enable_parallel: run the function on ``num_workers`` threads (else one).
+        num_workers: worker threads; default: the machine's cores.
+        enable_distributed: accepted for the seed's API; see :attr:`distributed` for running
+            on Dask. Local runs are unchanged.
+        distributed_backend: ``'dask'`` (``'ray'`` and ``'spark'`` are accepted names with no
+            helper yet).
+
+    Keyword-only:
+        ordered: chunks come back in input order (default) or as completed.
+        on_error: what a failing function does: ``'fail'`` (raise the original exception in
+            the caller, naming the chunk), ``'skip'`` (drop and count the chunk),
+            ``'pass_through'`` (emit the input chunk unchanged) or ``'dead_letter:DIR'``
+            (write the failed input chunk and its traceback to DIR).
+        backpressure_controller: a :class:`BackpressureController` (or subclass) to use;
+            the engine calls the methods a subclass overrides.
+        chunk_format: what the function receives and the iterator yields: ``'pandas'``,
+            ``'arrow'`` (pyarrow Table) or ``'polars'``.
+        adaptive_batching: let the engine resize chunks; ``False`` keeps every chunk at
+            ``chunk_size`` rows (the last one fewer), so per-chunk results are reproducible.
+        min_chunk_size, max_chunk_size: bounds for adaptive batching.
+        max_queue_size: chunks the engine may hold at once (default 100, or the
+            controller's).
+    """
+
+    def __init__(
+        self,
+        chunk_size: int = 1000,
+        max_memory_mb: float = 1000,
+        enable_parallel: bool = True,
+        num_workers: Optional[int] = None,
+        enable_distributed: bool = False,
+        distributed_backend: str = "dask",
+        *,
+        ordered: bool = True,
+        on_error: str = "fail",
+        backpressure_controller: Optional[BackpressureController] = None,
+        chunk_format: str = "pandas",
+        adaptive_batching: bool = True,
+        min_chunk_size: Optional[int] = None,
+        max_chunk_size: Optional[int] = None,
+        max_queue_size: Optional[int] = None,
+    ):
+        self.chunk_size = _check_int("chunk_size", chunk_size)
+        self.max_memory_mb = _check_mb("max_memory_mb", max_memory_mb)
+        for name, value in (
+            ("enable_parallel", enable_parallel),
+            ("enable_distributed", enable_distributed),
+            ("ordered", ordered),
+            ("adaptive_batching", adaptive_batching),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+        self.enable_parallel = enable_parallel
+        self.num_workers = None if num_workers is None else _check_int("num_workers", num_workers)
+        self.enable_distributed = enable_distributed
+        if not isinstance(distributed_backend, str):
+            raise TypeError(f"distributed_backend must be a string, got {type(distributed_backend).__name__}")
+        if distributed_backend not in DISTRIBUTED_BACKENDS:
+            raise ValueError(
+                f"unknown distributed_backend {distributed_backend!r}; expected one of {DISTRIBUTED_BACKENDS}"
+            )
+        self.distributed_backend = distributed_backend
+        if chunk_format not in _convert.CHUNK_FORMATS:
+            raise ValueError(f"unknown chunk_format {chunk_format!r}; expected one of {_convert.CHUNK_FORMATS}")
+        self.chunk_format = chunk_format
+        self.ordered = ordered
+        self.on_error = _normalize_on_error(on_error)
+        min_rows = None if min_chunk_size is None else _check_int("min_chunk_size", min_chunk_size)
+        max_rows = None if max_chunk_size is None else _check_int("max_chunk_size", max_chunk_size)
+
+        controller = backpressure_controller
+        budget_mb = self.max_memory_mb
+        queue = None if max_queue_size is None else _check_int("max_queue_size", max_queue_size)
+        flags = (False, False, False)
+        if controller is not None:
+            if not isinstance(controller, BackpressureController):
+                raise TypeError(
+                    "backpressure_controller must be a sluice.BackpressureController (or a subclass), "
+                    f"got {type(controller).__name__}"
+                )
+            if not hasattr(controller, "_native"):
+                raise TypeError(
+                    f"{type(controller).__name__}.__init__ must call super().__init__(...)"
+                )
+            if controller.is_attached:
+                raise ValueError("this backpressure_controller already drives another pipeline; create one per pipeline")
+            budget_mb = min(budget_mb, controller.memory_threshold_mb)
+            queue = queue or controller.max_queue_size
+            adaptive_batching = adaptive_batching and controller.adaptive_batching
+            flags = controller._hook_flags()
+        self.adaptive_batching = adaptive_batching
+
+        self._native = _native.NativePipeline(
+            chunk_size=self.chunk_size,
+            max_memory_mb=budget_mb,
+            enable_parallel=enable_parallel,
+            num_workers=self.num_workers,
+            ordered=ordered,
+            on_error=self.on_error,
+            adaptive_batching=adaptive_batching,
+            max_queue_size=queue or 100,
+            min_chunk_size=min_rows,
+            max_chunk_size=max_rows,
+            controller=None if controller is None else controller._native,
+            hooks=controller,
+            hook_flags=flags,
+        )
+        if controller is None:
+            controller = BackpressureController._for_engine(self._native.engine_controller())
+        self.backpressure_controller = controller
+        self._last_iterator: Optional["weakref.ref[ChunkIterator]"] = None
+        self._distributed = None
+        _live_pipelines.add(self)
+
+    # Runs.
+
+    def _function(
+        self, processing_function: Any, sql: Any, index: Optional[_convert.IndexInfo] = None
+    ) -> Tuple[Any, Optional[str]]:
+        sql = _sql_text(sql)
+        if processing_function is not None and sql is not None:
+            raise ValueError("give either processing_function or sql=, not both")
+        if processing_function is None:
+            return None, sql
+        if not callable(processing_function):
+            raise TypeError(
+                f"processing_function must be callable (chunk -> processed chunk), got {type(processing_function).__name__}"
+            )
+        return _convert.make_adapter(processing_function, self.chunk_format, self.on_error, index), None
+
+    def _iterator(
+        self,
+        native_run: Any,
+        output_path: Optional[str],
+        with_info: bool,
+        index: Optional[_convert.IndexInfo] = None,
+    ) -> ChunkIterator:
+        it = ChunkIterator(native_run, self.chunk_format, with_info, output_path, index)
+        self._last_iterator = weakref.ref(it)
+        return it
+
+    def process_dataframe_stream(
+        self,
+        df: Any,
+        processing_function: Optional[Callable[[Any], Any]] = None,
+        output_path: Optional[PathLike] = None,
+        *,
+        sql: Optional[str] = None,
+        output_format: str = "parquet",
+        rows_per_part: Optional[int] = None,
+        with_info: bool = False,
+    ) -> ChunkIterator:
+        """Processes ``df`` (pandas DataFrame, pyarrow Table or Polars DataFrame) chunk by
+        chunk and yields the processed chunks in input order, in ``chunk_format``.
+
+        ``processing_function`` takes a chunk and returns the processed chunk. With
+        ``sql=`` instead, each chunk runs through that query (the table is ``chunk``)
+        entirely in Rust. With ``output_path``, every chunk is also written to part files
+        (``output_format``: parquet, csv or ipc) with a ``_manifest.json``. With
+        ``with_info=True`` it yields :class:`ProcessedChunk` (data plus input rows).
+        """
+        self._function(processing_function, sql)  # checks the arguments before converting
+        out = _output_path(output_path)
+        rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
+        # pandas chunks keep the input's index (as `df.iloc[a:b]` would), unless SQL runs or
+        # the input chunks themselves are written out.
+        keep_index = (
+            self.chunk_format == "pandas"
+            and sql is None
+            and (processing_function is not None or out is None)
+        )
+        table, index = _convert.input_to_arrow(df, keep_index=keep_index)
+        adapter, sql = self._function(processing_function, sql, index)
+        run = self._native.run_table(table, adapter, sql, out, output_format, rows)
+        return self._iterator(run, out, with_info, index)
+
+    def process_file_stream(
+        self,
+        file_path: Union[PathLike, Sequence[PathLike]],
+        processing_function: Optional[Callable[[Any], Any]] = None,
+        file_format: str = "auto",
+        output_path: Optional[PathLike] = None,
+        *,
+        sql: Optional[str] = None,
+        output_format: str = "parquet",
+        rows_per_part: Optional[int] = None,
+        with_info: bool = False,
+    ) -> ChunkIterator:
+        """Processes files (a path, a glob, a folder, or a list of them; CSV, TSV, Parquet,
+        NDJSON or Arrow IPC) read and decoded in parallel by the Rust engine, and yields the
+        processed chunks in order. ``file_format='auto'`` goes by each file's extension.
+
+        With ``sql=`` the whole run stays in Rust; use ``.run_to_end()`` on the result to
+        only write ``output_path``.
+        """
+        paths = _paths(file_path)
+        if not isinstance(file_format, str):
+            raise TypeError(f"file_format must be a string, got {type(file_format).__name__}")
+        adapter, sql = self._function(processing_function, sql)
+        out = _output_path(output_path)
+        rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
+        fmt = None if file_format == "auto" else file_format
+        run = self._native.run_files(paths, fmt, adapter, sql, out, output_format, rows)
+        return self._iterator(run, out, with_info)
+
+    # Statistics and control.
+
+    def get_stats(self) -> StreamingStats:
+        """Statistics, cumulative over every run of this pipeline."""
+        return StreamingStats.from_json(self._native.stats_json())
+
+    def get_performance_stats(self) -> dict:
+        """The statistics as a dict, plus the controller's state and the settings."""
+        stats = self.get_stats().to_dict()
+        stats["controller"] = self.backpressure_controller.state()
+        stats["config"] = json.loads(self._native.config_json())
+        stats["active_runs"] = self._native.active_runs
+        return stats
+
+    @property
+    def last_chunk(self) -> Optional[ProcessedChunk]:
+        """The last chunk the most recent run handed out, with its input rows."""
+        it = self._last_iterator() if self._last_iterator else None
+        return it.last_chunk if it else None
+
+    def stop_processing(self) -> None:
+        """Stops every run of this pipeline (safe from another thread): iterators end
+        cleanly after the chunks already processed."""
+        self._native.stop()
+
+    def cleanup(self, timeout: float = 30.0) -> None:
+        """Stops every run, waits for their threads (GIL released) and collects garbage.
+        The pipeline can still be used afterwards."""
+        self._native.cleanup(timeout)
+        gc.collect()
+
+    def __enter__(self) -> "StreamingDataPipeline":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cleanup()
+
+    @property
+    def distributed(self):
+        """A :class:`sluice.distributed.DaskStreamingPipeline` with this pipeline's settings
+        (``distributed_backend='dask'``)."""
+        if self.distributed_backend != "dask":
+            raise NotImplementedError(
+                f"distributed_backend={self.distributed_backend!r} has no helper yet; use 'dask'"
+            )
+        if self._distributed is None:
+            from .distributed import DaskStreamingPipeline
+
+            self._distributed = DaskStreamingPipeline(**self._settings())
+        return self._distributed
+
+    def _settings(self) -> dict:
+        """Keyword arguments that build a pipeline like this one (for workers elsewhere)."""
+        return dict(
+            chunk_size=self.chunk_size,
+            max_memory_mb=self.max_memory_mb,
+            enable_parallel=self.enable_parallel,
+            num_workers=self.num_workers,
+            ordered=self.ordered,
+            on_error=self.on_error.replace("dead_letter=", "dead_letter:"),
+            chunk_format=self.chunk_format,
+            adaptive_batching=self.adaptive_batching,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamingDataPipeline(chunk_size={self.chunk_size}, max_memory_mb={self.max_memory_mb:g}, "
+            f"enable_parallel={self.enable_parallel}, num_workers={self.num_workers}, "
+            f"chunk_format={self.chunk_format!r}, on_error={self.on_error!r})"
+        )
+
+
+__all__ = ["StreamingDataPipeline", "ChunkIterator", "ProcessedChunk"]

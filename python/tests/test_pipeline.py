@@ -1,0 +1,404 @@
+"""The Python API on the engine: signatures, chunk formats, inputs, order, output files,
+error policies, stopping, Ctrl-C, and that the GIL is released while the engine works."""
+
+import _thread
+import inspect
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.ipc  # noqa: F401 (pa.ipc)
+import pyarrow.parquet as pq
+import pytest
+
+import sluice
+from sluice import BackpressureController, StreamingDataPipeline, StreamingStats
+from conftest import small_frame
+
+
+def double(chunk):
+    out = chunk.copy()
+    out["feature_sum"] = out["feature_1"] + out["feature_2"] + out["feature_3"]
+    return out
+
+
+def chunks_with_info(pipeline, df, fn, **kwargs):
+    return list(pipeline.process_dataframe_stream(df, fn, with_info=True, **kwargs))
+
+
+# The seed's signatures.
+
+
+def test_constructor_names_and_defaults_are_the_seeds():
+    params = inspect.signature(StreamingDataPipeline.__init__).parameters
+    seed = {
+        "chunk_size": 1000,
+        "max_memory_mb": 1000,
+        "enable_parallel": True,
+        "num_workers": None,
+        "enable_distributed": False,
+        "distributed_backend": "dask",
+    }
+    positional = [p for p in params.values() if p.kind is p.POSITIONAL_OR_KEYWORD][1:]
+    assert [p.name for p in positional] == list(seed)
+    assert {p.name: p.default for p in positional} == seed
+    keyword_only = {p.name: p.default for p in params.values() if p.kind is p.KEYWORD_ONLY}
+    assert keyword_only["ordered"] is True
+    assert keyword_only["on_error"] == "fail"
+    assert keyword_only["backpressure_controller"] is None
+    assert keyword_only["chunk_format"] == "pandas"
+    assert keyword_only["adaptive_batching"] is True
+
+    controller = inspect.signature(BackpressureController.__init__).parameters
+    assert {k: v.default for k, v in list(controller.items())[1:]} == {
+        "max_queue_size": 100,
+        "memory_threshold_mb": 1000,
+        "adaptive_batching": True,
+    }
+    fields = list(StreamingStats.__dataclass_fields__)[:6]
+    assert fields == [
+        "total_chunks_processed",
+        "total_rows_processed",
+        "total_processing_time",
+        "throughput_rows_per_second",
+        "memory_peak_mb",
+        "backpressure_events",
+    ]
+
+
+# Values, boundaries and order.
+
+
+def test_fixed_chunks_equal_a_plain_loop_with_input_rows():
+    df = small_frame(10_500)
+    pipeline = StreamingDataPipeline(chunk_size=1000, adaptive_batching=False, num_workers=3)
+    got = chunks_with_info(pipeline, df, double)
+    assert [c.input_rows for c in got] == [(i, min(i + 1000, 10_500)) for i in range(0, 10_500, 1000)]
+    assert [c.chunk for c in got] == list(range(11))
+    for c in got:
+        a, b = c.input_rows
+        pd.testing.assert_frame_equal(c.data, double(df.iloc[a:b]))
+    assert pipeline.last_chunk.input_rows == (10_000, 10_500)
+
+
+def test_adaptive_chunks_are_in_order_and_cover_every_row_once():
+    df = small_frame(50_000)
+    pipeline = StreamingDataPipeline(chunk_size=1000)
+    got = chunks_with_info(pipeline, df, double)
+    starts = [c.input_rows[0] for c in got]
+    assert starts == sorted(starts) and starts[0] == 0
+    assert all(a.input_rows[1] == b.input_rows[0] for a, b in zip(got, got[1:]))
+    assert got[-1].input_rows[1] == 50_000
+    assert len({len(c.data) for c in got}) > 1  # the sizer changed the size
+    history = pipeline.get_stats().chunk_size_history
+    assert history[0] == (0, 1000) and len(history) > 1
+
+
+def test_unordered_output_has_every_chunk_once():
+    df = small_frame(20_000)
+
+    def jittery(chunk):
+        time.sleep(0.02 if chunk.index[0] % 3000 == 0 else 0.001)
+        return chunk
+
+    pipeline = StreamingDataPipeline(chunk_size=1000, adaptive_batching=False, ordered=False, num_workers=4)
+    got = chunks_with_info(pipeline, df, jittery)
+    assert sorted(c.chunk for c in got) == list(range(20))
+    whole = pd.concat([c.data for c in sorted(got, key=lambda c: c.chunk)])
+    pd.testing.assert_frame_equal(whole, df)
+
+
+def test_the_index_of_each_chunk_is_the_inputs():
+    df = small_frame(3_000)
+    df.index = pd.date_range("2024-01-01", periods=3_000, freq="s", name="ts")
+    pipeline = StreamingDataPipeline(chunk_size=1000, adaptive_batching=False)
+    chunks = list(pipeline.process_dataframe_stream(df, lambda c: c))
+    pd.testing.assert_frame_equal(pd.concat(chunks), df)
+
+
+def test_functions_run_on_worker_threads_in_parallel():
+    df = pd.DataFrame({"x": np.arange(8_000)})
+    names = set()
+
+    def slow(chunk):
+        names.add(threading.current_thread().name)
+        time.sleep(0.2)
+        return chunk
+
+    pipeline = StreamingDataPipeline(chunk_size=1000, adaptive_batching=False, num_workers=4)
+    start = time.perf_counter()
+    assert sum(map(len, pipeline.process_dataframe_stream(df, slow))) == 8_000
+    elapsed = time.perf_counter() - start
+    # 8 chunks of 0.2 s on 4 workers: about 0.4 s, not 1.6 s (the GIL is free while waiting).
+    assert elapsed < 1.2
+    assert threading.current_thread().name not in names and len(names) > 1
+
+
+def test_enable_parallel_false_uses_one_worker():
+    pipeline = StreamingDataPipeline(enable_parallel=False, num_workers=4)
+    assert pipeline.get_performance_stats()["config"]["effective_workers"] == 1
+
+
+# Formats and inputs.
+
+
+def test_arrow_chunk_format():
+    table = pa.table({"x": np.arange(5_000), "s": ["a", "b"] * 2_500})
+    seen = []
+
+    def fn(chunk):
+        seen.append(type(chunk))
+        return chunk.append_column("y", pa.compute.multiply(chunk["x"], 2))
+
+    pipeline = StreamingDataPipeline(chunk_size=1000, chunk_format="arrow")
+    out = list(pipeline.process_dataframe_stream(table, fn))
+    assert set(seen) == {pa.Table} and all(isinstance(c, pa.Table) for c in out)
+    joined = pa.concat_tables(out)
+    assert joined.column("y").to_pylist() == [2 * i for i in range(5_000)]
+    assert joined.column("s").to_pylist() == table.column("s").to_pylist()
+
+
+def test_polars_chunk_format_and_polars_input():
+    pl = pytest.importorskip("polars")
+    df = pl.DataFrame({"x": np.arange(5_000), "s": ["a", "b"] * 2_500})
+    pipeline = StreamingDataPipeline(chunk_size=1000, chunk_format="polars")
+    out = list(pipeline.process_dataframe_stream(df, lambda c: c.with_columns((pl.col("x") * 2).alias("y"))))
+    assert all(isinstance(c, pl.DataFrame) for c in out)
+    joined = pl.concat(out)
+    assert joined["y"].to_list() == [2 * i for i in range(5_000)]
+    # Polars data into the pandas format.
+    pandas_out = list(StreamingDataPipeline(chunk_size=1000).process_dataframe_stream(df, lambda c: c))
+    assert isinstance(pandas_out[0], pd.DataFrame)
+    assert pd.concat(pandas_out, ignore_index=True)["x"].tolist() == list(range(5_000))
+
+
+def test_function_may_return_another_table_type():
+    df = small_frame(2_000)
+    pipeline = StreamingDataPipeline(chunk_size=1000)
+    out = list(pipeline.process_dataframe_stream(df, lambda c: pa.Table.from_pandas(c, preserve_index=False)))
+    assert all(isinstance(c, pd.DataFrame) for c in out)
+    pd.testing.assert_frame_equal(pd.concat(out, ignore_index=True), df)
+
+
+def test_no_function_rechunks_and_writes(tmp_path):
+    df = small_frame(4_500)
+    pipeline = StreamingDataPipeline(chunk_size=1000, adaptive_batching=False)
+    it = pipeline.process_dataframe_stream(df, output_path=tmp_path / "out", rows_per_part=2_000, output_format="csv")
+    chunks = list(it)
+    assert [len(c) for c in chunks] == [1000] * 4 + [500]
+    manifest = it.manifest
+    assert manifest["status"] == "complete" and manifest["total_rows"] == 4_500
+    assert [p["file"] for p in manifest["parts"]] == ["part-00000.csv", "part-00001.csv", "part-00002.csv"]
+    back = pd.concat([pd.read_csv(tmp_path / "out" / p["file"]) for p in manifest["parts"]], ignore_index=True)
+    np.testing.assert_allclose(back["feature_1"], df["feature_1"])
+
+
+# SQL and files.
+
+SEED_SQL = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "seed_preprocessing.sql")
+
+
+def pandas_seed(chunk):
+    processed = chunk.copy()
+    processed["feature_interaction"] = processed["feature_1"] * processed["feature_2"]
+    processed["feature_sum"] = processed["feature_1"] + processed["feature_2"] + processed["feature_3"]
+    processed = pd.get_dummies(processed, columns=["category"], prefix="cat")
+    for col in ["feature_1", "feature_2", "feature_3", "feature_interaction", "feature_sum"]:
+        mean_val, std_val = processed[col].mean(), processed[col].std()
+        if std_val > 0:
+            processed[col] = (processed[col] - mean_val) / std_val
+    return processed
+
+
+def assert_sql_matches_pandas(df, chunks):
+    start = 0
+    for chunk in chunks:
+        expected = pandas_seed(df.iloc[start : start + len(chunk)]).reset_index(drop=True)
+        start += len(chunk)
+        pd.testing.assert_frame_equal(chunk.reset_index(drop=True), expected, check_exact=False, rtol=1e-9)
+    assert start == len(df)
+
+
+def test_sql_on_a_dataframe_equals_the_pandas_function():
+    df = small_frame(12_345)
+    with open(SEED_SQL) as f:
+        sql = f.read()
+    pipeline = StreamingDataPipeline(chunk_size=2_000, adaptive_batching=False)
+    chunks = list(pipeline.process_dataframe_stream(df, sql=sql))
+    assert_sql_matches_pandas(df, chunks)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_file_stream_with_function_and_with_sql(tmp_path, fmt):
+    df = small_frame(9_000)
+    path = tmp_path / f"data.{fmt}"
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+    else:
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=2_500)
+    pipeline = StreamingDataPipeline(chunk_size=1_500, adaptive_batching=False)
+    chunks = list(pipeline.process_file_stream(str(path), pandas_seed))
+    assert [len(c) for c in chunks] == [1_500] * 6
+    assert_sql_matches_pandas(df, chunks)
+
+    it = pipeline.process_file_stream(path, sql=open(SEED_SQL).read(), output_path=tmp_path / "out")
+    sql_chunks = list(it)
+    assert_sql_matches_pandas(df, sql_chunks)
+    assert it.manifest["total_rows"] == 9_000
+    assert pipeline.get_stats().total_rows_processed == 18_000
+
+
+def test_file_stream_globs_lists_and_run_to_end(tmp_path):
+    df = small_frame(6_000)
+    for i in range(3):
+        df.iloc[i * 2_000 : (i + 1) * 2_000].to_csv(tmp_path / f"part{i}.csv", index=False)
+    pipeline = StreamingDataPipeline(chunk_size=1_000, adaptive_batching=False)
+    by_glob = pd.concat(pipeline.process_file_stream(str(tmp_path / "part*.csv"), lambda c: c), ignore_index=True)
+    np.testing.assert_allclose(by_glob["feature_1"], df["feature_1"])
+    files = [tmp_path / "part2.csv", tmp_path / "part0.csv"]
+    listed = pd.concat(pipeline.process_file_stream(files, file_format="csv"), ignore_index=True)
+    assert len(listed) == 4_000 and listed["feature_1"].iloc[0] == pytest.approx(df["feature_1"].iloc[4_000])
+
+    manifest = pipeline.process_file_stream(
+        str(tmp_path / "*.csv"), sql=open(SEED_SQL).read(), output_path=tmp_path / "out"
+    ).run_to_end()
+    assert manifest["status"] == "complete" and manifest["total_rows"] == 6_000
+    assert json.loads((tmp_path / "out" / "_manifest.json").read_text())["total_rows"] == 6_000
+
+
+# Error policies.
+
+
+def fails_on_third(chunk):
+    if chunk["x"].iloc[0] == 2_000:
+        raise ValueError("third chunk is bad")
+    return chunk.assign(y=1)
+
+
+def test_skip_policy_drops_and_counts():
+    df = pd.DataFrame({"x": np.arange(5_000)})
+    pipeline = StreamingDataPipeline(chunk_size=1_000, adaptive_batching=False, on_error="skip")
+    got = chunks_with_info(pipeline, df, fails_on_third)
+    assert [c.input_rows for c in got] == [(0, 1000), (1000, 2000), (3000, 4000), (4000, 5000)]
+    stats = pipeline.get_stats()
+    assert (stats.failed_chunks, stats.failed_rows, stats.errors_encountered) == (1, 1_000, 1)
+    assert stats.total_rows_processed == 4_000
+
+
+def test_pass_through_policy_emits_the_input():
+    df = pd.DataFrame({"x": np.arange(5_000)})
+    pipeline = StreamingDataPipeline(chunk_size=1_000, adaptive_batching=False, on_error="pass_through")
+    got = chunks_with_info(pipeline, df, fails_on_third)
+    assert [c.passed_through for c in got] == [False, False, True, False, False]
+    pd.testing.assert_frame_equal(got[2].data, df.iloc[2_000:3_000])
+    assert list(got[1].data.columns) == ["x", "y"]
+    assert pipeline.get_stats().passed_through_chunks == 1
+
+
+def test_dead_letter_policy_writes_the_failed_chunk(tmp_path):
+    df = pd.DataFrame({"x": np.arange(5_000)})
+    folder = tmp_path / "dead"
+    pipeline = StreamingDataPipeline(chunk_size=1_000, adaptive_batching=False, on_error=f"dead_letter:{folder}")
+    got = chunks_with_info(pipeline, df, fails_on_third)
+    assert len(got) == 4
+
+    with pa.ipc.open_file(folder / "chunk-000002.arrow") as f:
+        assert f.read_all().column("x").to_pylist() == list(range(2_000, 3_000))
+    note = (folder / "chunk-000002.error.txt").read_text()
+    assert "ValueError: third chunk is bad" in note and "fails_on_third" in note  # the traceback
+
+
+# Stopping.
+
+
+def slow_chunk(chunk):
+    time.sleep(0.05)
+    return chunk
+
+
+def test_stop_processing_from_another_thread_ends_the_iterator_cleanly():
+    df = pd.DataFrame({"x": np.arange(100_000)})
+    pipeline = StreamingDataPipeline(chunk_size=1_000, adaptive_batching=False, num_workers=2)
+    threading.Timer(0.3, pipeline.stop_processing).start()
+    start = time.perf_counter()
+    rows = sum(map(len, pipeline.process_dataframe_stream(df, slow_chunk)))
+    assert time.perf_counter() - start < 2.0
+    assert 0 < rows < 100_000
+    assert rows % 1_000 == 0
+    _wait_idle(pipeline)
+
+
+def _wait_idle(pipeline, limit=5.0):
+    deadline = time.time() + limit
+    while pipeline.get_performance_stats()["active_runs"] and time.time() < deadline:
+        time.sleep(0.02)
+    assert pipeline.get_performance_stats()["active_runs"] == 0
+
+
+def test_ctrl_c_stops_the_run_promptly():
+    df = pd.DataFrame({"x": np.arange(100_000)})
+    pipeline = StreamingDataPipeline(chunk_size=1_000, adaptive_batching=False, num_workers=2)
+    threading.Timer(0.3, _thread.interrupt_main).start()
+    start = time.perf_counter()
+    seen = 0
+    with pytest.raises(KeyboardInterrupt):
+        for chunk in pipeline.process_dataframe_stream(df, slow_chunk):
+            seen += len(chunk)
+    assert time.perf_counter() - start < 2.0
+    assert seen < 100_000
+    _wait_idle(pipeline)
+    # The pipeline still works afterwards.
+    assert sum(map(len, pipeline.process_dataframe_stream(df.iloc[:3_000], lambda c: c))) == 3_000
+
+
+def test_breaking_out_of_the_loop_stops_the_run():
+    df = pd.DataFrame({"x": np.arange(100_000)})
+    pipeline = StreamingDataPipeline(chunk_size=1_000, adaptive_batching=False, num_workers=2)
+    for _ in pipeline.process_dataframe_stream(df, slow_chunk):
+        break
+    _wait_idle(pipeline)
+    assert pipeline.get_stats().total_rows_processed < 100_000
+
+
+def test_context_manager_and_cleanup():
+    df = pd.DataFrame({"x": np.arange(100_000)})
+    with StreamingDataPipeline(chunk_size=1_000, adaptive_batching=False) as pipeline:
+        it = pipeline.process_dataframe_stream(df, slow_chunk)
+        next(it)
+    assert pipeline.get_performance_stats()["active_runs"] == 0
+    assert list(it) == []  # the run was stopped by cleanup
+
+
+# Statistics.
+
+
+def test_stats_are_cumulative_and_performance_stats_show_the_controller():
+    df = pd.DataFrame({"x": np.arange(3_000)})
+    pipeline = StreamingDataPipeline(chunk_size=1_000, adaptive_batching=False)
+    for _ in range(2):
+        list(pipeline.process_dataframe_stream(df, lambda c: c))
+    stats = pipeline.get_stats()
+    assert (stats.total_chunks_processed, stats.total_rows_processed, stats.runs) == (6, 6_000, 2)
+    assert stats.latency_p50_ms >= 0 and stats.latency_max_ms >= stats.latency_p50_ms
+    perf = pipeline.get_performance_stats()
+    assert perf["total_rows_processed"] == 6_000
+    assert perf["controller"]["attached"] is True
+    assert perf["controller"]["current_memory_mb"] == 0
+    assert perf["config"]["chunk_size"] == 1_000
+    assert isinstance(pipeline.backpressure_controller, BackpressureController)
+
+
+def test_stats_merge():
+    a = StreamingStats(total_chunks_processed=2, total_rows_processed=100, total_processing_time=1.0, memory_peak_mb=5)
+    b = StreamingStats(total_chunks_processed=3, total_rows_processed=300, total_processing_time=2.0, memory_peak_mb=7)
+    m = StreamingStats.merge([a, b], wall_time=2.0)
+    assert (m.total_chunks_processed, m.total_rows_processed, m.memory_peak_mb) == (5, 400, 7)
+    assert m.throughput_rows_per_second == 200
+
+
+def test_version():
+    assert sluice.__version__
