@@ -5,7 +5,7 @@
 //!
 //! Not here: pandas and Polars conversions (Python's job, `sluice._convert`).
 
-use arrow::array::StructArray;
+use arrow::array::{Array, StructArray};
 use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
