@@ -70,7 +70,9 @@ class ChunkIterator:
         with_info: bool,
         output_path: Optional[str],
         index: Optional[_convert.IndexInfo] = None,
+        pipeline: Optional["StreamingDataPipeline"] = None,
     ):
+        self._pipeline = pipeline
         self._native = native_run
         self._format = chunk_format
         self._index = index
@@ -87,6 +89,8 @@ class ChunkIterator:
             data = _convert.batch_to_format(data, self._format, owned=True, index=self._index)
         info = ProcessedChunk(data, seq, (start, end), passed_through)
         self.last_chunk = info
+        if self._pipeline is not None:
+            self._pipeline._last_chunk = info
         return info if self._with_info else data
 
     def run_to_end(self) -> Optional[dict]:
@@ -287,7 +291,7 @@ class StreamingDataPipeline:
         if controller is None:
             controller = BackpressureController._for_engine(self._native.engine_controller())
         self.backpressure_controller = controller
-        self._last_iterator: Optional["weakref.ref[ChunkIterator]"] = None
+        self._last_chunk: Optional[ProcessedChunk] = None
         self._distributed = None
         _live_pipelines.add(self)
 
@@ -314,9 +318,7 @@ class StreamingDataPipeline:
         with_info: bool,
         index: Optional[_convert.IndexInfo] = None,
     ) -> ChunkIterator:
-        it = ChunkIterator(native_run, self.chunk_format, with_info, output_path, index)
-        self._last_iterator = weakref.ref(it)
-        return it
+        return ChunkIterator(native_run, self.chunk_format, with_info, output_path, index, self)
 
     def process_dataframe_stream(
         self,
@@ -398,9 +400,8 @@ class StreamingDataPipeline:
 
     @property
     def last_chunk(self) -> Optional[ProcessedChunk]:
-        """The last chunk the most recent run handed out, with its input rows."""
-        it = self._last_iterator() if self._last_iterator else None
-        return it.last_chunk if it else None
+        """The last chunk a run of this pipeline handed out, with its input rows."""
+        return self._last_chunk
 
     def stop_processing(self) -> None:
         """Stops every run of this pipeline (safe from another thread): iterators end

@@ -154,7 +154,7 @@ def test_bad_paths_and_formats(tmp_path):
     ],
 )
 def test_function_returning_the_wrong_type(df, returned, words):
-    p = StreamingDataPipeline(chunk_size=1_000)
+    p = StreamingDataPipeline(chunk_size=1_000, adaptive_batching=False)
     with pytest.raises(TypeError, match=words) as info:
         list(p.process_dataframe_stream(df, lambda c: returned))
     assert "chunk 0 (input rows 0..1000" in "\n".join(getattr(info.value, "__notes__", []))

@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a per-chunk SQL query (or nothing: a copy) over files, writing part files.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Generate the seed's sample dataset, run its preprocessing as SQL, print the statistics.
     Demo(DemoArgs),
     /// Show the schema, rows and size of data files (and Parquet row groups).

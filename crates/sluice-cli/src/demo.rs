@@ -45,7 +45,9 @@ pub fn demo(args: DemoArgs, ui: Ui) -> Result<(), CliError> {
         .map_err(|e| CliError::io("create a temporary folder in", std::env::temp_dir(), e))?;
     let result = demo_in(&args, workdir.path(), ui);
     let path = workdir.path().to_path_buf();
-    workdir.close().map_err(|e| CliError::io("remove", path, e))?;
+    workdir
+        .close()
+        .map_err(|e| CliError::io("remove", path, e))?;
     result
 }
 
@@ -65,21 +67,35 @@ fn demo_in(args: &DemoArgs, workdir: &Path, ui: Ui) -> Result<(), CliError> {
     }
     let bytes = std::fs::metadata(&input).map(|m| m.len()).unwrap_or(0);
     if loud {
-        println!("Dataset created: ({}, 5), {} of {extension}", args.rows, human_bytes(bytes));
+        println!(
+            "Dataset created: ({}, 5), {} of {extension}",
+            args.rows,
+            human_bytes(bytes)
+        );
     }
 
     let paths = [input.display().to_string()];
-    let format = FileFormat::from_name(extension).map_err(|e| CliError::setup("bad demo format", e))?;
-    let source = FilesSource::open(&paths, Some(format)).map_err(|e| CliError::setup("cannot open the sample", e))?;
-    let sql = ChunkSql::new(SEED_SQL, source.schema()).map_err(|source| CliError::Sql { source })?;
+    let format =
+        FileFormat::from_name(extension).map_err(|e| CliError::setup("bad demo format", e))?;
+    let source = FilesSource::open(&paths, Some(format))
+        .map_err(|e| CliError::setup("cannot open the sample", e))?;
+    let sql =
+        ChunkSql::new(SEED_SQL, source.schema()).map_err(|source| CliError::Sql { source })?;
     let columns = sql.output_schema().fields().len();
-    let mut builder = StreamingDataPipeline::builder().chunk_size(5_000).max_memory_mb(500.0);
+    let mut builder = StreamingDataPipeline::builder()
+        .chunk_size(5_000)
+        .max_memory_mb(500.0);
     if let Some(workers) = args.workers {
         builder = builder.num_workers(workers);
     }
-    let pipeline = Arc::new(builder.build().map_err(|e| CliError::setup("bad settings", e))?);
+    let pipeline = Arc::new(
+        builder
+            .build()
+            .map_err(|e| CliError::setup("bad settings", e))?,
+    );
     let sql = Arc::new(sql);
-    let function: ChunkFunction = Arc::new(move |batch: RecordBatch| sql.apply(&batch).map_err(BoxError::from));
+    let function: ChunkFunction =
+        Arc::new(move |batch: RecordBatch| sql.apply(&batch).map_err(BoxError::from));
     let total_bytes = source.total_bytes();
     let output = OutputOptions::new(workdir.join("processed_data"));
 
@@ -123,7 +139,11 @@ fn schema() -> SchemaRef {
 
 /// One block of the seed's `create_large_dataset`: three standard normal features, a
 /// category drawn from A/B/C and a 0/1 target.
-fn block(rng: &mut StdRng, schema: &SchemaRef, rows: usize) -> Result<RecordBatch, arrow::error::ArrowError> {
+fn block(
+    rng: &mut StdRng,
+    schema: &SchemaRef,
+    rows: usize,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
     let mut normal = || -> ArrayRef {
         Arc::new(Float64Array::from_iter_values(
             (0..rows).map(|_| rng.sample::<f64, _>(StandardNormal)),
@@ -133,7 +153,9 @@ fn block(rng: &mut StdRng, schema: &SchemaRef, rows: usize) -> Result<RecordBatc
     let category: ArrayRef = Arc::new(StringArray::from_iter_values(
         (0..rows).map(|_| CATEGORIES[rng.random_range(0..CATEGORIES.len())]),
     ));
-    let target: ArrayRef = Arc::new(Int64Array::from_iter_values((0..rows).map(|_| rng.random_range(0..2))));
+    let target: ArrayRef = Arc::new(Int64Array::from_iter_values(
+        (0..rows).map(|_| rng.random_range(0..2)),
+    ));
     RecordBatch::try_new(schema.clone(), vec![f1, f2, f3, category, target])
 }
 
@@ -142,13 +164,24 @@ fn generate(path: &Path, rows: u64, seed: u64, format: DemoFormat) -> Result<(),
     let schema = schema();
     let mut rng = StdRng::seed_from_u64(seed);
     let file = File::create(path).map_err(|e| CliError::io("create", path, e))?;
-    let bad = |e: &dyn std::fmt::Display| CliError::io("write", path, std::io::Error::other(e.to_string()));
+    let bad = |e: &dyn std::fmt::Display| {
+        CliError::io("write", path, std::io::Error::other(e.to_string()))
+    };
     let mut writer = match format {
         DemoFormat::Parquet => {
-            let props = WriterProperties::builder().set_max_row_group_size(BLOCK_ROWS).build();
-            Writer::Parquet(ArrowWriter::try_new(BufWriter::new(file), schema.clone(), Some(props)).map_err(|e| bad(&e))?)
+            let props = WriterProperties::builder()
+                .set_max_row_group_row_count(Some(BLOCK_ROWS))
+                .build();
+            Writer::Parquet(
+                ArrowWriter::try_new(BufWriter::new(file), schema.clone(), Some(props))
+                    .map_err(|e| bad(&e))?,
+            )
         }
-        DemoFormat::Csv => Writer::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(BufWriter::new(file))),
+        DemoFormat::Csv => Writer::Csv(
+            arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(BufWriter::new(file)),
+        ),
     };
     let mut left = rows;
     while left > 0 && !signals::interrupted() {

@@ -170,7 +170,10 @@ mod tests {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             },
         );
-        assert_eq!(err.one_line(), "cannot open the input: cannot open x.csv: no such file");
+        assert_eq!(
+            err.one_line(),
+            "cannot open the input: cannot open x.csv: no such file"
+        );
         assert_eq!(err.exit_code(), EXIT_USAGE);
     }
 }

@@ -34,14 +34,17 @@ pub fn inspect(args: InspectArgs) -> Result<(), CliError> {
             show_manifest(dir)?;
         }
     }
-    let paths = expand_inputs(&args.files).map_err(|e| CliError::setup("cannot open the input", e))?;
+    let paths =
+        expand_inputs(&args.files).map_err(|e| CliError::setup("cannot open the input", e))?;
     for (i, path) in paths.iter().enumerate() {
         if i > 0 {
             println!();
         }
         let format = match &format {
             Some(f) => f.clone(),
-            None => FileFormat::from_path(path).map_err(|e| CliError::setup("cannot inspect", e))?,
+            None => {
+                FileFormat::from_path(path).map_err(|e| CliError::setup("cannot inspect", e))?
+            }
         };
         inspect_file(path, &format)?;
     }
@@ -49,7 +52,8 @@ pub fn inspect(args: InspectArgs) -> Result<(), CliError> {
 }
 
 fn show_manifest(dir: &Path) -> Result<(), CliError> {
-    let manifest = Manifest::read_from(dir).map_err(|e| CliError::run("cannot read the manifest", e))?;
+    let manifest =
+        Manifest::read_from(dir).map_err(|e| CliError::run("cannot read the manifest", e))?;
     println!("{} (output of a run)", dir.display());
     println!("  status:       {}", status_name(manifest.status));
     println!("  format:       {}", manifest.format.extension());
@@ -77,16 +81,17 @@ fn inspect_file(path: &Path, format: &FileFormat) -> Result<(), CliError> {
 
 fn inspect_parquet(path: &Path) -> Result<(), CliError> {
     let file = File::open(path).map_err(|e| CliError::io("open", path, e))?;
-    let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default()).map_err(|e| {
-        CliError::run(
-            "cannot inspect",
-            SluiceError::BadInput {
-                path: path.to_path_buf(),
-                location: "footer".into(),
-                message: format!("not a readable Parquet file: {e}"),
-            },
-        )
-    })?;
+    let metadata =
+        ArrowReaderMetadata::load(&file, ArrowReaderOptions::default()).map_err(|e| {
+            CliError::run(
+                "cannot inspect",
+                SluiceError::BadInput {
+                    path: path.to_path_buf(),
+                    location: "footer".into(),
+                    message: format!("not a readable Parquet file: {e}"),
+                },
+            )
+        })?;
     let meta = metadata.metadata();
     println!("  rows:         {}", meta.file_metadata().num_rows());
     show_schema(metadata.schema());
@@ -105,13 +110,19 @@ fn inspect_parquet(path: &Path) -> Result<(), CliError> {
 /// Counts rows by decoding the file part by part (CSV, NDJSON, IPC).
 fn inspect_streamed(path: &Path, format: &FileFormat) -> Result<(), CliError> {
     let failed = |e| CliError::run("cannot inspect", e);
-    let mut source = format.open(path).map_err(|e| CliError::setup("cannot inspect", e))?;
+    let mut source = format
+        .open(path)
+        .map_err(|e| CliError::setup("cannot inspect", e))?;
     let schema = source.schema();
     let mut rows = 0u64;
     while let Some((part, _)) = source.next_part(HINT).map_err(failed)? {
         rows += match part {
             SourcePart::Ready(batch) => batch.num_rows() as u64,
-            SourcePart::Deferred { decode, .. } => decode().map_err(failed)?.iter().map(|b| b.num_rows() as u64).sum(),
+            SourcePart::Deferred { decode, .. } => decode()
+                .map_err(failed)?
+                .iter()
+                .map(|b| b.num_rows() as u64)
+                .sum(),
         };
     }
     println!("  rows:         {rows}");
@@ -121,7 +132,12 @@ fn inspect_streamed(path: &Path, format: &FileFormat) -> Result<(), CliError> {
 
 fn show_schema(schema: &Schema) {
     println!("  columns:      {}", schema.fields().len());
-    let width = schema.fields().iter().map(|f| f.name().len()).max().unwrap_or(0);
+    let width = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().len())
+        .max()
+        .unwrap_or(0);
     for field in schema.fields() {
         println!(
             "    {:width$}  {}{}",

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         ui.note(format!("signals will not stop runs cleanly: {e}"));
     }
     let result = match cli.command {
-        Command::Run(args) => run::run(args, ui),
+        Command::Run(args) => run::run(*args, ui),
         Command::Demo(args) => demo::demo(args, ui),
         Command::Inspect(args) => inspect::inspect(args),
     };

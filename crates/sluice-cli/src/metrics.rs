@@ -79,7 +79,8 @@ fn serve(server: &Server, stopping: &AtomicBool, pipeline: &StreamingDataPipelin
         let response = if path == "/metrics" {
             match render(&pipeline.stats()) {
                 Ok(text) => with_type(Response::from_string(text), CONTENT_TYPE),
-                Err(e) => Response::from_string(format!("cannot encode metrics: {e}\n")).with_status_code(500),
+                Err(e) => Response::from_string(format!("cannot encode metrics: {e}\n"))
+                    .with_status_code(500),
             }
         } else {
             Response::from_string("sluice serves /metrics\n").with_status_code(404)
@@ -115,23 +116,108 @@ pub fn render(stats: &StreamingStats) -> Result<String, std::fmt::Error> {
         registry.register(name, help, metric);
     };
     let s = stats;
-    counter(&mut registry, "rows_processed", "Rows written or handed over", s.total_rows_processed);
-    counter(&mut registry, "chunks_processed", "Chunks written or handed over", s.total_chunks_processed);
-    counter(&mut registry, "input_bytes_read", "Raw input bytes read", s.input_bytes_read);
-    counter(&mut registry, "backpressure_events", "Times the reader waited for memory or a queue slot", s.backpressure_events);
-    counter_f(&mut registry, "backpressure_wait_seconds", "Time the reader spent waiting", s.backpressure_wait_seconds);
-    counter(&mut registry, "errors", "Failures of the function (errors and panics)", s.errors_encountered);
-    counter(&mut registry, "failed_chunks", "Chunks the function failed on", s.failed_chunks);
-    counter(&mut registry, "failed_rows", "Rows of the chunks the function failed on", s.failed_rows);
-    counter(&mut registry, "passed_through_chunks", "Chunks emitted unchanged by the pass-through policy", s.passed_through_chunks);
-    counter(&mut registry, "budget_overshoots", "Admissions past the budget", s.budget_overshoots);
-    counter_f(&mut registry, "processing_seconds", "Wall-clock time spent in runs", s.total_processing_time);
-    gauge(&mut registry, "throughput_rows_per_second", "Rows per second so far", s.throughput_rows_per_second);
-    gauge(&mut registry, "tracked_memory_bytes", "Bytes the engine holds now", s.tracked_memory_mb * MIB);
-    gauge(&mut registry, "memory_budget_bytes", "The engine's memory budget", s.memory_budget_mb * MIB);
-    gauge(&mut registry, "engine_peak_tracked_bytes", "Peak of the bytes the engine held", s.engine_peak_tracked_mb * MIB);
-    gauge(&mut registry, "peak_rss_bytes", "Peak resident memory of the process", s.memory_peak_mb * MIB);
-    gauge(&mut registry, "current_chunk_rows", "Rows the next chunk will have", s.current_chunk_size as f64);
+    counter(
+        &mut registry,
+        "rows_processed",
+        "Rows written or handed over",
+        s.total_rows_processed,
+    );
+    counter(
+        &mut registry,
+        "chunks_processed",
+        "Chunks written or handed over",
+        s.total_chunks_processed,
+    );
+    counter(
+        &mut registry,
+        "input_bytes_read",
+        "Raw input bytes read",
+        s.input_bytes_read,
+    );
+    counter(
+        &mut registry,
+        "backpressure_events",
+        "Times the reader waited for memory or a queue slot",
+        s.backpressure_events,
+    );
+    counter_f(
+        &mut registry,
+        "backpressure_wait_seconds",
+        "Time the reader spent waiting",
+        s.backpressure_wait_seconds,
+    );
+    counter(
+        &mut registry,
+        "errors",
+        "Failures of the function (errors and panics)",
+        s.errors_encountered,
+    );
+    counter(
+        &mut registry,
+        "failed_chunks",
+        "Chunks the function failed on",
+        s.failed_chunks,
+    );
+    counter(
+        &mut registry,
+        "failed_rows",
+        "Rows of the chunks the function failed on",
+        s.failed_rows,
+    );
+    counter(
+        &mut registry,
+        "passed_through_chunks",
+        "Chunks emitted unchanged by the pass-through policy",
+        s.passed_through_chunks,
+    );
+    counter(
+        &mut registry,
+        "budget_overshoots",
+        "Admissions past the budget",
+        s.budget_overshoots,
+    );
+    counter_f(
+        &mut registry,
+        "processing_seconds",
+        "Wall-clock time spent in runs",
+        s.total_processing_time,
+    );
+    gauge(
+        &mut registry,
+        "throughput_rows_per_second",
+        "Rows per second so far",
+        s.throughput_rows_per_second,
+    );
+    gauge(
+        &mut registry,
+        "tracked_memory_bytes",
+        "Bytes the engine holds now",
+        s.tracked_memory_mb * MIB,
+    );
+    gauge(
+        &mut registry,
+        "memory_budget_bytes",
+        "The engine's memory budget",
+        s.memory_budget_mb * MIB,
+    );
+    gauge(
+        &mut registry,
+        "engine_peak_tracked_bytes",
+        "Peak of the bytes the engine held",
+        s.engine_peak_tracked_mb * MIB,
+    );
+    gauge(
+        &mut registry,
+        "peak_rss_bytes",
+        "Peak resident memory of the process",
+        s.memory_peak_mb * MIB,
+    );
+    gauge(
+        &mut registry,
+        "current_chunk_rows",
+        "Rows the next chunk will have",
+        s.current_chunk_size as f64,
+    );
     let latency = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
     for (quantile, ms) in [
         ("0.5", s.latency_p50_ms),
@@ -143,7 +229,11 @@ pub fn render(stats: &StreamingStats) -> Result<String, std::fmt::Error> {
             .get_or_create(&vec![("quantile".to_string(), quantile.to_string())])
             .set(ms / 1000.0);
     }
-    registry.register("chunk_latency_seconds", "Per-chunk latency of the function, by quantile", latency);
+    registry.register(
+        "chunk_latency_seconds",
+        "Per-chunk latency of the function, by quantile",
+        latency,
+    );
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)
@@ -163,10 +253,19 @@ mod tests {
             ..StreamingStats::default()
         };
         let text = render(&stats)?;
-        assert!(text.contains("sluice_rows_processed_total 1234\n"), "{text}");
+        assert!(
+            text.contains("sluice_rows_processed_total 1234\n"),
+            "{text}"
+        );
         assert!(text.contains("sluice_chunks_processed_total 5\n"), "{text}");
-        assert!(text.contains("sluice_memory_budget_bytes 2097152.0\n"), "{text}");
-        assert!(text.contains("sluice_chunk_latency_seconds{quantile=\"0.95\"} 0.25\n"), "{text}");
+        assert!(
+            text.contains("sluice_memory_budget_bytes 2097152.0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_chunk_latency_seconds{quantile=\"0.95\"} 0.25\n"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
         Ok(())
     }

@@ -44,7 +44,11 @@ pub struct Progress {
 
 impl Progress {
     /// Starts reporting; `total_bytes` is the input's size when known.
-    pub fn start(mode: Mode, pipeline: Arc<StreamingDataPipeline>, total_bytes: Option<u64>) -> Self {
+    pub fn start(
+        mode: Mode,
+        pipeline: Arc<StreamingDataPipeline>,
+        total_bytes: Option<u64>,
+    ) -> Self {
         if mode == Mode::Off {
             return Progress {
                 stop: None,
@@ -55,13 +59,15 @@ impl Progress {
         let handle = std::thread::Builder::new()
             .name("sluice-progress".into())
             .spawn(move || {
-                let tick = if mode == Mode::Bar { BAR_TICK } else { LINE_EVERY };
+                let tick = if mode == Mode::Bar {
+                    BAR_TICK
+                } else {
+                    LINE_EVERY
+                };
                 let mut reporter = Reporter::new(mode, total_bytes);
-                loop {
-                    match stopped.recv_timeout(tick) {
-                        Err(RecvTimeoutError::Timeout) => reporter.update(&pipeline.stats()),
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                    }
+                // A message or a dropped sender both mean the run is over.
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                    reporter.update(&pipeline.stats());
                 }
                 reporter.finish();
             })

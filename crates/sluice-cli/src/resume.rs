@@ -54,10 +54,12 @@ impl RunRecord {
     fn read_from(dir: &Path) -> Result<Option<Self>, CliError> {
         let path = dir.join(RUN_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| CliError::Resume {
-                dir: dir.to_path_buf(),
-                reason: format!("{RUN_FILE} cannot be read: {e}"),
-            }),
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| CliError::Resume {
+                    dir: dir.to_path_buf(),
+                    reason: format!("{RUN_FILE} cannot be read: {e}"),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CliError::io("read", path, e)),
         }
@@ -66,7 +68,10 @@ impl RunRecord {
     /// Why a run with `self` cannot continue the `earlier` one, if it cannot.
     fn difference(&self, earlier: &RunRecord) -> Option<String> {
         if !earlier.ordered {
-            return Some("the earlier run was --unordered, so its parts are not a prefix of the input".into());
+            return Some(
+                "the earlier run was --unordered, so its parts are not a prefix of the input"
+                    .into(),
+            );
         }
         if self.inputs != earlier.inputs {
             let show = |r: &RunRecord| {
@@ -101,7 +106,12 @@ pub enum Plan {
 }
 
 /// Decides what to do with `dir` (which has not been touched yet).
-pub fn plan(dir: &Path, resume: bool, overwrite: bool, record: &RunRecord) -> Result<Plan, CliError> {
+pub fn plan(
+    dir: &Path,
+    resume: bool,
+    overwrite: bool,
+    record: &RunRecord,
+) -> Result<Plan, CliError> {
     let has_manifest = dir.join(MANIFEST_FILE).is_file();
     let parts = part_files(dir)?;
     if overwrite || (!has_manifest && parts.is_empty()) {
@@ -110,7 +120,11 @@ pub fn plan(dir: &Path, resume: bool, overwrite: bool, record: &RunRecord) -> Re
     if !resume {
         let what = if has_manifest {
             match Manifest::read_from(dir) {
-                Ok(m) => format!("{MANIFEST_FILE} with status {}, {} parts", status_name(m.status), m.parts.len()),
+                Ok(m) => format!(
+                    "{MANIFEST_FILE} with status {}, {} parts",
+                    status_name(m.status),
+                    m.parts.len()
+                ),
                 Err(_) => format!("an unreadable {MANIFEST_FILE}"),
             }
         } else {
@@ -148,7 +162,10 @@ pub fn plan(dir: &Path, resume: bool, overwrite: bool, record: &RunRecord) -> Re
             )));
         }
     }
-    Ok(Plan::Continue { manifest, skip_rows })
+    Ok(Plan::Continue {
+        manifest,
+        skip_rows,
+    })
 }
 
 /// Checks that `parts` cover the input in order (gaps are rows a policy dropped) and
@@ -176,7 +193,8 @@ pub fn clear(dir: &Path, keep: &[PartInfo]) -> Result<(), CliError> {
             std::fs::remove_file(&path).map_err(|e| CliError::io("remove", &path, e))?;
         }
     }
-    sluice::sink::remove_temporaries(dir).map_err(|e| CliError::run("cleaning the output folder", e))?;
+    sluice::sink::remove_temporaries(dir)
+        .map_err(|e| CliError::run("cleaning the output folder", e))?;
     if keep.is_empty() {
         for name in [MANIFEST_FILE, RUN_FILE] {
             let path = dir.join(name);
@@ -236,14 +254,20 @@ mod tests {
 
     #[test]
     fn ordered_parts_with_gaps_are_a_prefix() {
-        let parts = [part("part-00000.csv", 0, 10, 10), part("part-00001.csv", 15, 20, 5)];
+        let parts = [
+            part("part-00000.csv", 0, 10, 10),
+            part("part-00001.csv", 15, 20, 5),
+        ];
         assert_eq!(check_prefix(&parts), Ok(20));
         assert_eq!(check_prefix(&[]), Ok(0));
     }
 
     #[test]
     fn out_of_order_parts_are_refused() {
-        let parts = [part("part-00000.csv", 10, 20, 10), part("part-00001.csv", 0, 10, 10)];
+        let parts = [
+            part("part-00000.csv", 10, 20, 10),
+            part("part-00001.csv", 0, 10, 10),
+        ];
         assert!(check_prefix(&parts).is_err());
     }
 
@@ -260,7 +284,9 @@ mod tests {
         let mut b = a.clone();
         assert_eq!(a.difference(&b), None);
         b.inputs[0].bytes = 11;
-        assert!(a.difference(&b).is_some_and(|d| d.contains("input differs")));
+        assert!(a
+            .difference(&b)
+            .is_some_and(|d| d.contains("input differs")));
         b = a.clone();
         b.ordered = false;
         assert!(a.difference(&b).is_some_and(|d| d.contains("unordered")));

@@ -9,8 +9,8 @@ use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 use sluice::source::SkipRows;
 use sluice::{
-    BoxError, ErrorPolicy, FileFormat, FilesSource, Manifest, OutputFormat, OutputOptions, RunStatus, RunSummary,
-    SluiceError, Source, StreamingDataPipeline, StreamingStats,
+    BoxError, ErrorPolicy, FileFormat, FilesSource, Manifest, OutputFormat, OutputOptions,
+    RunStatus, RunSummary, SluiceError, Source, StreamingDataPipeline, StreamingStats,
 };
 use sluice_sql::ChunkSql;
 
@@ -76,7 +76,8 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
         .transpose()
         .map_err(|e| CliError::setup("bad --format", e))?;
 
-    let source = FilesSource::open(&args.input, format).map_err(|e| CliError::setup("cannot open the input", e))?;
+    let source = FilesSource::open(&args.input, format)
+        .map_err(|e| CliError::setup("cannot open the input", e))?;
     let paths = source.paths().to_vec();
     let input_schema = source.schema();
     ui.note(format!(
@@ -92,7 +93,9 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
         .map(|sql| ChunkSql::new(sql, input_schema.clone()))
         .transpose()
         .map_err(|source| CliError::Sql { source })?;
-    let output_schema = chunk_sql.as_ref().map_or(input_schema.clone(), |s| s.output_schema());
+    let output_schema = chunk_sql
+        .as_ref()
+        .map_or(input_schema.clone(), |s| s.output_schema());
 
     let mut builder = StreamingDataPipeline::builder()
         .ordered(!args.unordered)
@@ -107,27 +110,39 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
     if let Some(workers) = args.workers {
         builder = builder.num_workers(workers);
     }
-    let pipeline = Arc::new(builder.build().map_err(|e| CliError::setup("bad settings", e))?);
+    let pipeline = Arc::new(
+        builder
+            .build()
+            .map_err(|e| CliError::setup("bad settings", e))?,
+    );
 
     let record = RunRecord::new(&paths, sql_text.as_deref(), !args.unordered);
-    let (output_format, keep, skip_rows) = match resume::plan(&args.output, args.resume, args.overwrite, &record)? {
-        Plan::Complete(manifest) => {
-            if !ui.quiet {
-                println!(
-                    "{}: the run is already complete ({} parts, {} rows); nothing to do",
-                    args.output.display(),
-                    manifest.parts.len(),
-                    manifest.total_rows
-                );
+    let (output_format, keep, skip_rows) =
+        match resume::plan(&args.output, args.resume, args.overwrite, &record)? {
+            Plan::Complete(manifest) => {
+                if !ui.quiet {
+                    println!(
+                        "{}: the run is already complete ({} parts, {} rows); nothing to do",
+                        args.output.display(),
+                        manifest.parts.len(),
+                        manifest.total_rows
+                    );
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        Plan::Continue { manifest, skip_rows } => {
-            check_resumable(&args, &manifest, &input_schema, &output_schema)?;
-            (manifest.format, manifest.parts, skip_rows)
-        }
-        Plan::Fresh => (args.output_format.map_or(OutputFormat::Parquet, Into::into), Vec::new(), 0),
-    };
+            Plan::Continue {
+                manifest,
+                skip_rows,
+            } => {
+                check_resumable(&args, &manifest, &input_schema, &output_schema)?;
+                (manifest.format, manifest.parts, skip_rows)
+            }
+            Plan::Fresh => (
+                args.output_format.map_or(OutputFormat::Parquet, Into::into),
+                Vec::new(),
+                0,
+            ),
+        };
 
     // Bound before the folder is touched, so a bad address leaves nothing behind.
     let metrics = args
@@ -145,7 +160,9 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
             keep.len()
         ));
     }
-    let mut output = OutputOptions::new(&args.output).format(output_format).resume(keep, skip_rows);
+    let mut output = OutputOptions::new(&args.output)
+        .format(output_format)
+        .resume(keep, skip_rows);
     if let Some(rows) = args.rows_per_part {
         output = output.rows_per_part(rows);
     }
@@ -184,12 +201,14 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
 /// Reads the SQL from `--sql FILE` or `--sql-text`.
 fn read_sql(args: &RunArgs) -> Result<Option<String>, CliError> {
     match (&args.sql, &args.sql_text) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .map(Some)
-            .map_err(|source| CliError::SqlFile {
-                path: path.clone(),
-                source,
-            }),
+        (Some(path), _) => {
+            std::fs::read_to_string(path)
+                .map(Some)
+                .map_err(|source| CliError::SqlFile {
+                    path: path.clone(),
+                    source,
+                })
+        }
         (None, Some(text)) => Ok(Some(text.clone())),
         (None, None) => Ok(None),
     }
@@ -204,7 +223,12 @@ fn setting_reason(error: SluiceError) -> String {
 }
 
 /// Refuses a resume whose output would not match the parts already written.
-fn check_resumable(args: &RunArgs, manifest: &Manifest, input: &Schema, output: &Schema) -> Result<(), CliError> {
+fn check_resumable(
+    args: &RunArgs,
+    manifest: &Manifest,
+    input: &Schema,
+    output: &Schema,
+) -> Result<(), CliError> {
     let refuse = |reason: String| CliError::Resume {
         dir: args.output.clone(),
         reason,
@@ -267,15 +291,23 @@ pub fn execute(
 }
 
 /// Reports a run that ended without error: complete, or stopped by a signal.
-fn finish(dir: &Path, summary: &RunSummary, stats: &StreamingStats, ui: Ui) -> Result<(), CliError> {
-    let stopped = signals::interrupted() || summary.manifest.as_ref().is_some_and(|m| m.status == RunStatus::Stopped);
+fn finish(
+    dir: &Path,
+    summary: &RunSummary,
+    stats: &StreamingStats,
+    ui: Ui,
+) -> Result<(), CliError> {
+    let stopped = signals::interrupted()
+        || summary
+            .manifest
+            .as_ref()
+            .is_some_and(|m| m.status == RunStatus::Stopped);
     if !ui.quiet {
         print!("{}", stats.report());
     }
-    let (parts, rows) = summary
-        .manifest
-        .as_ref()
-        .map_or((0, 0), |m| (m.parts.len(), m.parts.iter().map(|p| p.rows).sum::<u64>()));
+    let (parts, rows) = summary.manifest.as_ref().map_or((0, 0), |m| {
+        (m.parts.len(), m.parts.iter().map(|p| p.rows).sum::<u64>())
+    });
     if stopped {
         ui.say(format!(
             "stopped: {parts} complete parts ({rows} rows) in {}; run again with --resume to continue",
@@ -283,11 +315,15 @@ fn finish(dir: &Path, summary: &RunSummary, stats: &StreamingStats, ui: Ui) -> R
         ));
         return Err(CliError::Interrupted);
     }
-    ui.say(format!("wrote {rows} rows in {parts} parts to {}", dir.display()));
+    ui.say(format!(
+        "wrote {rows} rows in {parts} parts to {}",
+        dir.display()
+    ));
     Ok(())
 }
 
 fn write_stats_json(path: &Path, stats: &StreamingStats) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(stats).map_err(|e| CliError::io("write", path, std::io::Error::other(e)))?;
+    let text = serde_json::to_string_pretty(stats)
+        .map_err(|e| CliError::io("write", path, std::io::Error::other(e)))?;
     std::fs::write(path, text + "\n").map_err(|e| CliError::io("write", path, e))
 }

@@ -10,7 +10,10 @@ use common::*;
 fn assert_usage_error(output: &std::process::Output, needles: &[&str]) {
     let err = stderr_of(output);
     assert_eq!(output.status.code(), Some(2), "{err}");
-    assert!(err.starts_with("error: ") && err.lines().count() == 1, "not one error line: {err}");
+    assert!(
+        err.starts_with("error: ") && err.lines().count() == 1,
+        "not one error line: {err}"
+    );
     for needle in needles {
         assert!(err.contains(needle), "{needle:?} not in {err}");
     }
@@ -24,19 +27,41 @@ fn bad_sql_fails_before_any_output_exists() -> TestResult {
     let out = dir.path().join("out");
     let run = |sql: &str| {
         sluice()
-            .args(["run", "--input", path_str(&input), "--output", path_str(&out), "--sql-text", sql])
+            .args([
+                "run",
+                "--input",
+                path_str(&input),
+                "--output",
+                path_str(&out),
+                "--sql-text",
+                sql,
+            ])
             .output()
     };
 
-    assert_usage_error(&run("SELEC id FROM chunk")?, &["bad SQL", "SQL does not parse", "SELEC"]);
+    assert_usage_error(
+        &run("SELEC id FROM chunk")?,
+        &["bad SQL", "SQL does not parse", "SELEC"],
+    );
     assert!(!out.exists(), "bad SQL created the output folder");
 
-    assert_usage_error(&run("SELECT id, nope * 2 AS y FROM chunk")?, &["column `nope`", "chunk"]);
+    assert_usage_error(
+        &run("SELECT id, nope * 2 AS y FROM chunk")?,
+        &["column `nope`", "chunk"],
+    );
     assert!(!out.exists(), "a missing column created the output folder");
 
     let sql_file = dir.path().join("missing.sql");
     let output = sluice()
-        .args(["run", "--input", path_str(&input), "--output", path_str(&out), "--sql", path_str(&sql_file)])
+        .args([
+            "run",
+            "--input",
+            path_str(&input),
+            "--output",
+            path_str(&out),
+            "--sql",
+            path_str(&sql_file),
+        ])
         .output()?;
     assert_usage_error(&output, &["cannot read the SQL file", "missing.sql"]);
     assert!(!out.exists());
@@ -49,26 +74,51 @@ fn a_missing_input_is_bad_usage() -> TestResult {
     let out = dir.path().join("out");
     let missing = dir.path().join("nowhere.csv");
     let output = sluice()
-        .args(["run", "--input", path_str(&missing), "--output", path_str(&out)])
+        .args([
+            "run",
+            "--input",
+            path_str(&missing),
+            "--output",
+            path_str(&out),
+        ])
         .output()?;
     assert_usage_error(&output, &["cannot open", "nowhere.csv"]);
     assert!(!out.exists());
 
     let glob = format!("{}/*.parquet", dir.path().display());
-    let output = sluice().args(["run", "--input", &glob, "--output", path_str(&out)]).output()?;
+    let output = sluice()
+        .args(["run", "--input", &glob, "--output", path_str(&out)])
+        .output()?;
     assert_usage_error(&output, &["no input files match", "*.parquet"]);
     assert!(!out.exists());
 
     // clap's own errors are bad usage too.
-    let output = sluice().args(["run", "--output", path_str(&out)]).output()?;
+    let output = sluice()
+        .args(["run", "--output", path_str(&out)])
+        .output()?;
     assert_eq!(output.status.code(), Some(2));
-    let output = sluice().args(["run", "--input", "x.csv", "--output", "o", "--resume", "--unordered"]).output()?;
+    let output = sluice()
+        .args([
+            "run",
+            "--input",
+            "x.csv",
+            "--output",
+            "o",
+            "--resume",
+            "--unordered",
+        ])
+        .output()?;
     assert_usage_error(&output, &["--resume needs ordered output"]);
     Ok(())
 }
 
 /// `rows` good rows of id,x,name, with row `bad` replaced by `bad_text`.
-fn write_csv_with_bad_line(path: &std::path::Path, rows: usize, bad: usize, bad_text: &str) -> TestResult {
+fn write_csv_with_bad_line(
+    path: &std::path::Path,
+    rows: usize,
+    bad: usize,
+    bad_text: &str,
+) -> TestResult {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(f, "id,x,name")?;
     for i in 0..rows {
@@ -90,13 +140,25 @@ fn malformed_csv_fails_with_the_file_and_line_and_leaves_no_complete_looking_par
     write_csv_with_bad_line(&early, 30_000, 500, "500,125.0,n500,surplus")?;
     let out = dir.path().join("out-early");
     let output = sluice()
-        .args(["run", "--input", path_str(&early), "--output", path_str(&out)])
+        .args([
+            "run",
+            "--input",
+            path_str(&early),
+            "--output",
+            path_str(&out),
+        ])
         .output()?;
     let err = stderr_of(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
-    assert!(err.starts_with("error: ") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.lines().count() == 1,
+        "{err}"
+    );
     assert!(err.contains("early.csv") && err.contains("line"), "{err}");
-    assert!(!out.exists(), "a run that could not start left an output folder");
+    assert!(
+        !out.exists(),
+        "a run that could not start left an output folder"
+    );
 
     // Past them: the run fails midway. Only the parts complete before the bad chunk are
     // left, each listed in a manifest that says the run failed; no temporary file.
@@ -104,28 +166,63 @@ fn malformed_csv_fails_with_the_file_and_line_and_leaves_no_complete_looking_par
     write_csv_with_bad_line(&late, 30_000, 25_000, "25000,not-a-number,n25000")?;
     let out = dir.path().join("out-late");
     let output = sluice()
-        .args(["run", "--fixed-chunks", "--chunk-size", "1000", "--rows-per-part", "10000"])
+        .args([
+            "run",
+            "--fixed-chunks",
+            "--chunk-size",
+            "1000",
+            "--rows-per-part",
+            "10000",
+        ])
         .args(["--input", path_str(&late), "--output", path_str(&out)])
         .output()?;
     let err = stderr_of(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
-    assert!(err.starts_with("error: ") && err.lines().count() == 1, "{err}");
-    assert!(err.contains("late.csv") && err.contains("not-a-number"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(
+        err.contains("late.csv") && err.contains("not-a-number"),
+        "{err}"
+    );
     let m = manifest(&out)?;
     assert_eq!(m["status"], "failed");
-    assert!(m["error"].as_str().is_some_and(|e| e.contains("not-a-number")), "{m}");
+    assert!(
+        m["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not-a-number")),
+        "{m}"
+    );
     let (parts, temporaries) = part_files(&out)?;
     assert!(temporaries.is_empty(), "a failed run left {temporaries:?}");
-    let listed: Vec<&str> = m["parts"].as_array().ok_or("parts")?.iter().filter_map(|p| p["file"].as_str()).collect();
+    let listed: Vec<&str> = m["parts"]
+        .as_array()
+        .ok_or("parts")?
+        .iter()
+        .filter_map(|p| p["file"].as_str())
+        .collect();
     assert_eq!(parts, listed, "a part file that the manifest does not list");
     let ids = int_column(&read_output(&out)?, "id")?;
     assert!(ids.len() <= 25_000 && ids.iter().enumerate().all(|(i, &id)| id == i as i64));
 
     // --verbose adds the chain of causes.
     let output = sluice()
-        .args(["--verbose", "run", "--overwrite", "--input", path_str(&late), "--output", path_str(&out)])
+        .args([
+            "--verbose",
+            "run",
+            "--overwrite",
+            "--input",
+            path_str(&late),
+            "--output",
+            path_str(&out),
+        ])
         .output()?;
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr_of(&output).contains("caused by:"), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("caused by:"),
+        "{}",
+        stderr_of(&output)
+    );
     Ok(())
 }

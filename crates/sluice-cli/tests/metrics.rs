@@ -35,9 +35,23 @@ fn metrics_answer_with_live_counters_during_a_run() -> TestResult {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = spawn(&[
-        "run", "--quiet", "--fixed-chunks", "--chunk-size", "500", "--workers", "1", "--max-memory", "256MB",
-        "--metrics-addr", &addr, "--input", path_str(&input), "--output", path_str(&out),
-        "--sql-text", "SELECT id, length(repeat(name, 20)) AS l FROM chunk",
+        "run",
+        "--quiet",
+        "--fixed-chunks",
+        "--chunk-size",
+        "500",
+        "--workers",
+        "1",
+        "--max-memory",
+        "256MB",
+        "--metrics-addr",
+        &addr,
+        "--input",
+        path_str(&input),
+        "--output",
+        path_str(&out),
+        "--sql-text",
+        "SELECT id, length(repeat(name, 20)) AS l FROM chunk",
     ])?;
     let start = Instant::now();
     let mut seen = None;
@@ -62,15 +76,37 @@ fn metrics_answer_with_live_counters_during_a_run() -> TestResult {
     child.wait()?;
     let text = seen.ok_or("/metrics never answered with rows while the run was going")?;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.contains("Content-Type: application/openmetrics-text"), "{text}");
+    assert!(
+        text.contains("Content-Type: application/openmetrics-text"),
+        "{text}"
+    );
     let rows = value(&text, "sluice_rows_processed_total").ok_or("rows")?;
-    assert!(rows > 0.0 && rows < 300_000.0 && rows % 500.0 == 0.0, "rows {rows}");
-    assert!(value(&text, "sluice_chunks_processed_total").is_some_and(|c| c * 500.0 == rows), "{text}");
-    assert!(value(&text, "sluice_input_bytes_read_total").is_some_and(|b| b > 0.0), "{text}");
+    assert!(
+        rows > 0.0 && rows < 300_000.0 && rows % 500.0 == 0.0,
+        "rows {rows}"
+    );
+    assert!(
+        value(&text, "sluice_chunks_processed_total").is_some_and(|c| c * 500.0 == rows),
+        "{text}"
+    );
+    assert!(
+        value(&text, "sluice_input_bytes_read_total").is_some_and(|b| b > 0.0),
+        "{text}"
+    );
     let budget = 256.0 * 1024.0 * 1024.0 * sluice::pipeline::TRACKED_SHARE;
-    assert!(value(&text, "sluice_memory_budget_bytes").is_some_and(|b| (b - budget).abs() < 1.0), "{text}");
-    assert!(value(&text, "sluice_peak_rss_bytes").is_some_and(|b| b > 1e6), "{text}");
-    assert_eq!(value(&text, "sluice_current_chunk_rows"), Some(500.0), "{text}");
+    assert!(
+        value(&text, "sluice_memory_budget_bytes").is_some_and(|b| (b - budget).abs() < 1.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, "sluice_peak_rss_bytes").is_some_and(|b| b > 1e6),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "sluice_current_chunk_rows"),
+        Some(500.0),
+        "{text}"
+    );
     for metric in [
         "sluice_tracked_memory_bytes",
         "sluice_backpressure_events_total",

@@ -26,12 +26,28 @@ fn every_input_and_output_format_copies_every_row_in_order() -> TestResult {
         for output_format in ["parquet", "csv", "ipc"] {
             let out = dir.path().join(format!("out-{input_ext}-{output_format}"));
             let output = sluice()
-                .args(["run", "--quiet", "--rows-per-part", "5000", "--output-format", output_format])
+                .args([
+                    "run",
+                    "--quiet",
+                    "--rows-per-part",
+                    "5000",
+                    "--output-format",
+                    output_format,
+                ])
                 .args(["--input", path_str(&input), "--output", path_str(&out)])
                 .output()?;
-            assert_eq!(output.status.code(), Some(0), "{input_ext} -> {output_format}: {}", stderr_of(&output));
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{input_ext} -> {output_format}: {}",
+                stderr_of(&output)
+            );
             let batches = read_output(&out)?;
-            assert_eq!(int_column(&batches, "id")?, (0..12_345).collect::<Vec<_>>(), "{input_ext} -> {output_format}");
+            assert_eq!(
+                int_column(&batches, "id")?,
+                (0..12_345).collect::<Vec<_>>(),
+                "{input_ext} -> {output_format}"
+            );
             let x = float_column(&batches, "x")?;
             assert!(x.iter().enumerate().all(|(i, &x)| x == i as f64 / 4.0));
             let m = manifest(&out)?;
@@ -49,29 +65,68 @@ fn format_flag_overrides_the_extension_and_inputs_may_be_globs_or_folders() -> T
     let data = dir.path().join("data");
     std::fs::create_dir(&data)?;
     for (i, rows) in [(0, 0..3000), (1, 3000..5000)] {
-        write_batches(&data.join(format!("f{i}.csv")), &ids_schema(), &[ids_batch(rows)?])?;
+        write_batches(
+            &data.join(format!("f{i}.csv")),
+            &ids_schema(),
+            &[ids_batch(rows)?],
+        )?;
     }
     std::fs::copy(data.join("f0.csv"), dir.path().join("f0.txt"))?;
     // A folder of CSV files, read in name order.
     let out = dir.path().join("out-folder");
     sluice()
-        .args(["run", "--quiet", "--input", path_str(&data), "--output", path_str(&out)])
+        .args([
+            "run",
+            "--quiet",
+            "--input",
+            path_str(&data),
+            "--output",
+            path_str(&out),
+        ])
         .assert()
         .code(0);
-    assert_eq!(int_column(&read_output(&out)?, "id")?, (0..5000).collect::<Vec<_>>());
+    assert_eq!(
+        int_column(&read_output(&out)?, "id")?,
+        (0..5000).collect::<Vec<_>>()
+    );
     // A glob.
     let out = dir.path().join("out-glob");
     let glob = format!("{}/f*.csv", data.display());
-    sluice().args(["run", "--quiet", "--input", &glob, "--output", path_str(&out)]).assert().code(0);
-    assert_eq!(int_column(&read_output(&out)?, "id")?, (0..5000).collect::<Vec<_>>());
+    sluice()
+        .args([
+            "run",
+            "--quiet",
+            "--input",
+            &glob,
+            "--output",
+            path_str(&out),
+        ])
+        .assert()
+        .code(0);
+    assert_eq!(
+        int_column(&read_output(&out)?, "id")?,
+        (0..5000).collect::<Vec<_>>()
+    );
     // An extension that names no format, with --format.
     let txt = dir.path().join("f0.txt");
     let out = dir.path().join("out-txt");
     sluice()
-        .args(["run", "--quiet", "--format", "csv", "--input", path_str(&txt), "--output", path_str(&out)])
+        .args([
+            "run",
+            "--quiet",
+            "--format",
+            "csv",
+            "--input",
+            path_str(&txt),
+            "--output",
+            path_str(&out),
+        ])
         .assert()
         .code(0);
-    assert_eq!(int_column(&read_output(&out)?, "id")?, (0..3000).collect::<Vec<_>>());
+    assert_eq!(
+        int_column(&read_output(&out)?, "id")?,
+        (0..3000).collect::<Vec<_>>()
+    );
     Ok(())
 }
 
@@ -81,14 +136,37 @@ fn workers_and_unordered_hold_the_same_rows() -> TestResult {
     let input = ids_input(dir.path(), "parquet", 30_000)?;
     let sql = "SELECT id, x + 1 AS x1 FROM chunk";
     let mut results = Vec::new();
-    for extra in [&["--workers", "1"][..], &["--workers", "3"], &["--workers", "2", "--unordered"]] {
+    for extra in [
+        &["--workers", "1"][..],
+        &["--workers", "3"],
+        &["--workers", "2", "--unordered"],
+    ] {
         let out = dir.path().join(format!("out-{}", results.len()));
         let output = sluice()
-            .args(["run", "--quiet", "--chunk-size", "500", "--rows-per-part", "4000"])
+            .args([
+                "run",
+                "--quiet",
+                "--chunk-size",
+                "500",
+                "--rows-per-part",
+                "4000",
+            ])
             .args(extra)
-            .args(["--input", path_str(&input), "--output", path_str(&out), "--sql-text", sql])
+            .args([
+                "--input",
+                path_str(&input),
+                "--output",
+                path_str(&out),
+                "--sql-text",
+                sql,
+            ])
             .output()?;
-        assert_eq!(output.status.code(), Some(0), "{extra:?}: {}", stderr_of(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{extra:?}: {}",
+            stderr_of(&output)
+        );
         results.push(int_column(&read_output(&out)?, "id")?);
     }
     let all: Vec<i64> = (0..30_000).collect();
@@ -98,7 +176,14 @@ fn workers_and_unordered_hold_the_same_rows() -> TestResult {
     unordered.sort_unstable();
     assert_eq!(unordered, all, "unordered: every row exactly once");
     sluice()
-        .args(["run", "--workers", "0", "--input", path_str(&input), "--output"])
+        .args([
+            "run",
+            "--workers",
+            "0",
+            "--input",
+            path_str(&input),
+            "--output",
+        ])
         .arg(dir.path().join("never"))
         .assert()
         .code(2)
@@ -107,13 +192,34 @@ fn workers_and_unordered_hold_the_same_rows() -> TestResult {
     Ok(())
 }
 
-fn run_policy(dir: &std::path::Path, input: &std::path::Path, policy: &str, name: &str) -> TestResult<(std::process::Output, std::path::PathBuf, Value)> {
+fn run_policy(
+    dir: &std::path::Path,
+    input: &std::path::Path,
+    policy: &str,
+    name: &str,
+) -> TestResult<(std::process::Output, std::path::PathBuf, Value)> {
     let out = dir.join(format!("out-{name}"));
     let stats = dir.join(format!("stats-{name}.json"));
     let output = sluice()
-        .args(["run", "--fixed-chunks", "--chunk-size", "1000", "--rows-per-part", "1000", "--workers", "2"])
+        .args([
+            "run",
+            "--fixed-chunks",
+            "--chunk-size",
+            "1000",
+            "--rows-per-part",
+            "1000",
+            "--workers",
+            "2",
+        ])
         .args(["--on-error", policy, "--stats-json", path_str(&stats)])
-        .args(["--input", path_str(input), "--output", path_str(&out), "--sql-text", FAILING_SQL])
+        .args([
+            "--input",
+            path_str(input),
+            "--output",
+            path_str(&out),
+            "--sql-text",
+            FAILING_SQL,
+        ])
         .output()?;
     let stats: Value = serde_json::from_str(&std::fs::read_to_string(&stats)?)?;
     Ok((output, out, stats))
@@ -129,15 +235,31 @@ fn error_policies_fail_skip_pass_through_and_dead_letter() -> TestResult {
     let (output, out, stats) = run_policy(dir.path(), &input, "fail", "fail")?;
     assert_eq!(output.status.code(), Some(1));
     let err = stderr_of(&output);
-    assert!(err.starts_with("error: ") && err.lines().count() == 1, "{err}");
-    assert!(err.contains("chunk 2 (input rows 2000..3000)") && err.contains("oops"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(
+        err.contains("chunk 2 (input rows 2000..3000)") && err.contains("oops"),
+        "{err}"
+    );
     let m = manifest(&out)?;
     assert_eq!(m["status"], "failed");
     let (parts, temporaries) = part_files(&out)?;
     assert!(temporaries.is_empty(), "{temporaries:?}");
-    let listed: Vec<String> = m["parts"].as_array().ok_or("parts")?.iter().map(|p| p["file"].as_str().unwrap_or("").to_string()).collect();
-    assert_eq!(parts, listed, "every part file on disk is a complete part of the manifest");
-    assert!(int_column(&read_output(&out)?, "id")?.iter().all(|&id| id < 2000));
+    let listed: Vec<String> = m["parts"]
+        .as_array()
+        .ok_or("parts")?
+        .iter()
+        .map(|p| p["file"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        parts, listed,
+        "every part file on disk is a complete part of the manifest"
+    );
+    assert!(int_column(&read_output(&out)?, "id")?
+        .iter()
+        .all(|&id| id < 2000));
     assert_eq!(stats["failed_chunks"], 1);
 
     // skip: the chunk is dropped and counted.
@@ -154,7 +276,10 @@ fn error_policies_fail_skip_pass_through_and_dead_letter() -> TestResult {
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     let batches = read_output(&out)?;
     assert_eq!(int_column(&batches, "id")?, (0..5000).collect::<Vec<_>>());
-    let passed: Vec<_> = batches.iter().filter(|b| b.column_by_name("name").is_some()).collect();
+    let passed: Vec<_> = batches
+        .iter()
+        .filter(|b| b.column_by_name("name").is_some())
+        .collect();
     assert_eq!(passed.iter().map(|b| b.num_rows()).sum::<usize>(), 1000);
     assert_eq!(stats["passed_through_chunks"], 1);
     assert_eq!(stats["total_rows_processed"], 5000);
@@ -168,11 +293,21 @@ fn error_policies_fail_skip_pass_through_and_dead_letter() -> TestResult {
     let dead = read_file(&letters.join("chunk-000002.arrow"))?;
     assert_eq!(int_column(&dead, "id")?, (2000..3000).collect::<Vec<_>>());
     let cause = std::fs::read_to_string(letters.join("chunk-000002.error.txt"))?;
-    assert!(cause.contains("input rows 2000..3000") && cause.contains("oops"), "{cause}");
+    assert!(
+        cause.contains("input rows 2000..3000") && cause.contains("oops"),
+        "{cause}"
+    );
 
     // An unknown policy is bad usage.
     sluice()
-        .args(["run", "--on-error", "explode", "--input", path_str(&input), "--output"])
+        .args([
+            "run",
+            "--on-error",
+            "explode",
+            "--input",
+            path_str(&input),
+            "--output",
+        ])
         .arg(dir.path().join("never"))
         .assert()
         .code(2)
@@ -188,38 +323,75 @@ fn stats_json_max_memory_and_the_statistics_block() -> TestResult {
     let out = dir.path().join("out");
     let stats_path = dir.path().join("stats.json");
     let output = sluice()
-        .args(["run", "--fixed-chunks", "--chunk-size", "1000", "--max-memory", "48MiB"])
+        .args([
+            "run",
+            "--fixed-chunks",
+            "--chunk-size",
+            "1000",
+            "--max-memory",
+            "48MiB",
+        ])
         .args(["--stats-json", path_str(&stats_path)])
         .args(["--input", path_str(&input), "--output", path_str(&out)])
         .output()?;
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     let stdout = stdout_of(&output);
     assert!(stdout.starts_with("Performance Statistics:\n"), "{stdout}");
-    assert!(stdout.contains("  Rows processed: 5000\n") && stdout.contains("  Chunks processed: 5\n"), "{stdout}");
-    assert!(stderr_of(&output).contains("wrote 5000 rows in 1 parts"), "{}", stderr_of(&output));
+    assert!(
+        stdout.contains("  Rows processed: 5000\n") && stdout.contains("  Chunks processed: 5\n"),
+        "{stdout}"
+    );
+    assert!(
+        stderr_of(&output).contains("wrote 5000 rows in 1 parts"),
+        "{}",
+        stderr_of(&output)
+    );
 
     let stats: Value = serde_json::from_str(&std::fs::read_to_string(&stats_path)?)?;
     assert_eq!(stats["total_rows_processed"], 5000);
     assert_eq!(stats["total_chunks_processed"], 5);
     // The engine tracks its share of --max-memory; the rest is headroom for temporaries.
     let budget = stats["memory_budget_mb"].as_f64().ok_or("budget")?;
-    assert!((budget - 48.0 * sluice::pipeline::TRACKED_SHARE).abs() < 1e-6, "budget {budget}");
+    assert!(
+        (budget - 48.0 * sluice::pipeline::TRACKED_SHARE).abs() < 1e-6,
+        "budget {budget}"
+    );
     assert_eq!(stats["current_chunk_size"], 1000);
     assert_eq!(stats["errors_encountered"], 0);
     assert!(stats["memory_peak_mb"].as_f64().is_some_and(|m| m > 0.0));
     assert!(stats["input_bytes_read"].as_u64() == Some(std::fs::metadata(&input)?.len()));
-    for key in ["total_processing_time", "throughput_rows_per_second", "backpressure_events", "latency_p50_ms"] {
+    for key in [
+        "total_processing_time",
+        "throughput_rows_per_second",
+        "backpressure_events",
+        "latency_p50_ms",
+    ] {
         assert!(stats.get(key).is_some(), "stats has no {key}");
     }
 
-    for (bad, reason) in [("lots", "expected a number"), ("12 parsecs", "unknown unit"), ("100B", "too small")] {
+    for (bad, reason) in [
+        ("lots", "expected a number"),
+        ("12 parsecs", "unknown unit"),
+        ("100B", "too small"),
+    ] {
         let never = dir.path().join("never");
         sluice()
-            .args(["run", "--max-memory", bad, "--input", path_str(&input), "--output", path_str(&never)])
+            .args([
+                "run",
+                "--max-memory",
+                bad,
+                "--input",
+                path_str(&input),
+                "--output",
+                path_str(&never),
+            ])
             .assert()
             .code(2)
             .stderr(contains(reason));
-        assert!(!never.exists(), "--max-memory {bad} created the output folder");
+        assert!(
+            !never.exists(),
+            "--max-memory {bad} created the output folder"
+        );
     }
     Ok(())
 }
@@ -231,24 +403,49 @@ fn a_second_run_into_the_same_folder_needs_resume_or_overwrite() -> TestResult {
     let out = dir.path().join("out");
     let run = |extra: &[&str]| {
         let mut cmd = sluice();
-        cmd.args(["run", "--quiet", "--rows-per-part", "1000", "--input", path_str(&input), "--output", path_str(&out)]);
+        cmd.args([
+            "run",
+            "--quiet",
+            "--input",
+            path_str(&input),
+            "--output",
+            path_str(&out),
+        ]);
         cmd.args(extra);
         cmd.output()
     };
-    assert_eq!(run(&[])?.status.code(), Some(0));
-    let again = run(&[])?;
+    assert_eq!(run(&["--rows-per-part", "1000"])?.status.code(), Some(0));
+    let again = run(&["--rows-per-part", "1000"])?;
     assert_eq!(again.status.code(), Some(2));
-    assert!(stderr_of(&again).contains("--overwrite"), "{}", stderr_of(&again));
-    assert_eq!(run(&["--overwrite", "--rows-per-part", "2000"])?.status.code(), Some(0));
-    assert_eq!(part_files(&out)?.0, ["part-00000.parquet", "part-00001.parquet"]);
-    assert_eq!(int_column(&read_output(&out)?, "id")?, (0..3000).collect::<Vec<_>>());
+    assert!(
+        stderr_of(&again).contains("--overwrite"),
+        "{}",
+        stderr_of(&again)
+    );
+    assert_eq!(
+        run(&["--overwrite", "--rows-per-part", "2000"])?
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        part_files(&out)?.0,
+        ["part-00000.parquet", "part-00001.parquet"]
+    );
+    assert_eq!(
+        int_column(&read_output(&out)?, "id")?,
+        (0..3000).collect::<Vec<_>>()
+    );
     Ok(())
 }
 
 #[test]
 fn version_inspect_and_demo() -> TestResult {
     let output = sluice().arg("--version").output()?;
-    assert_eq!(stdout_of(&output), format!("sluice {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout_of(&output),
+        format!("sluice {}\n", env!("CARGO_PKG_VERSION"))
+    );
 
     let dir = tempfile::tempdir()?;
     let parquet = ids_input(dir.path(), "parquet", 25_000)?;
@@ -256,23 +453,39 @@ fn version_inspect_and_demo() -> TestResult {
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     let text = stdout_of(&output);
     assert!(text.contains("  rows:         25000\n"), "{text}");
-    assert!(text.contains("  row groups:   3\n") && text.contains("    2: 5000 rows, "), "{text}");
+    assert!(
+        text.contains("  row groups:   3\n") && text.contains("    2: 5000 rows, "),
+        "{text}"
+    );
     assert!(text.contains("    id    Int64 not null\n"), "{text}");
     let csv = ids_input(dir.path(), "csv", 25_000)?;
     let text = stdout_of(&sluice().args(["inspect", path_str(&csv)]).output()?);
-    assert!(text.contains("  format:       csv\n") && text.contains("  rows:         25000\n"), "{text}");
+    assert!(
+        text.contains("  format:       csv\n") && text.contains("  rows:         25000\n"),
+        "{text}"
+    );
 
     // The demo generates into a temporary folder and removes it.
     let tmp = dir.path().join("tmp");
     std::fs::create_dir(&tmp)?;
-    let output = sluice().args(["demo", "--rows", "20000"]).env("TMPDIR", &tmp).output()?;
+    let output = sluice()
+        .args(["demo", "--rows", "20000"])
+        .env("TMPDIR", &tmp)
+        .output()?;
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     let text = stdout_of(&output);
     assert!(text.contains("Dataset created: (20000, 5)"), "{text}");
     assert!(text.contains("Final result shape: (20000, 9)"), "{text}");
-    assert!(text.contains("Performance Statistics:\n  Total processing time: "), "{text}");
+    assert!(
+        text.contains("Performance Statistics:\n  Total processing time: "),
+        "{text}"
+    );
     assert!(text.contains("  Rows processed: 20000\n"), "{text}");
     assert!(text.contains("  Backpressure events: "), "{text}");
-    assert_eq!(std::fs::read_dir(&tmp)?.count(), 0, "the demo left files behind");
+    assert_eq!(
+        std::fs::read_dir(&tmp)?.count(),
+        0,
+        "the demo left files behind"
+    );
     Ok(())
 }

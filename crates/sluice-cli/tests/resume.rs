@@ -14,9 +14,21 @@ const ROWS: i64 = 300_000;
 /// A run slow enough to be caught midway: small fixed chunks, small parts, one worker.
 fn slow_run_args<'a>(input: &'a Path, out: &'a Path) -> Vec<&'a str> {
     vec![
-        "run", "--quiet", "--fixed-chunks", "--chunk-size", "500", "--rows-per-part", "5000", "--workers", "1",
-        "--input", path_str(input), "--output", path_str(out),
-        "--sql-text", "SELECT id, x * 2 AS y, length(repeat(name, 20)) AS l FROM chunk",
+        "run",
+        "--quiet",
+        "--fixed-chunks",
+        "--chunk-size",
+        "500",
+        "--rows-per-part",
+        "5000",
+        "--workers",
+        "1",
+        "--input",
+        path_str(input),
+        "--output",
+        path_str(out),
+        "--sql-text",
+        "SELECT id, x * 2 AS y, length(repeat(name, 20)) AS l FROM chunk",
     ]
 }
 
@@ -26,7 +38,10 @@ fn check_complete(out: &Path) -> TestResult {
     let batches = read_output(out)?;
     let ids = int_column(&batches, "id")?;
     assert_eq!(ids.len(), ROWS as usize, "every row exactly once");
-    assert!(ids.iter().enumerate().all(|(i, &id)| id == i as i64), "ids 0..N in order");
+    assert!(
+        ids.iter().enumerate().all(|(i, &id)| id == i as i64),
+        "ids 0..N in order"
+    );
     let y = float_column(&batches, "y")?;
     assert!(ids.iter().zip(&y).all(|(&id, &y)| y == id as f64 / 2.0));
     // Input ranges in the manifest are absolute and follow each other.
@@ -53,7 +68,10 @@ fn a_killed_run_resumes_with_every_row_exactly_once() -> TestResult {
     child.wait()?;
     assert!(caught, "no part was listed in time");
     let m = manifest(&out)?;
-    assert_eq!(m["status"], "running", "the run finished before it was killed; make the input bigger");
+    assert_eq!(
+        m["status"], "running",
+        "the run finished before it was killed; make the input bigger"
+    );
     let kept = listed_parts(&out);
 
     let mut args = slow_run_args(&input, &out);
@@ -67,7 +85,11 @@ fn a_killed_run_resumes_with_every_row_exactly_once() -> TestResult {
     let before = std::fs::read_to_string(out.join("_manifest.json"))?;
     let output = sluice().args(&args).output()?;
     assert_eq!(output.status.code(), Some(0));
-    assert!(stdout_of(&output).contains("already complete"), "{}", stdout_of(&output));
+    assert!(
+        stdout_of(&output).contains("already complete"),
+        "{}",
+        stdout_of(&output)
+    );
     assert_eq!(std::fs::read_to_string(out.join("_manifest.json"))?, before);
     Ok(())
 }
@@ -87,12 +109,21 @@ fn sigint_stops_cleanly_and_the_run_can_be_resumed() -> TestResult {
     let output = child.wait_with_output()?;
     assert!(caught && signalled == 0, "no part was listed in time");
     assert_eq!(output.status.code(), Some(130), "{}", stderr_of(&output));
-    assert!(stderr_of(&output).contains("--resume"), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("--resume"),
+        "{}",
+        stderr_of(&output)
+    );
     let m = manifest(&out)?;
     assert_eq!(m["status"], "stopped");
     let (parts, temporaries) = part_files(&out)?;
     assert!(temporaries.is_empty(), "{temporaries:?}");
-    let listed: Vec<&str> = m["parts"].as_array().ok_or("parts")?.iter().filter_map(|p| p["file"].as_str()).collect();
+    let listed: Vec<&str> = m["parts"]
+        .as_array()
+        .ok_or("parts")?
+        .iter()
+        .filter_map(|p| p["file"].as_str())
+        .collect();
     assert_eq!(parts, listed);
 
     args[1] = "--resume";
@@ -108,17 +139,38 @@ fn resume_refuses_a_different_input() -> TestResult {
     write_ids(&input, 2_000)?;
     let out = dir.path().join("out");
     let output = sluice()
-        .args(["run", "--quiet", "--rows-per-part", "500", "--input", path_str(&input), "--output", path_str(&out)])
+        .args([
+            "run",
+            "--quiet",
+            "--rows-per-part",
+            "500",
+            "--input",
+            path_str(&input),
+            "--output",
+            path_str(&out),
+        ])
         .output()?;
     assert_eq!(output.status.code(), Some(0));
     // Make it look interrupted, then change the input.
-    let text = std::fs::read_to_string(out.join("_manifest.json"))?.replace("\"complete\"", "\"stopped\"");
+    let text =
+        std::fs::read_to_string(out.join("_manifest.json"))?.replace("\"complete\"", "\"stopped\"");
     std::fs::write(out.join("_manifest.json"), text)?;
     write_ids(&input, 3_000)?;
     let output = sluice()
-        .args(["run", "--resume", "--input", path_str(&input), "--output", path_str(&out)])
+        .args([
+            "run",
+            "--resume",
+            "--input",
+            path_str(&input),
+            "--output",
+            path_str(&out),
+        ])
         .output()?;
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr_of(&output).contains("input differs"), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("input differs"),
+        "{}",
+        stderr_of(&output)
+    );
     Ok(())
 }

@@ -27,14 +27,22 @@ fn generate(path: &Path) -> TestResult<Input> {
     let mut rng = StdRng::seed_from_u64(7);
     let mut f = [Vec::new(), Vec::new(), Vec::new()];
     for col in &mut f {
-        *col = (0..ROWS).map(|_| rng.random::<f64>() * 20.0 - 10.0).collect();
+        *col = (0..ROWS)
+            .map(|_| rng.random::<f64>() * 20.0 - 10.0)
+            .collect();
     }
     // Chunk 3 has a constant feature_3 (std 0): it must pass through unchanged.
     for v in &mut f[2][3 * CHUNK..4 * CHUNK] {
         *v = 1.5;
     }
     let category: Vec<Option<&'static str>> = (0..ROWS)
-        .map(|i| if i % 97 == 0 { None } else { Some(["A", "B", "C"][rng.random_range(0..3)]) })
+        .map(|i| {
+            if i % 97 == 0 {
+                None
+            } else {
+                Some(["A", "B", "C"][rng.random_range(0..3)])
+            }
+        })
         .collect();
     let target: Vec<i64> = (0..ROWS).map(|_| rng.random_range(0..2)).collect();
     let schema = Arc::new(Schema::new(vec![
@@ -53,7 +61,11 @@ fn generate(path: &Path) -> TestResult<Input> {
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     write_batches(path, &schema, &[batch])?;
-    Ok(Input { f, category, target })
+    Ok(Input {
+        f,
+        category,
+        target,
+    })
 }
 
 /// pandas' z-score with ddof=1, left unchanged unless the std is > 0 (NaN for one row).
@@ -81,8 +93,13 @@ fn assert_close(name: &str, got: &[f64], want: &[f64]) {
 fn bool_column(batches: &[RecordBatch], name: &str) -> TestResult<Vec<bool>> {
     let mut out = Vec::new();
     for b in batches {
-        let col = b.column_by_name(name).ok_or_else(|| format!("no column {name}"))?;
-        let col = col.as_any().downcast_ref::<BooleanArray>().ok_or("not boolean")?;
+        let col = b
+            .column_by_name(name)
+            .ok_or_else(|| format!("no column {name}"))?;
+        let col = col
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or("not boolean")?;
         assert_eq!(col.null_count(), 0, "{name} has nulls");
         out.extend((0..col.len()).map(|i| col.value(i)));
     }
@@ -95,16 +112,42 @@ fn seed_preprocessing_matches_an_independent_computation_on_every_chunk() -> Tes
     let input = dir.path().join("sample.parquet");
     let data = generate(&input)?;
     let out = dir.path().join("out");
-    let sql = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/seed_preprocessing.sql");
+    let sql = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/seed_preprocessing.sql"
+    );
     let output = sluice()
-        .args(["run", "--quiet", "--fixed-chunks", "--chunk-size", "1000", "--rows-per-part", "3000"])
-        .args(["--input", path_str(&input), "--output", path_str(&out), "--sql", sql])
+        .args([
+            "run",
+            "--quiet",
+            "--fixed-chunks",
+            "--chunk-size",
+            "1000",
+            "--rows-per-part",
+            "3000",
+        ])
+        .args([
+            "--input",
+            path_str(&input),
+            "--output",
+            path_str(&out),
+            "--sql",
+            sql,
+        ])
         .output()?;
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
-    assert!(output.stdout.is_empty() && output.stderr.is_empty(), "--quiet printed something");
+    assert!(
+        output.stdout.is_empty() && output.stderr.is_empty(),
+        "--quiet printed something"
+    );
 
     let batches = read_output(&out)?;
-    let names: Vec<String> = batches[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     assert_eq!(
         names,
         [
@@ -127,17 +170,28 @@ fn seed_preprocessing_matches_an_independent_computation_on_every_chunk() -> Tes
         let end = (start + CHUNK).min(ROWS);
         let f: Vec<&[f64]> = data.f.iter().map(|c| &c[start..end]).collect();
         let interaction: Vec<f64> = (0..end - start).map(|i| f[0][i] * f[1][i]).collect();
-        let sum: Vec<f64> = (0..end - start).map(|i| f[0][i] + f[1][i] + f[2][i]).collect();
-        for (k, column) in [f[0], f[1], f[2], &interaction, &sum].into_iter().enumerate() {
+        let sum: Vec<f64> = (0..end - start)
+            .map(|i| f[0][i] + f[1][i] + f[2][i])
+            .collect();
+        for (k, column) in [f[0], f[1], f[2], &interaction, &sum]
+            .into_iter()
+            .enumerate()
+        {
             want[k].extend(zscore(column));
         }
         for (k, label) in ["A", "B", "C"].into_iter().enumerate() {
             want_cat[k].extend(data.category[start..end].iter().map(|c| *c == Some(label)));
         }
     }
-    for (k, name) in ["feature_1", "feature_2", "feature_3", "feature_interaction", "feature_sum"]
-        .into_iter()
-        .enumerate()
+    for (k, name) in [
+        "feature_1",
+        "feature_2",
+        "feature_3",
+        "feature_interaction",
+        "feature_sum",
+    ]
+    .into_iter()
+    .enumerate()
     {
         assert_close(name, &float_column(&batches, name)?, &want[k]);
     }

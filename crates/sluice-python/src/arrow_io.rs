@@ -6,11 +6,11 @@
 //! Not here: pandas and Polars conversions (Python's job, `sluice._convert`).
 
 use arrow::array::{Array, StructArray};
-use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use arrow::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
 use arrow::ffi_stream::ArrowArrayStreamReader;
+use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use arrow_pyarrow::FromPyArrow;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -24,8 +24,9 @@ fn record_batch_class(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
 
 /// A `pyarrow.RecordBatch` over the batch's buffers (zero-copy).
 pub fn batch_to_pyarrow<'py>(py: Python<'py>, batch: &RecordBatch) -> PyResult<Bound<'py, PyAny>> {
-    let schema = FFI_ArrowSchema::try_from(batch.schema().as_ref())
-        .map_err(|e| PyValueError::new_err(format!("cannot export the chunk's schema to pyarrow: {e}")))?;
+    let schema = FFI_ArrowSchema::try_from(batch.schema().as_ref()).map_err(|e| {
+        PyValueError::new_err(format!("cannot export the chunk's schema to pyarrow: {e}"))
+    })?;
     let data = StructArray::from(batch.clone()).into_data();
     let array = FFI_ArrowArray::new(&data);
     // pyarrow moves both structs' contents out (their release callbacks become null), so

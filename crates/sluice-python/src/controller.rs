@@ -79,7 +79,12 @@ impl NativeController {
 impl NativeController {
     #[new]
     #[pyo3(signature = (max_queue_size = 100, memory_threshold_mb = 1000.0, adaptive_batching = true, initial_batch_size = 1000))]
-    fn new(max_queue_size: usize, memory_threshold_mb: f64, adaptive_batching: bool, initial_batch_size: usize) -> PyResult<Self> {
+    fn new(
+        max_queue_size: usize,
+        memory_threshold_mb: f64,
+        adaptive_batching: bool,
+        initial_batch_size: usize,
+    ) -> PyResult<Self> {
         if max_queue_size == 0 {
             return Err(PyValueError::new_err("max_queue_size must be at least 1"));
         }
@@ -265,7 +270,10 @@ impl ControllerHooks for PyHooks {
                 .and_then(|_| object.getattr("current_batch_size"))
                 .and_then(|rows| rows.extract::<usize>());
             // Later calls of the setter (outside a sizing step) belong to the next chunk.
-            self.native.get().next_chunk.store(chunk + 1, Ordering::Relaxed);
+            self.native
+                .get()
+                .next_chunk
+                .store(chunk + 1, Ordering::Relaxed);
             match rows {
                 Ok(rows) => Some(rows),
                 Err(err) => {

@@ -67,7 +67,12 @@ pub struct PyFunction {
 }
 
 impl PyFunction {
-    pub fn new(adapter: Py<PyAny>, stash: Arc<Stash>, errors: Arc<ErrorStore>, keep_errors: bool) -> Self {
+    pub fn new(
+        adapter: Py<PyAny>,
+        stash: Arc<Stash>,
+        errors: Arc<ErrorStore>,
+        keep_errors: bool,
+    ) -> Self {
         PyFunction {
             adapter,
             stash,
@@ -115,7 +120,11 @@ fn format_exception_only(py: Python<'_>, err: &PyErr) -> String {
         .name()
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "Exception".to_string());
-    let message = err.value(py).str().map(|s| s.to_string()).unwrap_or_default();
+    let message = err
+        .value(py)
+        .str()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
     if message.is_empty() {
         type_name
     } else {

@@ -15,7 +15,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use sluice::source::MemorySource;
 use sluice::{
-    BoxError, ErrorPolicy, FileFormat, FilesSource, OutputFormat, OutputOptions, Source, StreamingDataPipeline,
+    BoxError, ErrorPolicy, FileFormat, FilesSource, OutputFormat, OutputOptions, Source,
+    StreamingDataPipeline,
 };
 use sluice_sql::ChunkSql;
 
@@ -82,7 +83,11 @@ impl NativePipeline {
     }
 }
 
-fn output_options(path: Option<String>, format: &str, rows_per_part: Option<u64>) -> PyResult<Option<OutputOptions>> {
+fn output_options(
+    path: Option<String>,
+    format: &str,
+    rows_per_part: Option<u64>,
+) -> PyResult<Option<OutputOptions>> {
     let Some(path) = path else {
         return Ok(None);
     };
@@ -165,6 +170,7 @@ impl NativePipeline {
     /// Starts a run over table-like Arrow data (anything with `__arrow_c_stream__`).
     /// `function` is the Python adapter; `sql` a per-chunk query; neither: chunks as they are.
     #[pyo3(signature = (data, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None))]
+    #[allow(clippy::too_many_arguments)]
     fn run_table(
         &self,
         py: Python<'_>,
@@ -208,8 +214,9 @@ impl NativePipeline {
 
     /// Statistics, cumulative over every run, as JSON (`StreamingStats`' fields).
     fn stats_json(&self) -> PyResult<String> {
-        serde_json::to_string(&self.engine.stats())
-            .map_err(|e| errors::SluiceError::new_err(format!("cannot serialize the statistics: {e}")))
+        serde_json::to_string(&self.engine.stats()).map_err(|e| {
+            errors::SluiceError::new_err(format!("cannot serialize the statistics: {e}"))
+        })
     }
 
     /// The settings the engine runs with, as JSON.
@@ -233,7 +240,10 @@ impl NativePipeline {
 
     /// A controller attached to this pipeline's engine (for reading its state).
     fn engine_controller(&self) -> NativeController {
-        NativeController::attached_to(self.engine.controller().clone(), self.engine.config().effective_workers())
+        NativeController::attached_to(
+            self.engine.controller().clone(),
+            self.engine.config().effective_workers(),
+        )
     }
 
     /// Stops every run of this pipeline: their iterators end after the chunk in hand.
@@ -256,7 +266,9 @@ impl NativePipeline {
             run.disconnect();
         }
         let limit = Duration::from_secs_f64(timeout.max(0.0));
-        runs.iter().fold(true, |all, run| run.wait(py, limit) && all)
+        // Wait for every run, even after one timed out.
+        let finished: Vec<bool> = runs.iter().map(|run| run.wait(py, limit)).collect();
+        finished.into_iter().all(|done| done)
     }
 
     /// Runs whose threads may still be working.

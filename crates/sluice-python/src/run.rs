@@ -50,14 +50,20 @@ impl RunShared {
         if self.cancelled.load(Ordering::SeqCst) {
             return None;
         }
-        self.receiver.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.receiver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// No more chunks will be read: disconnects the pump (it then drops the stream, which
     /// stops the run's threads).
     pub fn disconnect(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
-        self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.receiver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     /// True while the pump (and so the run's threads) may still be working.
@@ -173,20 +179,36 @@ impl NativeRun {
         }
     }
 
-    fn deliver<'py>(&self, py: Python<'py>, chunk: ProcessedChunk) -> PyResult<Bound<'py, PyTuple>> {
+    fn deliver<'py>(
+        &self,
+        py: Python<'py>,
+        chunk: ProcessedChunk,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         let ProcessedChunk {
             seq,
             input_rows,
             batch,
             passed_through,
         } = chunk;
-        let returned = if passed_through { None } else { self.stash.take(&batch) };
+        let returned = if passed_through {
+            None
+        } else {
+            self.stash.take(&batch)
+        };
         let from_function = returned.is_some();
         let data = match returned {
             Some(object) => object.into_bound(py),
             None => batch_to_pyarrow(py, &batch)?,
         };
-        (seq, input_rows.start, input_rows.end, passed_through, from_function, data).into_pyobject(py)
+        (
+            seq,
+            input_rows.start,
+            input_rows.end,
+            passed_through,
+            from_function,
+            data,
+        )
+            .into_pyobject(py)
     }
 
     /// The Python exception for an engine error: the user's own exception when the error is
@@ -214,7 +236,7 @@ impl NativeRun {
 
 fn pump(mut stream: ChunkStream, sender: Sender<Msg>, shared: &RunShared) {
     let mut complete = true;
-    while let Some(item) = stream.next() {
+    for item in stream.by_ref() {
         if !send(&sender, shared, Msg::Chunk(item)) {
             complete = false;
             break;
@@ -222,7 +244,10 @@ fn pump(mut stream: ChunkStream, sender: Sender<Msg>, shared: &RunShared) {
     }
     if complete {
         if let Some(manifest) = stream.manifest() {
-            let json = serde_json::to_string(manifest).ok();
+            // The engine fills `total_rows` only in the copy it writes to disk.
+            let mut manifest = manifest.clone();
+            manifest.total_rows = manifest.parts.iter().map(|p| p.rows).sum();
+            let json = serde_json::to_string(&manifest).ok();
             *shared.manifest.lock().unwrap_or_else(|p| p.into_inner()) = json;
         }
     }
@@ -276,7 +301,8 @@ impl NativeRun {
     fn close(&self, py: Python<'_>, wait: bool, timeout: f64) -> bool {
         self.disconnect();
         if wait {
-            self.shared.wait(py, Duration::from_secs_f64(timeout.max(0.0)))
+            self.shared
+                .wait(py, Duration::from_secs_f64(timeout.max(0.0)))
         } else {
             true
         }
@@ -284,7 +310,11 @@ impl NativeRun {
 
     /// The output folder's `_manifest.json` as text, once a run with an output path ended.
     fn manifest_json(&self) -> Option<String> {
-        self.shared.manifest.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .manifest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// True while the run's threads may still be working.

@@ -44,8 +44,12 @@ pub fn ids_schema() -> SchemaRef {
 /// Rows `range` of the `ids` table: id, x = id / 4, name = "n{id}".
 pub fn ids_batch(range: std::ops::Range<i64>) -> TestResult<RecordBatch> {
     let ids: Vec<i64> = range.collect();
-    let x: ArrayRef = Arc::new(Float64Array::from_iter_values(ids.iter().map(|&i| i as f64 / 4.0)));
-    let name: ArrayRef = Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("n{i}"))));
+    let x: ArrayRef = Arc::new(Float64Array::from_iter_values(
+        ids.iter().map(|&i| i as f64 / 4.0),
+    ));
+    let name: ArrayRef = Arc::new(StringArray::from_iter_values(
+        ids.iter().map(|i| format!("n{i}")),
+    ));
     Ok(RecordBatch::try_new(
         ids_schema(),
         vec![Arc::new(Int64Array::from(ids)), x, name],
@@ -66,7 +70,9 @@ pub fn write_batches(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -
     let file = File::create(path)?;
     match path.extension().and_then(|e| e.to_str()) {
         Some("csv") => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(file);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(file);
             for b in batches {
                 w.write(b)?;
             }
@@ -86,7 +92,9 @@ pub fn write_batches(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -
             w.finish()?;
         }
         Some("parquet") => {
-            let props = WriterProperties::builder().set_max_row_group_size(10_000).build();
+            let props = WriterProperties::builder()
+                .set_max_row_group_row_count(Some(10_000))
+                .build();
             let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
             for b in batches {
                 w.write(b)?;
@@ -100,7 +108,9 @@ pub fn write_batches(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -
 
 /// The output folder's `_manifest.json`.
 pub fn manifest(dir: &Path) -> TestResult<Value> {
-    Ok(serde_json::from_str(&std::fs::read_to_string(dir.join("_manifest.json"))?)?)
+    Ok(serde_json::from_str(&std::fs::read_to_string(
+        dir.join("_manifest.json"),
+    )?)?)
 }
 
 /// Part files listed in the manifest, in order.
@@ -133,7 +143,9 @@ pub fn read_file(path: &Path) -> TestResult<Vec<RecordBatch>> {
         Some("parquet") => ParquetRecordBatchReaderBuilder::try_new(file)?
             .build()?
             .collect::<Result<_, _>>()?,
-        Some("arrow") => arrow::ipc::reader::FileReader::try_new(file, None)?.collect::<Result<_, _>>()?,
+        Some("arrow") => {
+            arrow::ipc::reader::FileReader::try_new(file, None)?.collect::<Result<_, _>>()?
+        }
         Some("csv") => {
             let (schema, _) = arrow::csv::reader::Format::default()
                 .with_header(true)
@@ -151,7 +163,9 @@ pub fn read_file(path: &Path) -> TestResult<Vec<RecordBatch>> {
 pub fn int_column(batches: &[RecordBatch], name: &str) -> TestResult<Vec<i64>> {
     let mut out = Vec::new();
     for b in batches {
-        let col = b.column_by_name(name).ok_or_else(|| format!("no column {name}"))?;
+        let col = b
+            .column_by_name(name)
+            .ok_or_else(|| format!("no column {name}"))?;
         let col = col
             .as_any()
             .downcast_ref::<Int64Array>()
@@ -165,7 +179,9 @@ pub fn int_column(batches: &[RecordBatch], name: &str) -> TestResult<Vec<i64>> {
 pub fn float_column(batches: &[RecordBatch], name: &str) -> TestResult<Vec<f64>> {
     let mut out = Vec::new();
     for b in batches {
-        let col = b.column_by_name(name).ok_or_else(|| format!("no column {name}"))?;
+        let col = b
+            .column_by_name(name)
+            .ok_or_else(|| format!("no column {name}"))?;
         let col = col
             .as_any()
             .downcast_ref::<Float64Array>()

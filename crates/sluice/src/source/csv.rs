@@ -66,6 +66,8 @@ pub struct CsvSource {
     schema: SchemaRef,
     blocks: BlockReader,
     total_bytes: u64,
+    /// The header's bytes, counted as read with the first block so that bytes read ends at the file size.
+    header_bytes: u64,
 }
 
 impl CsvSource {
@@ -108,10 +110,11 @@ impl CsvSource {
                 path: path.clone(),
                 source,
             })?;
-        let (carry, first_line) = if options.has_header {
-            (skip_header(&path, &mut file, options.quote)?, 2)
+        let (carry, header_bytes, first_line) = if options.has_header {
+            let (carry, header_bytes) = skip_header(&path, &mut file, options.quote)?;
+            (carry, header_bytes, 2)
         } else {
-            (Vec::new(), 1)
+            (Vec::new(), 0, 1)
         };
         let blocks = BlockReader::new(&path, file, Some(options.quote), carry, first_line);
         Ok(CsvSource {
@@ -120,12 +123,13 @@ impl CsvSource {
             schema,
             blocks,
             total_bytes,
+            header_bytes,
         })
     }
 }
 
-/// Reads past the header record; returns the bytes read after it.
-fn skip_header(path: &Path, file: &mut File, quote: u8) -> Result<Vec<u8>> {
+/// Reads past the header record; returns the bytes read after it and the header's length.
+fn skip_header(path: &Path, file: &mut File, quote: u8) -> Result<(Vec<u8>, u64)> {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -140,11 +144,13 @@ fn skip_header(path: &Path, file: &mut File, quote: u8) -> Result<Vec<u8>> {
             if b == quote {
                 in_quotes = !in_quotes;
             } else if b == b'\n' && !in_quotes {
-                return Ok(buf.split_off(i + 1));
+                let carry = buf.split_off(i + 1);
+                return Ok((carry, buf.len() as u64));
             }
         }
         if n == 0 {
-            return Ok(Vec::new());
+            let header_bytes = buf.len() as u64;
+            return Ok((Vec::new(), header_bytes));
         }
     }
 }
@@ -167,6 +173,7 @@ impl Source for CsvSource {
             return Ok(None);
         };
         let raw = block.bytes.len() as u64;
+        let counted = raw + std::mem::take(&mut self.header_bytes);
         let schema = self.schema.clone();
         let options = self.options.clone();
         let path = self.path.clone();
@@ -177,7 +184,7 @@ impl Source for CsvSource {
                 estimated_bytes: raw * 2,
                 decode,
             },
-            raw,
+            counted,
         )))
     }
 }
