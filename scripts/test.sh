@@ -17,15 +17,9 @@ if grep -q '\[\[bench\]\]' crates/*/Cargo.toml 2>/dev/null; then
     cargo bench --locked --no-run --profile dev 2>&1
 fi
 
-# The Python package joins CI once its suite passes here (issue 6).
-if [ -f python/requirements-test.txt ]; then
-    echo "== Python package"
-    python3 -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-    python3 -m pip install --quiet -r python/requirements-test.txt
-    python3 -m pip install --quiet --no-build-isolation . 2>&1 | tail -n 20
-    echo "== pytest"
-    # Run from outside the source tree so the installed package is the one tested.
-    (cd python/tests && python3 -m pytest -q -p no:cacheprovider .)
-else
-    echo "== Python package: work in progress (issue 6), not built or tested by CI yet"
-fi
+echo "== Python package (pip install ., built by maturin into the shared target dir)"
+python3 -m pip install --quiet -r python/requirements-test.txt
+python3 -m pip install . 2>&1 | tail -n 20
+echo "== pytest"
+# Run from outside the source tree so the installed package is the one tested.
+(cd python/tests && python3 -m pytest -q -p no:cacheprovider .)
