@@ -60,6 +60,9 @@ fn a_slow_consumer_of_a_csv_file_keeps_read_ahead_inside_the_budget() {
     let budget: u64 = 2 * 1024 * 1024;
     let pipeline = StreamingDataPipeline::builder()
         .chunk_size(1000)
+        // Fixed chunks: 100 of them, so the consumer's sleeps (not the sizer) set the pace
+        // and the reader is sure to run into the budget.
+        .adaptive_batching(false)
         .num_workers(2)
         .max_memory_bytes(budget)
         .build()
@@ -75,7 +78,7 @@ fn a_slow_consumer_of_a_csv_file_keeps_read_ahead_inside_the_budget() {
         .expect("started")
     {
         ids.extend(ids_of(&chunk.expect("ok").batch));
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(ids, (0..100_000).collect::<Vec<_>>());
     assert!(
