@@ -8,12 +8,7 @@ use std::io::Write;
 use common::*;
 
 fn assert_usage_error(output: &std::process::Output, needles: &[&str]) {
-    let err = stderr_of(output);
-    assert_eq!(output.status.code(), Some(2), "{err}");
-    assert!(
-        err.starts_with("error: ") && err.lines().count() == 1,
-        "not one error line: {err}"
-    );
+    let err = one_line_error(output, 2);
     for needle in needles {
         assert!(err.contains(needle), "{needle:?} not in {err}");
     }
@@ -148,12 +143,7 @@ fn malformed_csv_fails_with_the_file_and_line_and_leaves_no_complete_looking_par
             path_str(&out),
         ])
         .output()?;
-    let err = stderr_of(&output);
-    assert_eq!(output.status.code(), Some(1), "{err}");
-    assert!(
-        err.starts_with("error: ") && err.lines().count() == 1,
-        "{err}"
-    );
+    let err = one_line_error(&output, 1);
     assert!(err.contains("early.csv") && err.contains("line"), "{err}");
     assert!(
         !out.exists(),
@@ -176,12 +166,7 @@ fn malformed_csv_fails_with_the_file_and_line_and_leaves_no_complete_looking_par
         ])
         .args(["--input", path_str(&late), "--output", path_str(&out)])
         .output()?;
-    let err = stderr_of(&output);
-    assert_eq!(output.status.code(), Some(1), "{err}");
-    assert!(
-        err.starts_with("error: ") && err.lines().count() == 1,
-        "{err}"
-    );
+    let err = one_line_error(&output, 1);
     assert!(
         err.contains("late.csv") && err.contains("not-a-number"),
         "{err}"
@@ -194,15 +179,7 @@ fn malformed_csv_fails_with_the_file_and_line_and_leaves_no_complete_looking_par
             .is_some_and(|e| e.contains("not-a-number")),
         "{m}"
     );
-    let (parts, temporaries) = part_files(&out)?;
-    assert!(temporaries.is_empty(), "a failed run left {temporaries:?}");
-    let listed: Vec<&str> = m["parts"]
-        .as_array()
-        .ok_or("parts")?
-        .iter()
-        .filter_map(|p| p["file"].as_str())
-        .collect();
-    assert_eq!(parts, listed, "a part file that the manifest does not list");
+    assert_only_listed_parts(&out, &m)?;
     let ids = int_column(&read_output(&out)?, "id")?;
     assert!(ids.len() <= 25_000 && ids.iter().enumerate().all(|(i, &id)| id == i as i64));
 

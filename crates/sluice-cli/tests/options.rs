@@ -233,30 +233,14 @@ fn error_policies_fail_skip_pass_through_and_dead_letter() -> TestResult {
     // fail: exit 1, the chunk, its rows and the cause named; nothing complete-looking
     // beyond the parts written before the failure, and the manifest says failed.
     let (output, out, stats) = run_policy(dir.path(), &input, "fail", "fail")?;
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr_of(&output);
-    assert!(
-        err.starts_with("error: ") && err.lines().count() == 1,
-        "{err}"
-    );
+    let err = one_line_error(&output, 1);
     assert!(
         err.contains("chunk 2 (input rows 2000..3000)") && err.contains("oops"),
         "{err}"
     );
     let m = manifest(&out)?;
     assert_eq!(m["status"], "failed");
-    let (parts, temporaries) = part_files(&out)?;
-    assert!(temporaries.is_empty(), "{temporaries:?}");
-    let listed: Vec<String> = m["parts"]
-        .as_array()
-        .ok_or("parts")?
-        .iter()
-        .map(|p| p["file"].as_str().unwrap_or("").to_string())
-        .collect();
-    assert_eq!(
-        parts, listed,
-        "every part file on disk is a complete part of the manifest"
-    );
+    assert_only_listed_parts(&out, &m)?;
     assert!(int_column(&read_output(&out)?, "id")?
         .iter()
         .all(|&id| id < 2000));

@@ -116,15 +116,7 @@ fn sigint_stops_cleanly_and_the_run_can_be_resumed() -> TestResult {
     );
     let m = manifest(&out)?;
     assert_eq!(m["status"], "stopped");
-    let (parts, temporaries) = part_files(&out)?;
-    assert!(temporaries.is_empty(), "{temporaries:?}");
-    let listed: Vec<&str> = m["parts"]
-        .as_array()
-        .ok_or("parts")?
-        .iter()
-        .filter_map(|p| p["file"].as_str())
-        .collect();
-    assert_eq!(parts, listed);
+    assert_only_listed_parts(&out, &m)?;
 
     args[1] = "--resume";
     let output = sluice().args(&args).output()?;

@@ -210,6 +210,31 @@ pub fn part_files(dir: &Path) -> TestResult<(Vec<String>, Vec<String>)> {
     Ok((parts, temporaries))
 }
 
+/// Asserts the exit code and that stderr is one `error: ` line; returns that line.
+pub fn one_line_error(output: &std::process::Output, code: i32) -> String {
+    let err = stderr_of(output);
+    assert_eq!(output.status.code(), Some(code), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.lines().count() == 1,
+        "not one error line: {err}"
+    );
+    err
+}
+
+/// Asserts that `dir` holds no temporary file and exactly the part files the manifest lists.
+pub fn assert_only_listed_parts(dir: &Path, manifest: &Value) -> TestResult {
+    let (parts, temporaries) = part_files(dir)?;
+    assert!(temporaries.is_empty(), "temporaries left: {temporaries:?}");
+    let listed: Vec<&str> = manifest["parts"]
+        .as_array()
+        .ok_or("parts")?
+        .iter()
+        .filter_map(|p| p["file"].as_str())
+        .collect();
+    assert_eq!(parts, listed, "part files differ from the manifest's list");
+    Ok(())
+}
+
 /// Waits until `ready` is true, polling every 10 ms, for at most `limit`.
 pub fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
