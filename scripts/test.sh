@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 # One target dir for cargo test and for maturin, so dependencies are built once.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# A one-off build gains nothing from incremental state; it only costs disk and time.
+export CARGO_INCREMENTAL=0
 
 echo "== cargo test (workspace)"
 cargo test --locked --no-fail-fast 2>&1
@@ -23,3 +25,4 @@ python3 -m pip install . 2>&1 | tail -n 20
 echo "== pytest"
 # Run from outside the source tree so the installed package is the one tested.
 (cd python/tests && python3 -m pytest -q -p no:cacheprovider .)
+echo "== disk used by the build: $(du -sh "$CARGO_TARGET_DIR" | cut -f1) (free: $(df -h --output=avail "$CARGO_TARGET_DIR" | tail -1 | tr -d ' '))"

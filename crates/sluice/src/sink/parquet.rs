@@ -10,6 +10,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::PartFileWriter;
 use crate::error::{Result, SluiceError};
@@ -22,10 +23,19 @@ pub(crate) struct ParquetPartWriter {
 
 impl ParquetPartWriter {
     pub fn create(path: &Path, file: File, schema: SchemaRef, flush_bytes: u64) -> Result<Self> {
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(1024 * 1024))
-            .build();
+            .set_max_row_group_row_count(Some(1024 * 1024));
+        // Measured floats almost never repeat: a dictionary for them is hashed value by
+        // value until it overflows and is thrown away, which was a large share of the
+        // writer's time. Other types keep the default (dictionary on).
+        for field in schema.fields() {
+            if field.data_type().is_floating() {
+                props = props
+                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            }
+        }
+        let props = props.build();
         let writer =
             ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(props))
                 .map_err(|e| SluiceError::write(path, e))?;
