@@ -169,10 +169,13 @@ def workspace_packages() -> dict[str, dict] | None:
 
 
 def build_sluice() -> None:
-    """`cargo build --release` each sluice binary whose package exists; never fatal."""
+    """`cargo build --release` of every sluice binary whose package exists, in one cargo
+    invocation (one feature resolution, so shared crates are compiled once); never fatal."""
     packages = workspace_packages()
     if packages is None:
         return
+    selected: list[str] = []
+    targets: list[str] = []
     for name, b in SLUICE_BINARIES.items():
         pkg = b["package"]
         if pkg is None:  # an example: whichever package declares it
@@ -182,10 +185,15 @@ def build_sluice() -> None:
         if pkg not in packages:
             log(f"{name}: no package in the workspace builds it yet; its rows will say 'not built'")
             continue
-        cmd = ["cargo", "build", "--release", "-p", pkg, *b["target"]]
-        log(" ".join(cmd))
-        if subprocess.run(cmd, cwd=REPO).returncode != 0:
-            log(f"{name}: build failed; its rows will say 'not built'")
+        if pkg not in selected:
+            selected.append(pkg)
+        targets += b["target"]
+    if not selected:
+        return
+    cmd = ["cargo", "build", "--release", *(a for p in selected for a in ("-p", p)), *targets]
+    log(" ".join(cmd))
+    if subprocess.run(cmd, cwd=REPO).returncode != 0:
+        log("sluice build failed; its rows will say 'not built'")
 
 
 # --- measuring -----------------------------------------------------------------------

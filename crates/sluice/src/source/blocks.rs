@@ -95,24 +95,17 @@ impl BlockReader {
     }
 
     fn fill(&mut self, buf: &mut Vec<u8>, want: usize) -> Result<usize> {
-        let start = buf.len();
-        buf.resize(start + want, 0);
-        let mut filled = start;
-        while filled < buf.len() {
-            match self.file.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(SluiceError::Read {
-                        path: self.path.clone(),
-                        source,
-                    })
-                }
-            }
-        }
-        buf.truncate(filled);
-        Ok(filled - start)
+        // `read_to_end` reads into the spare capacity without zero-filling it first (a
+        // `resize` to the block size was a fifth of a CSV run's time).
+        // It also retries reads that were interrupted.
+        buf.reserve(want);
+        (&mut self.file)
+            .take(want as u64)
+            .read_to_end(buf)
+            .map_err(|source| SluiceError::Read {
+                path: self.path.clone(),
+                source,
+            })
     }
 }
 
