@@ -6,7 +6,8 @@
 //! 2. Memory pressure (tracked bytes above 75% of the budget): halve the rows, but not
 //!    below a quarter of the cap of rule 4 (a full budget is also the steady state of a run
 //!    whose consumer is slow, where smaller chunks would only add overhead).
-//! 3. Headroom (tracked bytes below 50% of the budget): grow the rows by a quarter.
+//! 3. Headroom (tracked bytes below 50% of the budget): grow the rows by a quarter, from
+//!    the second chunk on (before the first, an empty budget is no evidence of headroom).
 //! 4. Never let one chunk need more than its share of the budget: the budget less the
 //!    read-ahead, divided among twice the workers plus two (chunks being processed, plus
 //!    as many waiting in the reorder buffer or for the consumer). This cap is what keeps
@@ -143,7 +144,9 @@ impl BatchSizer {
             // bottleneck; halving below a quarter of the cap would only add overhead there.
             let floor = cap.map_or(1, |c| (c / 4).max(1));
             rows = (rows / 2).max(floor.min(rows));
-        } else if pressure < LOW_WATER {
+        } else if pressure < LOW_WATER && next_chunk > 0 {
+            // Before the first chunk an empty budget says nothing about headroom: the
+            // first chunk has the size asked for (or less, if the cap says so).
             rows = rows.saturating_add((rows / 4).max(1));
         }
         if let Some(cap) = cap {
@@ -184,6 +187,11 @@ mod tests {
     #[test]
     fn halves_under_pressure_and_grows_with_headroom() {
         let mut s = BatchSizer::new(1000, 10, 100_000, true);
+        assert_eq!(
+            s.adapt(0.1, u64::MAX / 4, 2, 0),
+            1000,
+            "no growth before chunk 0"
+        );
         assert_eq!(s.adapt(0.9, u64::MAX / 4, 2, 1), 500);
         assert_eq!(s.adapt(0.9, u64::MAX / 4, 2, 2), 250);
         assert_eq!(s.adapt(0.6, u64::MAX / 4, 2, 3), 250);

@@ -140,8 +140,13 @@ fn adaptive_batching_grows_under_a_loose_budget() {
     assert_eq!(all_ids(&chunks), (0..400_000).collect::<Vec<_>>());
     assert_eq!(
         chunks[0].batch.num_rows(),
+        100,
+        "the first chunk has the size asked for"
+    );
+    assert_eq!(
+        chunks[1].batch.num_rows(),
         125,
-        "first step grows by a quarter"
+        "then each step grows by a quarter"
     );
     let biggest = chunks
         .iter()
