@@ -509,6 +509,12 @@ def write_markdown(path: Path, results: list[Result], ctx: dict) -> None:
         f"![throughput and peak memory]({ctx['png']})",
         "",
     ]
+    # bench/memory_check.py keeps its own section (between its markers) in the same file.
+    begin, end = "<!-- memory-check:begin -->", "<!-- memory-check:end -->"
+    previous = path.read_text() if path.exists() else ""
+    if begin in previous and end in previous:
+        kept = previous[previous.index(begin):previous.index(end) + len(end)]
+        L += [kept, ""]
     path.write_text("\n".join(L))
 
 
