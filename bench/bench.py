@@ -509,12 +509,13 @@ def write_markdown(path: Path, results: list[Result], ctx: dict) -> None:
         f"![throughput and peak memory]({ctx['png']})",
         "",
     ]
-    # bench/memory_check.py keeps its own section (between its markers) in the same file.
-    begin, end = "<!-- memory-check:begin -->", "<!-- memory-check:end -->"
+    # Sections written by other hands are kept: bench/memory_check.py's figures, and the
+    # profile that explains a missed target (written after looking at this run).
     previous = path.read_text() if path.exists() else ""
-    if begin in previous and end in previous:
-        kept = previous[previous.index(begin):previous.index(end) + len(end)]
-        L += [kept, ""]
+    for name in ("profile", "memory-check"):
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        if begin in previous and end in previous:
+            L += [previous[previous.index(begin):previous.index(end) + len(end)], ""]
     path.write_text("\n".join(L))
 
 
