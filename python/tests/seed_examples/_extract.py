@@ -35,12 +35,13 @@ HEADER = "# From the seed document (streaming_pipeline.md), block {index}; chang
 
 
 def seed_document(argv=None):
-    """The seed document: the argument, $SLUICE_SEED_DOC, or shared/seed/ next to or
-    above the repository."""
+    """The seed document: the argument, $SLUICE_SEED_DOC, shared/seed/ next to or above
+    the repository, or the copy the repository carries (docs/seed/)."""
     candidates = list(argv or []) + [os.environ.get("SLUICE_SEED_DOC", "")]
     repo = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
     for up in (repo, os.path.dirname(repo)):
         candidates.append(os.path.join(up, "shared", "seed", "streaming_pipeline.md"))
+    candidates.append(os.path.join(repo, "docs", "seed", "streaming_pipeline.md"))
     for path in candidates:
         if path and os.path.exists(path):
             return path
