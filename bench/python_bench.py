@@ -7,7 +7,7 @@ chunks of the seed's 5000 rows, four ways:
 
   plain pandas loop      for each 5000-row slice: data_preprocessing(df.iloc[a:b])
   sluice, Python fn      StreamingDataPipeline(chunk_size=5000, adaptive_batching=False,
-                         num_workers=4).process_dataframe_stream(df, data_preprocessing)
+                         num_workers=None|1|4).process_dataframe_stream(df, data_preprocessing)
   sluice, sql=           the same chunks through examples/seed_preprocessing.sql, in Rust,
                          yielding pandas chunks (and, as a second row, Arrow tables)
   sluice, adaptive       the Python fn with the default adaptive batching (bigger chunks:
@@ -176,8 +176,9 @@ def main(argv=None):
 
     variants = [
         ("plain pandas loop (chunks of 5000)", lambda: plain_loop(df), None),
-        ("sluice, Python function (4 workers, fixed chunks)", lambda: sluice_fn(df), True),
+        ("sluice, Python function (default: 1 worker a core, fixed chunks)", lambda: sluice_fn(df, workers=None), True),
         ("sluice, Python function (1 worker, fixed chunks)", lambda: sluice_fn(df, workers=1), True),
+        ("sluice, Python function (4 workers, fixed chunks)", lambda: sluice_fn(df), True),
         ("sluice, Python function (4 workers, adaptive batching)", lambda: sluice_fn(df, adaptive=True), None),
         ("sluice, sql= (4 workers, fixed chunks) -> pandas", lambda: sluice_sql(df), False),
         ("sluice, sql= (4 workers, fixed chunks) -> Arrow", lambda: sluice_sql(df, "arrow"), False),

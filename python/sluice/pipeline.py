@@ -298,7 +298,13 @@ class StreamingDataPipeline:
     # Runs.
 
     def _function(
-        self, processing_function: Any, sql: Any, index: Optional[_convert.IndexInfo] = None
+        self,
+        processing_function: Any,
+        sql: Any,
+        index: Optional[_convert.IndexInfo] = None,
+        *,
+        frame: Any = None,
+        hold_output: bool = False,
     ) -> Tuple[Any, Optional[str]]:
         sql = _sql_text(sql)
         if processing_function is not None and sql is not None:
@@ -309,7 +315,10 @@ class StreamingDataPipeline:
             raise TypeError(
                 f"processing_function must be callable (chunk -> processed chunk), got {type(processing_function).__name__}"
             )
-        return _convert.make_adapter(processing_function, self.chunk_format, self.on_error, index), None
+        adapter = _convert.make_adapter(
+            processing_function, self.chunk_format, self.on_error, index, frame=frame, hold_output=hold_output
+        )
+        return adapter, None
 
     def _iterator(
         self,
@@ -343,6 +352,14 @@ class StreamingDataPipeline:
         self._function(processing_function, sql)  # checks the arguments before converting
         out = _output_path(output_path)
         rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
+        if self._slices_frame(df, processing_function, sql):
+            # The function gets `df.iloc[a:b]`, as in a plain loop: the engine chunks row
+            # positions (it never needs the data itself), so nothing is converted on the way
+            # in, and, without output files, nothing on the way out either.
+            _convert.check_frame(df, "the DataFrame given as df")
+            adapter, _ = self._function(processing_function, None, frame=df, hold_output=out is None)
+            run = self._native.run_table(_convert.positions_table(len(df)), adapter, None, out, output_format, rows)
+            return self._iterator(run, out, with_info)
         # pandas chunks keep the input's index (as `df.iloc[a:b]` would), unless SQL runs or
         # the input chunks themselves are written out.
         keep_index = (
@@ -354,6 +371,17 @@ class StreamingDataPipeline:
         adapter, sql = self._function(processing_function, sql, index)
         run = self._native.run_table(table, adapter, sql, out, output_format, rows)
         return self._iterator(run, out, with_info, index)
+
+    def _slices_frame(self, df: Any, processing_function: Any, sql: Any) -> bool:
+        """Whether the function can be handed slices of ``df`` itself: a pandas function on
+        a pandas DataFrame, under a policy that never emits or writes the input chunk."""
+        return (
+            processing_function is not None
+            and sql is None
+            and self.chunk_format == "pandas"
+            and self.on_error in ("fail", "skip")
+            and _convert._is_pandas_frame(df)
+        )
 
     def process_file_stream(
         self,
@@ -377,8 +405,8 @@ class StreamingDataPipeline:
         paths = _paths(file_path)
         if not isinstance(file_format, str):
             raise TypeError(f"file_format must be a string, got {type(file_format).__name__}")
-        adapter, sql = self._function(processing_function, sql)
         out = _output_path(output_path)
+        adapter, sql = self._function(processing_function, sql, hold_output=out is None)
         rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
         fmt = None if file_format == "auto" else file_format
         run = self._native.run_files(paths, fmt, adapter, sql, out, output_format, rows)

@@ -392,6 +392,28 @@ def test_stats_are_cumulative_and_performance_stats_show_the_controller():
     assert isinstance(pipeline.backpressure_controller, BackpressureController)
 
 
+def test_results_kept_as_pandas_count_against_the_budget():
+    # Without output files the function's DataFrames are handed back as they are (never
+    # converted to Arrow); the engine must still weigh them against the memory budget.
+    df = pd.DataFrame({"x": np.arange(100_000, dtype=np.int64)})
+
+    def widen(chunk):  # 40 float64 columns: 320 bytes a row, 40x the input
+        return pd.DataFrame(np.ones((len(chunk), 40)), index=chunk.index)
+
+    pipeline = StreamingDataPipeline(chunk_size=2_000, max_memory_mb=4, adaptive_batching=False, num_workers=2)
+    kept = []
+    for chunk in pipeline.process_dataframe_stream(df, widen):
+        time.sleep(0.005)  # a slow consumer: results pile up unless admission waits
+        kept.append(chunk)
+    assert sum(len(c) for c in kept) == 100_000
+    pd.testing.assert_index_equal(pd.concat(kept).index, df.index)
+    controller = pipeline.get_performance_stats()["controller"]
+    one_result_mb = 2_000 * 40 * 8 / 2**20
+    assert controller["peak_memory_mb"] >= one_result_mb
+    assert controller["peak_memory_mb"] <= 4 + one_result_mb
+    assert controller["backpressure_events"] > 0
+
+
 def test_stats_merge():
     a = StreamingStats(total_chunks_processed=2, total_rows_processed=100, total_processing_time=1.0, memory_peak_mb=5)
     b = StreamingStats(total_chunks_processed=3, total_rows_processed=300, total_processing_time=2.0, memory_peak_mb=7)

@@ -3,10 +3,12 @@
 //! A worker thread attaches to the interpreter only for the call: it hands the chunk to
 //! the Python adapter (`sluice._convert`) as a zero-copy `pyarrow.RecordBatch`; the adapter
 //! converts it to the chunk format (pandas, Polars, Arrow), calls the user's function,
-//! checks and converts the result, and returns `(original_result_or_None, arrow_result)`.
-//! The Arrow result goes back into the engine (memory accounting, part files); the original
-//! object is kept in the [`Stash`] so the caller gets back exactly what the function
-//! returned, not a second conversion of it.
+//! checks and converts the result, and returns `(original_result_or_None, arrow_result,
+//! held_bytes)`. The Arrow result goes back into the engine (memory accounting, part files);
+//! the original object is kept in the [`Stash`] so the caller gets back exactly what the
+//! function returned, not a second conversion of it. When nothing needs Arrow (no output
+//! files), the adapter skips the conversion (`arrow_result` is None) and the engine carries a
+//! placeholder of the same rows that weighs `held_bytes`.
 //!
 //! A Python exception becomes the engine's error text; under `on_error='fail'` the
 //! exception itself is kept in the [`ErrorStore`] to be raised in the caller unchanged.
@@ -14,7 +16,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use arrow::array::{ArrayRef, NullArray};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use sluice::BoxError;
 
@@ -93,8 +98,13 @@ impl PyFunction {
         let chunk = batch_to_pyarrow(py, &batch)?;
         drop(batch);
         let returned = self.adapter.bind(py).call1((chunk,))?;
-        let (original, arrow): (Bound<'_, PyAny>, Bound<'_, PyAny>) = returned.extract()?;
-        let result = import_batch(&arrow)?;
+        let (original, arrow, held_bytes): (Bound<'_, PyAny>, Bound<'_, PyAny>, u64) =
+            returned.extract()?;
+        let result = if arrow.is_none() {
+            held_placeholder(original.len()?, held_bytes)?
+        } else {
+            import_batch(&arrow)?
+        };
         if !original.is_none() {
             self.stash.put(&result, original.unbind());
         }
@@ -111,6 +121,22 @@ impl PyFunction {
             format_traceback(py, &err).unwrap_or_else(|| format_exception_only(py, &err))
         }
     }
+}
+
+/// The batch that stands in the engine for a result kept only as the Python object: `rows`
+/// rows of a null column (no buffers), weighing `held_bytes` for the memory budget.
+fn held_placeholder(rows: usize, held_bytes: u64) -> PyResult<RecordBatch> {
+    let metadata = HashMap::from([(
+        sluice::HELD_BYTES_METADATA_KEY.to_string(),
+        held_bytes.to_string(),
+    )]);
+    let schema = Schema::new_with_metadata(
+        vec![Field::new("__sluice_held__", DataType::Null, true)],
+        metadata,
+    );
+    let column: ArrayRef = Arc::new(NullArray::new(rows));
+    RecordBatch::try_new(Arc::new(schema), vec![column])
+        .map_err(|e| PyValueError::new_err(format!("cannot stand in for the result: {e}")))
 }
 
 /// `"TypeName: message"`.

@@ -15,6 +15,7 @@
 mod error;
 mod plan;
 mod scan;
+mod stddev;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -38,6 +38,8 @@ pub(crate) fn plan(
     scans_planned: Arc<AtomicUsize>,
 ) -> Result<Planned, SqlError> {
     let ctx = SessionContext::new_with_config(session_config());
+    // Replaces DataFusion's value-by-value `stddev` / `stddev_samp` (see `stddev.rs`).
+    ctx.register_udaf(crate::stddev::sample_stddev_udaf());
     let table = ChunkTable::new(Arc::clone(input_schema), scans_planned);
     ctx.register_table(TABLE_NAME, Arc::new(table))
         .map_err(SqlError::from_planning)?;

@@ -205,7 +205,19 @@ impl BackpressureController {
     }
 
     pub(crate) fn observe_output(&self, input_bytes: u64, output_bytes: u64) {
-        self.sizer().observe_output(input_bytes, output_bytes)
+        let mut sizer = self.sizer();
+        let first = !sizer.output_measured();
+        sizer.observe_output(input_bytes, output_bytes);
+        drop(sizer);
+        if first {
+            // The reader may be holding chunks back until this first measure.
+            self.notify();
+        }
+    }
+
+    /// Whether a chunk's output has been weighed yet.
+    pub(crate) fn output_measured(&self) -> bool {
+        self.sizer().output_measured()
     }
 
     pub(crate) fn output_estimate(&self, input_bytes: u64) -> u64 {

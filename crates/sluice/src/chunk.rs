@@ -24,9 +24,22 @@ pub struct ProcessedChunk {
     pub passed_through: bool,
 }
 
-/// Memory of a batch's visible rows (a slice counts only its part of shared buffers).
+/// Schema metadata key by which a function's output declares memory it holds outside its
+/// Arrow buffers, in bytes (decimal text): a batch that stands for an object of the caller's
+/// language (the Python bindings hand back the user's own DataFrame) is accounted at that
+/// object's weight until it is handed out.
+pub const HELD_BYTES_METADATA_KEY: &str = "sluice.held_bytes";
+
+/// Memory of a batch's visible rows (a slice counts only its part of shared buffers), plus
+/// what it declares under [`HELD_BYTES_METADATA_KEY`].
 pub fn batch_memory(batch: &RecordBatch) -> u64 {
-    batch
+    let held = batch
+        .schema_ref()
+        .metadata()
+        .get(HELD_BYTES_METADATA_KEY)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    held + batch
         .columns()
         .iter()
         .map(|c| {
@@ -34,7 +47,7 @@ pub fn batch_memory(batch: &RecordBatch) -> u64 {
                 .get_slice_memory_size()
                 .unwrap_or_else(|_| c.get_array_memory_size()) as u64
         })
-        .sum()
+        .sum::<u64>()
 }
 
 struct Piece {

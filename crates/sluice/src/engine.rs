@@ -261,7 +261,9 @@ impl<'a> Reader<'a> {
             if target.is_some()
                 && (self.chunker.rows() >= rows || (input_drained && self.chunker.rows() > 0))
             {
-                if self.admit_chunk(rows)? {
+                if self.awaiting_first_output() {
+                    // Not backpressure: the first output is on its way and will wake us.
+                } else if self.admit_chunk(rows)? {
                     if let Some(since) = waiting_since.take() {
                         self.controller().record_wait(since.elapsed());
                     }
@@ -285,6 +287,13 @@ impl<'a> Reader<'a> {
             }
             self.controller().wait_for_change(generation);
         }
+    }
+
+    /// Until one chunk's output has been weighed, its estimate is a guess (the size of the
+    /// input): admit no more chunks than the workers can run, or a function that makes its
+    /// output many times its input would overshoot the budget by a whole queue of chunks.
+    fn awaiting_first_output(&self) -> bool {
+        !self.controller().output_measured() && self.controller().queued_chunks() >= self.workers
     }
 
     fn choose_rows(&self) -> usize {

@@ -32,7 +32,7 @@ pub mod stats;
 pub mod stream;
 
 pub use backpressure::{BackpressureController, Reservation};
-pub use chunk::{batch_memory, ProcessedChunk};
+pub use chunk::{batch_memory, ProcessedChunk, HELD_BYTES_METADATA_KEY};
 pub use config::{ControllerHooks, ErrorPolicy, PipelineBuilder, PipelineConfig};
 pub use error::{BoxError, Result, SluiceError};
 pub use pipeline::StreamingDataPipeline;

@@ -42,6 +42,8 @@ pub struct BatchSizer {
     adaptive: bool,
     bytes_per_row: Option<f64>,
     output_ratio: f64,
+    /// Whether `output_ratio` was measured (else it is the 1x guess).
+    output_measured: bool,
     history: Vec<ChunkSizeChange>,
 }
 
@@ -55,6 +57,7 @@ impl BatchSizer {
             adaptive,
             bytes_per_row: None,
             output_ratio: 1.0,
+            output_measured: false,
             history: vec![ChunkSizeChange {
                 from_chunk: 0,
                 rows: current,
@@ -100,12 +103,22 @@ impl BatchSizer {
         });
     }
 
+    /// Whether a chunk's output has been weighed (else the output estimate is a guess).
+    pub fn output_measured(&self) -> bool {
+        self.output_measured
+    }
+
     /// Learns how much larger (or smaller) the function makes a chunk.
     pub fn observe_output(&mut self, input_bytes: u64, output_bytes: u64) {
         if input_bytes == 0 {
             return;
         }
         let sample = output_bytes as f64 / input_bytes as f64;
+        if !self.output_measured {
+            self.output_measured = true;
+            self.output_ratio = sample;
+            return;
+        }
         // Rise at once, fall slowly: an underestimate costs budget, an overestimate only speed.
         self.output_ratio = if sample > self.output_ratio {
             sample
