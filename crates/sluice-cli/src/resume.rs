@@ -209,6 +209,33 @@ pub fn clear(dir: &Path, keep: &[PartInfo]) -> Result<(), CliError> {
     Ok(())
 }
 
+/// After a run that failed (bad data, a failing query): removes its part files, so nothing
+/// in the folder can be taken for a result, and leaves the manifest saying `failed`, with
+/// the error and no parts (a `--resume` then starts over). Returns the parts removed.
+pub fn discard_failed(dir: &Path) -> Result<usize, CliError> {
+    let Ok(mut manifest) = Manifest::read_from(dir) else {
+        return Ok(0);
+    };
+    if manifest.status != RunStatus::Failed {
+        return Ok(0);
+    }
+    let parts = part_files(dir)?;
+    manifest.parts.clear();
+    manifest.total_rows = 0;
+    // The manifest first: were we stopped between the two, it would list no part files
+    // rather than list removed ones.
+    let text = serde_json::to_string_pretty(&manifest)
+        .map_err(|e| CliError::io("write", &dir.join(MANIFEST_FILE), std::io::Error::other(e)))?;
+    let tmp = dir.join(format!(".{MANIFEST_FILE}.tmp"));
+    std::fs::write(&tmp, text).map_err(|e| CliError::io("write", &tmp, e))?;
+    let path = dir.join(MANIFEST_FILE);
+    std::fs::rename(&tmp, &path).map_err(|e| CliError::io("write", &path, e))?;
+    for part in &parts {
+        std::fs::remove_file(part).map_err(|e| CliError::io("remove", part, e))?;
+    }
+    Ok(parts.len())
+}
+
 /// Complete-looking part files (`part-NNNNN.ext`) in `dir`.
 fn part_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
     let entries = match std::fs::read_dir(dir) {

@@ -194,7 +194,13 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
     if let Some(path) = &args.stats_json {
         write_stats_json(path, &stats)?;
     }
-    let summary = outcome?;
+    let summary = match outcome {
+        Ok(summary) => summary,
+        Err(error) => {
+            resume::discard_failed(&args.output)?;
+            return Err(error);
+        }
+    };
     finish(&args.output, &summary, &stats, ui)
 }
 

@@ -150,8 +150,8 @@ fn malformed_csv_fails_with_the_file_and_line_and_leaves_no_complete_looking_par
         "a run that could not start left an output folder"
     );
 
-    // Past them: the run fails midway. Only the parts complete before the bad chunk are
-    // left, each listed in a manifest that says the run failed; no temporary file.
+    // Past them: the run fails midway. The parts written before the bad chunk are removed
+    // (no partial output); the manifest says the run failed, and why; no temporary file.
     let late = dir.path().join("late.csv");
     write_csv_with_bad_line(&late, 30_000, 25_000, "25000,not-a-number,n25000")?;
     let out = dir.path().join("out-late");
@@ -179,9 +179,9 @@ fn malformed_csv_fails_with_the_file_and_line_and_leaves_no_complete_looking_par
             .is_some_and(|e| e.contains("not-a-number")),
         "{m}"
     );
-    assert_only_listed_parts(&out, &m)?;
-    let ids = int_column(&read_output(&out)?, "id")?;
-    assert!(ids.len() <= 25_000 && ids.iter().enumerate().all(|(i, &id)| id == i as i64));
+    assert_eq!(m["parts"].as_array().map(Vec::len), Some(0), "{m}");
+    assert_eq!(m["total_rows"], 0);
+    assert_only_listed_parts(&out, &m)?; // with none listed: no part file at all
 
     // --verbose adds the chain of causes.
     let output = sluice()

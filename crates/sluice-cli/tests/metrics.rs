@@ -1,9 +1,10 @@
-//! `--metrics-addr` through the real binary: while a run is going, GET /metrics answers in
-//! Prometheus text format with the run's counters.
+//! Live reporting through the real binary: while a run is going, GET /metrics (with
+//! `--metrics-addr`) answers in Prometheus text format with the run's counters, and in a
+//! pipe the progress is a plain line on stderr every few seconds.
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -118,5 +119,75 @@ fn metrics_answer_with_live_counters_during_a_run() -> TestResult {
         assert!(value(&text, metric).is_some(), "{metric} missing: {text}");
     }
     assert!(not_found.is_some_and(|r| r.starts_with("HTTP/1.1 404")));
+    Ok(())
+}
+
+#[test]
+fn in_a_pipe_progress_is_a_plain_line_every_few_seconds() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("ids.csv");
+    write_ids(&input, 600_000)?;
+    let input_bytes = std::fs::metadata(&input)?.len();
+    let out = dir.path().join("out");
+    // Not --quiet; stderr is a pipe, not a terminal.
+    let mut child = spawn(&[
+        "run",
+        "--fixed-chunks",
+        "--chunk-size",
+        "3000",
+        "--workers",
+        "1",
+        "--input",
+        path_str(&input),
+        "--output",
+        path_str(&out),
+        // Quadratic in the chunk: about 15 s in all, so lines are due every 5 s.
+        "--sql-text",
+        "SELECT a.id, COUNT(*) AS r FROM chunk a JOIN chunk b ON b.x <= a.x GROUP BY a.id",
+    ])?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut progress = None;
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+        if line.starts_with("progress: ") {
+            progress = Some(line);
+            break;
+        }
+        seen.push(line);
+    }
+    let elapsed = start.elapsed();
+    child.kill()?;
+    child.wait()?;
+    let line = progress.ok_or_else(|| format!("no progress line within 20 s; stderr: {seen:?}"))?;
+    assert!(
+        elapsed >= Duration::from_secs(4),
+        "a line after {elapsed:?}"
+    );
+    // Bytes read of the total, an ETA, rows, rows/s, chunk size, memory, backpressure.
+    assert!((1 << 20..1 << 30).contains(&input_bytes));
+    let total = format!(
+        " of {:.1} MiB read (",
+        input_bytes as f64 / (1 << 20) as f64
+    );
+    for needle in [
+        total.as_str(),
+        "%), ETA ",
+        " rows, ",
+        " rows/s, chunk 3000 rows, memory ",
+        " MiB, ",
+        " backpressure events",
+    ] {
+        assert!(line.contains(needle), "{needle:?} not in {line}");
+    }
+    assert!(!line.contains('\r') && !line.contains('\x1b'), "{line:?}");
     Ok(())
 }

@@ -230,8 +230,8 @@ fn error_policies_fail_skip_pass_through_and_dead_letter() -> TestResult {
     let dir = tempfile::tempdir()?;
     let input = ids_input(dir.path(), "csv", 5_000)?;
 
-    // fail: exit 1, the chunk, its rows and the cause named; nothing complete-looking
-    // beyond the parts written before the failure, and the manifest says failed.
+    // fail: exit 1, the chunk, its rows and the cause named; the parts written before the
+    // failure are removed, and the manifest says failed.
     let (output, out, stats) = run_policy(dir.path(), &input, "fail", "fail")?;
     let err = one_line_error(&output, 1);
     assert!(
@@ -240,10 +240,8 @@ fn error_policies_fail_skip_pass_through_and_dead_letter() -> TestResult {
     );
     let m = manifest(&out)?;
     assert_eq!(m["status"], "failed");
+    assert_eq!(m["parts"].as_array().map(Vec::len), Some(0), "{m}");
     assert_only_listed_parts(&out, &m)?;
-    assert!(int_column(&read_output(&out)?, "id")?
-        .iter()
-        .all(|&id| id < 2000));
     assert_eq!(stats["failed_chunks"], 1);
 
     // skip: the chunk is dropped and counted.
@@ -442,12 +440,23 @@ fn version_inspect_and_demo() -> TestResult {
         "{text}"
     );
     assert!(text.contains("    id    Int64 not null\n"), "{text}");
-    let csv = ids_input(dir.path(), "csv", 25_000)?;
-    let text = stdout_of(&sluice().args(["inspect", path_str(&csv)]).output()?);
-    assert!(
-        text.contains("  format:       csv\n") && text.contains("  rows:         25000\n"),
-        "{text}"
-    );
+    for (ext, format) in [("csv", "csv"), ("ndjson", "ndjson"), ("arrow", "ipc")] {
+        let file = ids_input(dir.path(), ext, 25_000)?;
+        let output = sluice().args(["inspect", path_str(&file)]).output()?;
+        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+        let text = stdout_of(&output);
+        assert!(
+            text.contains(&format!("  format:       {format}\n"))
+                && text.contains("  rows:         25000\n")
+                && text.contains("  columns:      3\n"),
+            "{text}"
+        );
+    }
+    // A missing file is bad usage.
+    let output = sluice()
+        .args(["inspect", path_str(&dir.path().join("nowhere.parquet"))])
+        .output()?;
+    one_line_error(&output, 2);
 
     // The demo generates into a temporary folder and removes it.
     let tmp = dir.path().join("tmp");
@@ -471,5 +480,216 @@ fn version_inspect_and_demo() -> TestResult {
         0,
         "the demo left files behind"
     );
+    Ok(())
+}
+
+#[test]
+fn format_flag_reads_each_input_format_whatever_the_file_is_called() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for (format, ext) in [
+        ("csv", "csv"),
+        ("parquet", "parquet"),
+        ("ndjson", "ndjson"),
+        ("ipc", "arrow"),
+    ] {
+        // The same data under a name whose extension says nothing.
+        let named = ids_input(dir.path(), ext, 7_000)?;
+        let data = dir.path().join(format!("{format}.data"));
+        std::fs::rename(&named, &data)?;
+        let out = dir.path().join(format!("out-{format}"));
+        let output = sluice()
+            .args(["run", "--quiet", "--format", format])
+            .args(["--input", path_str(&data), "--output", path_str(&out)])
+            .output()?;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "--format {format}: {}",
+            stderr_of(&output)
+        );
+        let batches = read_output(&out)?;
+        assert_eq!(
+            int_column(&batches, "id")?,
+            (0..7_000).collect::<Vec<_>>(),
+            "--format {format}"
+        );
+        assert_eq!(
+            float_column(&batches, "x")?[6_999],
+            6_999.0 / 4.0,
+            "--format {format}"
+        );
+        // Without the flag the extension names no format: bad usage, no output.
+        let never = dir.path().join(format!("never-{format}"));
+        let output = sluice()
+            .args([
+                "run",
+                "--input",
+                path_str(&data),
+                "--output",
+                path_str(&never),
+            ])
+            .output()?;
+        one_line_error(&output, 2);
+        assert!(!never.exists());
+    }
+    Ok(())
+}
+
+/// Sizes of the chunks an output came from, read off `first = MIN(id) OVER ()`.
+fn chunk_sizes(batches: &[arrow::record_batch::RecordBatch]) -> TestResult<Vec<usize>> {
+    let mut sizes: Vec<(i64, usize)> = Vec::new();
+    for first in int_column(batches, "first")? {
+        match sizes.last_mut() {
+            Some((f, n)) if *f == first => *n += 1,
+            _ => sizes.push((first, 1)),
+        }
+    }
+    Ok(sizes.into_iter().map(|(_, n)| n).collect())
+}
+
+#[test]
+fn chunk_size_is_the_first_chunk_and_fixed_chunks_keeps_it() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let input = ids_input(dir.path(), "csv", 20_000)?;
+    let sql = "SELECT id, MIN(id) OVER () AS first, COUNT(*) OVER () AS n FROM chunk";
+    let run = |name: &str, extra: &[&str]| -> TestResult<(Vec<usize>, Value)> {
+        let out = dir.path().join(format!("out-{name}"));
+        let stats = dir.path().join(format!("stats-{name}.json"));
+        let output = sluice()
+            .args(["run", "--quiet", "--workers", "2", "--chunk-size", "700"])
+            .args(extra)
+            .args(["--stats-json", path_str(&stats)])
+            .args(["--input", path_str(&input), "--output", path_str(&out)])
+            .args(["--sql-text", sql])
+            .output()?;
+        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+        let batches = read_output(&out)?;
+        assert_eq!(int_column(&batches, "id")?, (0..20_000).collect::<Vec<_>>());
+        let sizes = chunk_sizes(&batches)?;
+        // COUNT(*) OVER () saw exactly the rows of its chunk.
+        let n = int_column(&batches, "n")?;
+        let mut row = 0;
+        for &size in &sizes {
+            assert!(n[row..row + size].iter().all(|&c| c == size as i64));
+            row += size;
+        }
+        let stats: Value = serde_json::from_str(&std::fs::read_to_string(&stats)?)?;
+        assert_eq!(stats["total_chunks_processed"], sizes.len());
+        Ok((sizes, stats))
+    };
+
+    // Fixed: every chunk has --chunk-size rows, the last one the rest.
+    let (sizes, stats) = run("fixed", &["--fixed-chunks"])?;
+    let mut want = vec![700; 28];
+    want.push(400);
+    assert_eq!(sizes, want);
+    assert_eq!(stats["current_chunk_size"], 700);
+    assert_eq!(
+        stats["chunk_size_history"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        stats["chunk_size_history"]
+    );
+    // The same run again gives the same chunks.
+    assert_eq!(run("fixed-again", &["--fixed-chunks"])?.0, want);
+
+    // Adaptive: --chunk-size is the first chunk's size, then the sizer grows it (the budget
+    // is nearly empty).
+    let (sizes, stats) = run("adaptive", &[])?;
+    assert_eq!(sizes[0], 700, "{sizes:?}");
+    assert!(sizes.iter().any(|&s| s > 700), "{sizes:?}");
+    assert!(
+        stats["chunk_size_history"]
+            .as_array()
+            .is_some_and(|h| h.len() > 1 && h[0]["rows"] == 700),
+        "{}",
+        stats["chunk_size_history"]
+    );
+    Ok(())
+}
+
+/// Names of the threads of process `pid` (Linux).
+#[cfg(target_os = "linux")]
+fn thread_names(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_string())
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn workers_is_the_number_of_worker_threads() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let input = ids_input(dir.path(), "csv", 300_000)?;
+    for workers in ["1", "3"] {
+        let out = dir.path().join(format!("out-{workers}"));
+        let mut child = spawn(&[
+            "run",
+            "--quiet",
+            "--fixed-chunks",
+            "--chunk-size",
+            "3000",
+            "--workers",
+            workers,
+            "--input",
+            path_str(&input),
+            "--output",
+            path_str(&out),
+            "--sql-text",
+            // Quadratic in the chunk: seconds in all, so the run is caught going.
+            "SELECT a.id, COUNT(*) AS r FROM chunk a JOIN chunk b ON b.x <= a.x GROUP BY a.id",
+        ])?;
+        let pid = child.id();
+        let count = || {
+            thread_names(pid)
+                .iter()
+                .filter(|n| n.starts_with("sluice-worker"))
+                .count()
+        };
+        // The workers are started together, before the first chunk is read.
+        let started = wait_until(std::time::Duration::from_secs(20), || count() > 0);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let seen = count();
+        let still_running = child.try_wait()?.is_none();
+        child.kill()?;
+        child.wait()?;
+        assert!(started && still_running, "the run was not caught running");
+        assert_eq!(seen.to_string(), workers, "{:?}", thread_names(pid));
+    }
+    Ok(())
+}
+
+#[test]
+fn unordered_runs_are_recorded_as_such_and_cannot_be_resumed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let input = ids_input(dir.path(), "csv", 5_000)?;
+    let out = dir.path().join("out");
+    let output = sluice()
+        .args(["run", "--quiet", "--unordered", "--workers", "2"])
+        .args(["--chunk-size", "500", "--rows-per-part", "1000"])
+        .args(["--input", path_str(&input), "--output", path_str(&out)])
+        .output()?;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let mut ids = int_column(&read_output(&out)?, "id")?;
+    ids.sort_unstable();
+    assert_eq!(ids, (0..5_000).collect::<Vec<_>>());
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("_sluice_run.json"))?)?;
+    assert_eq!(record["ordered"], false, "{record}");
+
+    // Made to look interrupted, it is refused: its parts are no prefix of the input.
+    let text =
+        std::fs::read_to_string(out.join("_manifest.json"))?.replace("\"complete\"", "\"stopped\"");
+    std::fs::write(out.join("_manifest.json"), text)?;
+    let output = sluice()
+        .args(["run", "--resume"])
+        .args(["--input", path_str(&input), "--output", path_str(&out)])
+        .output()?;
+    let err = one_line_error(&output, 2);
+    assert!(err.contains("--unordered"), "{err}");
     Ok(())
 }
