@@ -25,6 +25,7 @@ use sluice::BoxError;
 
 use crate::arrow_io::{batch_to_pyarrow, import_batch};
 use crate::errors::ErrorStore;
+use crate::gate::CallGate;
 
 /// Identifies an output batch while it travels through the engine: the address of its
 /// first column (an `Arc` the engine never rebuilds) and its row count.
@@ -69,6 +70,8 @@ pub struct PyFunction {
     errors: Arc<ErrorStore>,
     /// Keep exceptions to raise them in the caller (the `fail` policy).
     keep_errors: bool,
+    /// How many workers may call at once (see `gate.rs`); none: no limit.
+    gate: Option<CallGate>,
 }
 
 impl PyFunction {
@@ -83,15 +86,29 @@ impl PyFunction {
             stash,
             errors,
             keep_errors,
+            gate: None,
         }
     }
 
-    /// Runs the adapter on one chunk (attaching to the interpreter for the call only).
+    pub fn with_gate(mut self, gate: CallGate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Runs the adapter on one chunk (attaching to the interpreter for the call only, and
+    /// waiting, without the GIL, for the gate to let the call in).
     pub fn call(&self, batch: RecordBatch) -> Result<RecordBatch, BoxError> {
-        Python::attach(|py| {
-            self.call_attached(py, batch)
-                .map_err(|err| BoxError::from(self.describe(py, err)))
-        })
+        let rows = batch.num_rows();
+        let call = || {
+            Python::attach(|py| {
+                self.call_attached(py, batch)
+                    .map_err(|err| BoxError::from(self.describe(py, err)))
+            })
+        };
+        match &self.gate {
+            Some(gate) => gate.run(rows, call),
+            None => call(),
+        }
     }
 
     fn call_attached(&self, py: Python<'_>, batch: RecordBatch) -> PyResult<RecordBatch> {

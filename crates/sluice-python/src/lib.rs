@@ -28,6 +28,7 @@ mod arrow_io;
 mod controller;
 mod errors;
 mod function;
+mod gate;
 mod pipeline;
 mod run;
 

@@ -24,6 +24,7 @@ use crate::arrow_io::import_stream;
 use crate::controller::{HookFlags, NativeController, PyHooks};
 use crate::errors::{self, ErrorStore};
 use crate::function::{PyFunction, Stash};
+use crate::gate::CallGate;
 use crate::run::{NativeRun, RunShared};
 
 type ChunkFn = Arc<dyn Fn(RecordBatch) -> Result<RecordBatch, BoxError> + Send + Sync>;
@@ -56,7 +57,9 @@ impl NativePipeline {
                 ))
             }
             (Some(adapter), None) => {
-                let f = PyFunction::new(adapter, stash.clone(), errors.clone(), self.keep_errors);
+                let workers = self.engine.config().effective_workers();
+                let f = PyFunction::new(adapter, stash.clone(), errors.clone(), self.keep_errors)
+                    .with_gate(CallGate::new(workers));
                 Arc::new(move |batch: RecordBatch| f.call(batch))
             }
             (None, Some(sql)) => {
