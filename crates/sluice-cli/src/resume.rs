@@ -225,7 +225,7 @@ pub fn discard_failed(dir: &Path) -> Result<usize, CliError> {
     // The manifest first: were we stopped between the two, it would list no part files
     // rather than list removed ones.
     let text = serde_json::to_string_pretty(&manifest)
-        .map_err(|e| CliError::io("write", &dir.join(MANIFEST_FILE), std::io::Error::other(e)))?;
+        .map_err(|e| CliError::io("write", dir.join(MANIFEST_FILE), std::io::Error::other(e)))?;
     let tmp = dir.join(format!(".{MANIFEST_FILE}.tmp"));
     std::fs::write(&tmp, text).map_err(|e| CliError::io("write", &tmp, e))?;
     let path = dir.join(MANIFEST_FILE);
