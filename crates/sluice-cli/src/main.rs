@@ -22,6 +22,7 @@ use crate::error::{CliError, EXIT_OK};
 use crate::run::Ui;
 
 fn main() -> ExitCode {
+    keep_freed_buffers();
     let cli = Cli::parse();
     let ui = Ui {
         quiet: cli.quiet,
@@ -61,3 +62,20 @@ fn report(error: &CliError, ui: Ui) {
         }
     }
 }
+
+/// glibc hands every freed buffer over 128 KiB back to the kernel, so each chunk's column
+/// buffers came back as fresh zero-filled pages: page faults were a third of the CPU of a
+/// Parquet run with SQL. Buffers up to 32 MiB now stay in the heap, and each arena keeps up
+/// to 16 MiB free, for ~6 MB more peak RSS (measured on 10M rows of Parquet with the seed's
+/// SQL: 1.2 s -> 1.0 s; 2.2 GB of CSV at a 256 MB budget: 288 -> 294 MB peak RSS).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_buffers() {
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_buffers() {}
