@@ -13,6 +13,11 @@ export CARGO_INCREMENTAL=0
 echo "== cargo test (workspace)"
 cargo test --locked --no-fail-fast 2>&1
 
+echo "== unit tests of the Python bindings' Rust side (not a default member: maturin builds it)"
+# Same feature resolution as the workspace (see crates/sluice-python/Cargo.toml), so this
+# reuses the DataFusion build above and compiles only the bindings.
+cargo test --locked -p sluice-python --lib 2>&1
+
 echo "== criterion benches build (not run)"
 if grep -q '\[\[bench\]\]' crates/*/Cargo.toml 2>/dev/null; then
     # The dev profile reuses the test build; a release build here would double CI time.
