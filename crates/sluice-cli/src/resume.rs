@@ -221,15 +221,11 @@ pub fn discard_failed(dir: &Path) -> Result<usize, CliError> {
     }
     let parts = part_files(dir)?;
     manifest.parts.clear();
-    manifest.total_rows = 0;
     // The manifest first: were we stopped between the two, it would list no part files
     // rather than list removed ones.
-    let text = serde_json::to_string_pretty(&manifest)
-        .map_err(|e| CliError::io("write", dir.join(MANIFEST_FILE), std::io::Error::other(e)))?;
-    let tmp = dir.join(format!(".{MANIFEST_FILE}.tmp"));
-    std::fs::write(&tmp, text).map_err(|e| CliError::io("write", &tmp, e))?;
-    let path = dir.join(MANIFEST_FILE);
-    std::fs::rename(&tmp, &path).map_err(|e| CliError::io("write", &path, e))?;
+    manifest
+        .write_to(dir)
+        .map_err(|e| CliError::run("rewriting the manifest of the failed run", e))?;
     for part in &parts {
         std::fs::remove_file(part).map_err(|e| CliError::io("remove", part, e))?;
     }

@@ -143,7 +143,7 @@ fn in_a_pipe_progress_is_a_plain_line_every_few_seconds() -> TestResult {
         path_str(&out),
         // Quadratic in the chunk: about 15 s in all, so lines are due every 5 s.
         "--sql-text",
-        "SELECT a.id, COUNT(*) AS r FROM chunk a JOIN chunk b ON b.x <= a.x GROUP BY a.id",
+        SLOW_SQL,
     ])?;
     let stderr = child.stderr.take().ok_or("no stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();

@@ -641,7 +641,7 @@ fn workers_is_the_number_of_worker_threads() -> TestResult {
             path_str(&out),
             "--sql-text",
             // Quadratic in the chunk: seconds in all, so the run is caught going.
-            "SELECT a.id, COUNT(*) AS r FROM chunk a JOIN chunk b ON b.x <= a.x GROUP BY a.id",
+            SLOW_SQL,
         ])?;
         let pid = child.id();
         let count = || {

@@ -266,3 +266,8 @@ pub fn stdout_of(output: &std::process::Output) -> String {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
+
+/// A per-chunk query quadratic in the chunk's rows: it keeps a run going for seconds, so a
+/// test can watch it midway.
+pub const SLOW_SQL: &str =
+    "SELECT a.id, COUNT(*) AS r FROM chunk a JOIN chunk b ON b.x <= a.x GROUP BY a.id";

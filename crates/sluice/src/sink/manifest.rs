@@ -81,7 +81,8 @@ impl Manifest {
         })
     }
 
-    pub(crate) fn write_to(&self, dir: &Path) -> Result<()> {
+    /// Writes the manifest into `dir` atomically (a temporary file renamed over it).
+    pub fn write_to(&self, dir: &Path) -> Result<()> {
         let mut manifest = self.clone();
         manifest.total_rows = manifest.parts.iter().map(|p| p.rows).sum();
         let text =
