@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -91,6 +91,8 @@ enum Task {
         rows: Range<u64>,
         batch: RecordBatch,
         reservation: Reservation,
+        /// Admitted before any output was weighed: its reservation is a guess.
+        guessed: bool,
     },
 }
 
@@ -106,6 +108,8 @@ pub(crate) struct Shared {
     pub stats: Arc<StatsCollector>,
     pub control: Arc<RunControl>,
     pub function: ChunkFn,
+    /// Chunks admitted on the guess that output weighs what input does, not yet processed.
+    pub guessed_in_flight: AtomicUsize,
 }
 
 /// Handles of a run's threads, joined when the consumer is done.
@@ -261,8 +265,11 @@ impl<'a> Reader<'a> {
             if target.is_some()
                 && (self.chunker.rows() >= rows || (input_drained && self.chunker.rows() > 0))
             {
-                if self.awaiting_first_output() {
-                    // Not backpressure: the first output is on its way and will wake us.
+                if self.awaiting_weighed_outputs() {
+                    // Not backpressure: the guessed chunks are being processed and will wake
+                    // us. No read-ahead either: that memory may be their outputs'.
+                    self.controller().wait_for_change(generation);
+                    continue;
                 } else if self.admit_chunk(rows)? {
                     if let Some(since) = waiting_since.take() {
                         self.controller().record_wait(since.elapsed());
@@ -292,8 +299,13 @@ impl<'a> Reader<'a> {
     /// Until one chunk's output has been weighed, its estimate is a guess (the size of the
     /// input): admit no more chunks than the workers can run, or a function that makes its
     /// output many times its input would overshoot the budget by a whole queue of chunks.
-    fn awaiting_first_output(&self) -> bool {
-        !self.controller().output_measured() && self.controller().queued_chunks() >= self.workers
+    /// Once it is weighed, admit nothing until the chunks let in on the guess are done:
+    /// their outputs will grow into memory the new estimate would otherwise hand out again.
+    fn awaiting_weighed_outputs(&self) -> bool {
+        if self.shared.guessed_in_flight.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.controller().output_measured() || self.controller().queued_chunks() >= self.workers
     }
 
     fn choose_rows(&self) -> usize {
@@ -362,6 +374,10 @@ impl<'a> Reader<'a> {
             Err(e) => return self.fail(e),
         };
         reservation.merge(input_reservation);
+        let guessed = !self.controller().output_measured();
+        if guessed {
+            self.shared.guessed_in_flight.fetch_add(1, Ordering::AcqRel);
+        }
         let n = batch.num_rows() as u64;
         self.controller()
             .observe_input(batch.num_rows(), input_bytes);
@@ -370,6 +386,7 @@ impl<'a> Reader<'a> {
             rows: self.next_row..self.next_row + n,
             batch,
             reservation,
+            guessed,
         };
         self.seq += 1;
         self.next_row += n;
@@ -516,8 +533,14 @@ fn worker_loop(
                 rows,
                 batch,
                 reservation,
+                guessed,
             } => {
                 let outcome = process_chunk(shared, seq, rows, batch, reservation);
+                if guessed {
+                    shared.guessed_in_flight.fetch_sub(1, Ordering::AcqRel);
+                    // The reader may be waiting for the last guessed chunk to be weighed.
+                    shared.controller.notify();
+                }
                 let _ = outcomes.send(outcome);
             }
         }

@@ -172,6 +172,7 @@ impl StreamingDataPipeline {
             stats: self.stats.clone(),
             control,
             function,
+            guessed_in_flight: Default::default(),
         });
         let (outcomes, threads) = engine::start(shared.clone(), source)?;
         Ok(ChunkStream::new(shared, outcomes, threads, sink))
