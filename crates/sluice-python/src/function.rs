@@ -26,6 +26,7 @@ use sluice::BoxError;
 use crate::arrow_io::{batch_to_pyarrow, import_batch};
 use crate::errors::ErrorStore;
 use crate::gate::CallGate;
+use crate::lane::CallerLane;
 
 /// Identifies an output batch while it travels through the engine: the address of its
 /// first column (an `Arc` the engine never rebuilds) and its row count.
@@ -72,6 +73,8 @@ pub struct PyFunction {
     keep_errors: bool,
     /// How many workers may call at once (see `gate.rs`); none: no limit.
     gate: Option<CallGate>,
+    /// Where calls go to the caller's thread once the gate settles on one at a time.
+    lane: Option<Arc<CallerLane>>,
 }
 
 impl PyFunction {
@@ -87,6 +90,7 @@ impl PyFunction {
             errors,
             keep_errors,
             gate: None,
+            lane: None,
         }
     }
 
@@ -95,10 +99,32 @@ impl PyFunction {
         self
     }
 
+    /// Lets calls run on the caller's thread when the gate finds them one-at-a-time work.
+    pub fn with_lane(mut self, lane: Arc<CallerLane>) -> Self {
+        self.lane = Some(lane);
+        self
+    }
+
     /// Runs the adapter on one chunk (attaching to the interpreter for the call only, and
     /// waiting, without the GIL, for the gate to let the call in).
     pub fn call(&self, batch: RecordBatch) -> Result<RecordBatch, BoxError> {
         let rows = batch.num_rows();
+        let batch = match (&self.gate, &self.lane) {
+            (Some(gate), Some(lane)) if gate.one_at_a_time() => {
+                let generation = gate.generation();
+                match lane.call(batch) {
+                    Ok(reply) => {
+                        if let Some(cost) = reply.cost {
+                            gate.record_elsewhere(generation, rows, cost);
+                        }
+                        return reply.result;
+                    }
+                    // No caller waiting: run it here, one at a time.
+                    Err(batch) => batch,
+                }
+            }
+            _ => batch,
+        };
         let call = || {
             Python::attach(|py| {
                 self.call_attached(py, batch)
@@ -109,6 +135,19 @@ impl PyFunction {
             Some(gate) => gate.run(rows, call),
             None => call(),
         }
+    }
+
+    /// Runs the adapter on one chunk on the current thread, which holds the GIL (the
+    /// caller's, serving the lane). A failure is the Python exception itself: the caller
+    /// must see a KeyboardInterrupt raised inside the function; [`Self::chunk_error`] makes
+    /// any other into the engine's error.
+    pub fn call_here(&self, py: Python<'_>, batch: RecordBatch) -> PyResult<RecordBatch> {
+        self.call_attached(py, batch)
+    }
+
+    /// The engine's error for an exception the function raised on a chunk.
+    pub fn chunk_error(&self, py: Python<'_>, err: PyErr) -> BoxError {
+        BoxError::from(self.describe(py, err))
     }
 
     fn call_attached(&self, py: Python<'_>, batch: RecordBatch) -> PyResult<RecordBatch> {

@@ -3,24 +3,24 @@
 //! the seed's pandas function ran 1.5-1.8x slower with 2-4 workers than with one); one that
 //! releases it (I/O, sleeps, numpy on large arrays) gains up to the number of workers.
 //!
-//! The gate starts with every worker and measures a window of calls: the CPU time the calls
-//! used against the window's wall time. Well under one core means the GIL sat free (the
-//! calls wait on something else: keep them side by side); well over one means they ran in
-//! parallel (keep them). About one core is what a GIL-bound function shows, or one that
-//! mixes waiting and Python: only then are a few calls run alone, and the faster way in
-//! rows per second is kept. It measures again every so often, as chunks and data change.
+//! The gate starts with one call at a time (run on the caller's thread when it waits for
+//! results: see `lane.rs`) and times a few calls. Calls that mostly wait (their thread's CPU
+//! well under their wall time) go side by side at once. Otherwise a short window of calls
+//! side by side is timed too, and it is kept only if it moves rows clearly faster: that is
+//! how a function releasing the GIL to compute is told from one holding it. It measures
+//! again every so often, as chunks and data change.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Calls (times the workers) in a measured window of side-by-side calls.
-const WINDOW_CALLS_PER_WORKER: usize = 4;
-/// Calls timed alone when side by side is in doubt.
+/// Calls timed one at a time.
 const ALONE_CALLS: usize = 4;
-/// Cores' worth of CPU under which the GIL was mostly free, and over which calls ran in
-/// parallel: outside this band side by side is kept without trying calls alone.
-const CORES_IN_DOUBT: std::ops::Range<f64> = 0.7..1.3;
-/// Side by side must move rows this much faster than alone to be kept.
+/// Calls (times the workers) in a measured window of side-by-side calls.
+const WINDOW_CALLS_PER_WORKER: usize = 2;
+/// Calls whose thread used less CPU than this share of their wall time mostly wait (sleep,
+/// I/O, a lock): they go side by side without a trial.
+const MOSTLY_WAITING: f64 = 0.5;
+/// Side by side must move rows this much faster than one at a time to be kept.
 const MIN_SPEEDUP: f64 = 1.1;
 /// Calls between two measurements.
 const CALLS_BETWEEN_PROBES: u64 = 400;
@@ -29,8 +29,8 @@ const CALLS_BETWEEN_PROBES: u64 = 400;
 enum Phase {
     /// The very first call pays imports and caches: not measured.
     WarmUp,
-    SideBySide,
     Alone,
+    SideBySide,
     Decided {
         calls: u64,
     },
@@ -48,13 +48,13 @@ struct Window {
 }
 
 impl Window {
-    fn add(&mut self, rows: usize, start: Instant, took: Duration, cpu: f64) {
+    fn add(&mut self, rows: usize, cost: CallCost) {
         self.calls += 1;
         self.rows += rows;
-        self.cpu += cpu;
-        self.wall += took.as_secs_f64();
-        self.first_start = Some(self.first_start.map_or(start, |s| s.min(start)));
-        let end = start + took;
+        self.cpu += cost.cpu;
+        self.wall += cost.took.as_secs_f64();
+        self.first_start = Some(self.first_start.map_or(cost.start, |s| s.min(cost.start)));
+        let end = cost.start + cost.took;
         self.last_end = Some(self.last_end.map_or(end, |e| e.max(end)));
     }
 
@@ -66,14 +66,36 @@ impl Window {
     }
 }
 
+/// What one call cost: when it started, how long it took, its thread's CPU seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct CallCost {
+    pub start: Instant,
+    pub took: Duration,
+    pub cpu: f64,
+}
+
+impl CallCost {
+    /// Runs `call` and measures it on the current thread.
+    pub fn measure<T>(call: impl FnOnce() -> T) -> (T, CallCost) {
+        let (start, cpu_start) = (Instant::now(), thread_cpu_seconds());
+        let result = call();
+        let cost = CallCost {
+            start,
+            took: start.elapsed(),
+            cpu: thread_cpu_seconds() - cpu_start,
+        };
+        (result, cost)
+    }
+}
+
 #[derive(Debug)]
 struct State {
     allowed: usize,
     running: usize,
     phase: Phase,
     window: Window,
-    /// Rows per second side by side, while calls alone are being timed.
-    side_by_side_rate: f64,
+    /// Rows per second one at a time, while calls side by side are being timed.
+    alone_rate: f64,
     /// Counts phase changes: a call is measured only in the phase it started in.
     generation: u64,
 }
@@ -92,7 +114,7 @@ impl CallGate {
         CallGate {
             workers,
             state: Mutex::new(State {
-                allowed: workers,
+                allowed: 1,
                 running: 0,
                 phase: if workers == 1 {
                     Phase::Decided { calls: 0 }
@@ -100,7 +122,7 @@ impl CallGate {
                     Phase::WarmUp
                 },
                 window: Window::default(),
-                side_by_side_rate: 0.0,
+                alone_rate: 0.0,
                 generation: 0,
             }),
             changed: Condvar::new(),
@@ -111,7 +133,18 @@ impl CallGate {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits for a free place, runs `call`, and learns from what it cost.
+    /// True while calls are to run one at a time: the caller's thread may then run them
+    /// (see `lane.rs`).
+    pub fn one_at_a_time(&self) -> bool {
+        self.lock().allowed == 1
+    }
+
+    /// The current phase's number, to hand back with a call run elsewhere.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Waits for a free place, runs `call` on this thread, and learns from what it cost.
     pub fn run<T>(&self, rows: usize, call: impl FnOnce() -> T) -> T {
         let generation = {
             let mut state = self.lock();
@@ -121,11 +154,22 @@ impl CallGate {
             state.running += 1;
             state.generation
         };
-        let (start, cpu_start) = (Instant::now(), thread_cpu_seconds());
-        let result = call();
-        let cpu = thread_cpu_seconds() - cpu_start;
-        self.finished(generation, rows, start, start.elapsed(), cpu);
+        let (result, cost) = CallCost::measure(call);
+        let mut state = self.lock();
+        state.running -= 1;
+        self.learn(&mut state, generation, rows, cost);
+        drop(state);
+        self.changed.notify_all();
         result
+    }
+
+    /// A call run elsewhere than through [`Self::run`] (on the caller's thread), started
+    /// in phase `generation`.
+    pub fn record_elsewhere(&self, generation: u64, rows: usize, cost: CallCost) {
+        let mut state = self.lock();
+        self.learn(&mut state, generation, rows, cost);
+        drop(state);
+        self.changed.notify_all();
     }
 
     /// How many calls may run at once now.
@@ -134,47 +178,49 @@ impl CallGate {
         self.lock().allowed
     }
 
-    fn finished(&self, generation: u64, rows: usize, start: Instant, took: Duration, cpu: f64) {
-        let mut state = self.lock();
-        state.running -= 1;
-        let workers = self.workers;
+    fn learn(&self, state: &mut State, generation: u64, rows: usize, cost: CallCost) {
         if generation != state.generation {
             // Started under the previous phase's limit: not a sample of this one.
-            drop(state);
-            self.changed.notify_all();
             return;
         }
+        let workers = self.workers;
         let phase = state.phase;
         match phase {
-            Phase::WarmUp => state.phase = Phase::SideBySide,
-            Phase::SideBySide => {
-                state.window.add(rows, start, took, cpu);
-                if state.window.calls >= WINDOW_CALLS_PER_WORKER * workers {
+            // Even a first call that mostly waited says enough: a call that waits 200 ms
+            // must not keep three other workers idle for four more calls.
+            Phase::WarmUp if cost.cpu < MOSTLY_WAITING * cost.took.as_secs_f64() => {
+                state.allowed = workers;
+                state.phase = Phase::Decided { calls: 0 };
+            }
+            Phase::WarmUp => state.phase = Phase::Alone,
+            Phase::Alone => {
+                state.window.add(rows, cost);
+                let wall = state.window.wall.max(1e-9);
+                if state.window.cpu < MOSTLY_WAITING * wall {
+                    state.window = Window::default();
+                    state.allowed = workers;
+                    state.phase = Phase::Decided { calls: 0 };
+                } else if state.window.calls >= ALONE_CALLS {
                     let window = std::mem::take(&mut state.window);
-                    let cores = window.cpu / window.span();
-                    if CORES_IN_DOUBT.contains(&cores) {
-                        state.side_by_side_rate = window.rows as f64 / window.span();
-                        state.allowed = 1;
-                        state.phase = Phase::Alone;
-                    } else {
-                        state.phase = Phase::Decided { calls: 0 };
-                    }
+                    state.alone_rate = window.rows as f64 / wall;
+                    state.allowed = workers;
+                    state.phase = Phase::SideBySide;
                 }
             }
-            Phase::Alone => {
-                state.window.add(rows, start, took, cpu);
-                if state.window.calls >= ALONE_CALLS {
+            Phase::SideBySide => {
+                state.window.add(rows, cost);
+                if state.window.calls >= WINDOW_CALLS_PER_WORKER * workers {
                     let window = std::mem::take(&mut state.window);
-                    let alone_rate = window.rows as f64 / window.wall.max(1e-9);
-                    let keep_side_by_side = state.side_by_side_rate >= MIN_SPEEDUP * alone_rate;
-                    state.allowed = if keep_side_by_side { workers } else { 1 };
+                    let side_by_side_rate = window.rows as f64 / window.span();
+                    let keep = side_by_side_rate >= MIN_SPEEDUP * state.alone_rate;
+                    state.allowed = if keep { workers } else { 1 };
                     state.phase = Phase::Decided { calls: 0 };
                 }
             }
             Phase::Decided { calls } => {
                 state.phase = if workers > 1 && calls + 1 >= CALLS_BETWEEN_PROBES {
-                    state.allowed = workers;
-                    Phase::SideBySide
+                    state.allowed = 1;
+                    Phase::Alone
                 } else {
                     Phase::Decided { calls: calls + 1 }
                 };
@@ -183,8 +229,6 @@ impl CallGate {
         if state.phase != phase && !matches!(state.phase, Phase::Decided { .. }) {
             state.generation += 1;
         }
-        drop(state);
-        self.changed.notify_all();
     }
 }
 
@@ -246,6 +290,53 @@ mod tests {
             }
         });
         assert_eq!(gate.allowed(), 1);
+    }
+
+    #[test]
+    fn a_first_call_that_mostly_waits_opens_every_place_at_once() {
+        let gate = drive(3, 1, || std::thread::sleep(Duration::from_millis(20)));
+        assert_eq!(gate.allowed(), 3);
+    }
+
+    /// `calls` back-to-back calls of `ms` milliseconds each from `at`, all on the CPU.
+    fn busy_calls(at: Instant, calls: usize, ms: u64) -> Vec<CallCost> {
+        (0..calls as u32)
+            .map(|i| CallCost {
+                start: at + Duration::from_millis(ms) * i,
+                took: Duration::from_millis(ms),
+                cpu: ms as f64 / 1000.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn calls_run_elsewhere_are_learned_from() {
+        // GIL-bound calls, reported from the caller's thread: one at a time, then a trial
+        // side by side that moves rows no faster, so back to one at a time.
+        let gate = CallGate::new(2);
+        let t0 = Instant::now();
+        for cost in busy_calls(t0, 1 + ALONE_CALLS, 2) {
+            assert!(gate.one_at_a_time());
+            gate.record_elsewhere(gate.generation(), 1000, cost);
+        }
+        assert_eq!(gate.allowed(), 2, "a trial side by side follows");
+        let trial = gate.generation();
+        let later = t0 + Duration::from_secs(1);
+        for cost in busy_calls(later, 2 * WINDOW_CALLS_PER_WORKER, 2) {
+            gate.record_elsewhere(trial, 1000, cost);
+        }
+        assert!(gate.one_at_a_time());
+        // A trial where two calls overlapped fully would have been kept.
+        let gate = CallGate::new(2);
+        for cost in busy_calls(t0, 1 + ALONE_CALLS, 2) {
+            gate.record_elsewhere(gate.generation(), 1000, cost);
+        }
+        let trial = gate.generation();
+        for cost in busy_calls(later, WINDOW_CALLS_PER_WORKER, 2) {
+            gate.record_elsewhere(trial, 1000, cost);
+            gate.record_elsewhere(trial, 1000, cost);
+        }
+        assert_eq!(gate.allowed(), 2);
     }
 
     #[test]

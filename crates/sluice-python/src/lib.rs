@@ -29,6 +29,7 @@ mod controller;
 mod errors;
 mod function;
 mod gate;
+mod lane;
 mod pipeline;
 mod run;
 

@@ -25,6 +25,7 @@ use crate::controller::{HookFlags, NativeController, PyHooks};
 use crate::errors::{self, ErrorStore};
 use crate::function::{PyFunction, Stash};
 use crate::gate::CallGate;
+use crate::lane::CallerLane;
 use crate::run::{NativeRun, RunShared};
 
 type ChunkFn = Arc<dyn Fn(RecordBatch) -> Result<RecordBatch, BoxError> + Send + Sync>;
@@ -50,6 +51,7 @@ impl NativePipeline {
     ) -> PyResult<NativeRun> {
         let errors = Arc::new(ErrorStore::default());
         let stash = Arc::new(Stash::default());
+        let mut lane = None;
         let chunk_fn: ChunkFn = match (function, sql) {
             (Some(_), Some(_)) => {
                 return Err(PyValueError::new_err(
@@ -58,8 +60,12 @@ impl NativePipeline {
             }
             (Some(adapter), None) => {
                 let workers = self.engine.config().effective_workers();
+                let caller_lane = Arc::new(CallerLane::default());
                 let f = PyFunction::new(adapter, stash.clone(), errors.clone(), self.keep_errors)
-                    .with_gate(CallGate::new(workers));
+                    .with_gate(CallGate::new(workers))
+                    .with_lane(caller_lane.clone());
+                let f = Arc::new(f);
+                lane = Some((caller_lane, f.clone()));
                 Arc::new(move |batch: RecordBatch| f.call(batch))
             }
             (None, Some(sql)) => {
@@ -78,7 +84,7 @@ impl NativePipeline {
         let stream = py
             .detach(|| engine.start_boxed(source, chunk_fn, output))
             .map_err(errors::to_py)?;
-        let run = NativeRun::spawn(stream, self.engine.clone(), errors, stash)?;
+        let run = NativeRun::spawn(stream, self.engine.clone(), errors, stash, lane)?;
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         runs.retain(|r| r.strong_count() > 0);
         runs.push(Arc::downgrade(&run.shared()));

@@ -18,13 +18,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use sluice::{ChunkStream, ProcessedChunk, SluiceError as EngineError, StreamingDataPipeline};
 
 use crate::arrow_io::batch_to_pyarrow;
 use crate::errors::{self, ErrorStore};
-use crate::function::Stash;
+use crate::function::{PyFunction, Stash};
+use crate::gate::CallCost;
+use crate::lane::{CallerLane, LaneCall, LaneReply};
 
 /// How long `__next__` waits before it looks at signals again.
 const POLL: Duration = Duration::from_millis(50);
@@ -36,6 +39,12 @@ enum Msg {
     End,
 }
 
+/// What woke `__next__`: the pump's message (or a timeout), or a call to run.
+enum Waited {
+    Msg(Result<Msg, RecvTimeoutError>),
+    Call(Arc<LaneCall>),
+}
+
 /// What the pump, the Python object and the pipeline (for `cleanup`) share.
 pub struct RunShared {
     receiver: Mutex<Option<Receiver<Msg>>>,
@@ -43,6 +52,8 @@ pub struct RunShared {
     cancelled: AtomicBool,
     /// The output folder's manifest (JSON), once the run has ended.
     manifest: Mutex<Option<String>>,
+    /// Closed on disconnect, so workers stop handing calls to a caller that is gone.
+    lane: Option<Arc<CallerLane>>,
 }
 
 impl RunShared {
@@ -60,6 +71,9 @@ impl RunShared {
     /// stops the run's threads).
     pub fn disconnect(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
+        if let Some(lane) = &self.lane {
+            lane.close();
+        }
         self.receiver
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -108,6 +122,8 @@ pub struct NativeRun {
     errors: Arc<ErrorStore>,
     stash: Arc<Stash>,
     engine: Arc<StreamingDataPipeline>,
+    /// Calls of the user's function the workers hand to this thread (see `lane.rs`).
+    lane: Option<(Arc<CallerLane>, Arc<PyFunction>)>,
 }
 
 impl NativeRun {
@@ -117,6 +133,7 @@ impl NativeRun {
         engine: Arc<StreamingDataPipeline>,
         errors: Arc<ErrorStore>,
         stash: Arc<Stash>,
+        lane: Option<(Arc<CallerLane>, Arc<PyFunction>)>,
     ) -> PyResult<Self> {
         let (sender, receiver) = crossbeam_channel::bounded(1);
         let shared = Arc::new(RunShared {
@@ -124,6 +141,7 @@ impl NativeRun {
             pump: Mutex::new(None),
             cancelled: AtomicBool::new(false),
             manifest: Mutex::new(None),
+            lane: lane.as_ref().map(|(lane, _)| lane.clone()),
         });
         let pump_shared = shared.clone();
         let handle = std::thread::Builder::new()
@@ -136,6 +154,7 @@ impl NativeRun {
             errors,
             stash,
             engine,
+            lane,
         })
     }
 
@@ -147,17 +166,36 @@ impl NativeRun {
         self.shared.disconnect();
     }
 
-    /// Waits (GIL released, signals checked every 50 ms) for the next chunk; `None` at the
-    /// end or after a stop.
+    /// Waits (GIL released, signals checked every 50 ms) for the next chunk, running the
+    /// calls the workers hand over meanwhile; `None` at the end or after a stop.
     fn next_chunk(&self, py: Python<'_>) -> PyResult<Option<ProcessedChunk>> {
         let Some(receiver) = self.shared.receiver() else {
             return Ok(None);
         };
+        let _present = self.lane.as_ref().map(|(lane, _)| lane.enter());
         loop {
             if self.shared.cancelled.load(Ordering::SeqCst) {
                 return Ok(None);
             }
-            match py.detach(|| receiver.recv_timeout(POLL)) {
+            let next = py.detach(|| match &self.lane {
+                Some((lane, _)) => crossbeam_channel::select! {
+                    recv(receiver) -> msg => Waited::Msg(msg.map_err(|_| RecvTimeoutError::Disconnected)),
+                    recv(lane.calls()) -> call => match call {
+                        Ok(call) => Waited::Call(call),
+                        Err(_) => Waited::Msg(Err(RecvTimeoutError::Disconnected)),
+                    },
+                    default(POLL) => Waited::Msg(Err(RecvTimeoutError::Timeout)),
+                },
+                None => Waited::Msg(receiver.recv_timeout(POLL)),
+            });
+            let msg = match next {
+                Waited::Msg(msg) => msg,
+                Waited::Call(call) => {
+                    self.serve(py, &call)?;
+                    continue;
+                }
+            };
+            match msg {
                 Ok(Msg::Chunk(Ok(chunk))) => return Ok(Some(chunk)),
                 Ok(Msg::Chunk(Err(err))) => {
                     self.disconnect();
@@ -177,6 +215,33 @@ impl NativeRun {
                 }
             }
         }
+    }
+
+    /// Runs a call a worker handed over. A KeyboardInterrupt raised inside the function
+    /// (signals reach this thread) stops the run like Ctrl-C while waiting does.
+    fn serve(&self, py: Python<'_>, call: &LaneCall) -> PyResult<()> {
+        let (Some((_, function)), Some(batch)) = (&self.lane, call.take()) else {
+            return Ok(());
+        };
+        let (result, cost) = CallCost::measure(|| function.call_here(py, batch));
+        let reply = |result| {
+            call.reply(LaneReply {
+                result,
+                cost: Some(cost),
+            })
+        };
+        match result {
+            Ok(batch) => reply(Ok(batch)),
+            Err(err) if err.is_instance_of::<PyKeyboardInterrupt>(py) => {
+                reply(Err("interrupted by KeyboardInterrupt".into()));
+                self.engine.stop();
+                self.disconnect();
+                let _ = self.shared.wait(py, INTERRUPT_GRACE);
+                return Err(err);
+            }
+            Err(err) => reply(Err(function.chunk_error(py, err))),
+        }
+        Ok(())
     }
 
     fn deliver<'py>(
