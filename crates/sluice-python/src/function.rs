@@ -1,7 +1,8 @@
 //! The user's Python function as the engine's per-chunk function.
 //!
-//! A worker thread attaches to the interpreter only for the call: it hands the chunk to
-//! the Python adapter (`sluice._convert`) as a zero-copy `pyarrow.RecordBatch`; the adapter
+//! A worker thread attaches to the interpreter only for the call (or, once the gate has
+//! found the function GIL-bound, hands the chunk to the caller's thread: `lane.rs`). The
+//! call hands the chunk to the Python adapter (`sluice._convert`) as a zero-copy `pyarrow.RecordBatch`; the adapter
 //! converts it to the chunk format (pandas, Polars, Arrow), calls the user's function,
 //! checks and converts the result, and returns `(original_result_or_None, arrow_result,
 //! held_bytes)`. The Arrow result goes back into the engine (memory accounting, part files);

@@ -9,9 +9,10 @@
 //!       ▲                                                        │ each chunk, on a worker:
 //!       │                                                        ▼ attach, call the Python
 //!  NativeRun.__next__ ◄── bounded channel ◄── pump thread    adapter (or ChunkSql, no GIL)
-//!  (waits with the GIL      (drives the engine's ChunkStream,
-//!   released, checks         writes part files; never holds
-//!   signals every 50 ms)     the GIL)
+//!  (waits with the GIL      (drives the engine's ChunkStream,     │
+//!   released, checks         writes part files; never holds      │ a GIL-bound function:
+//!   signals every 50 ms)     the GIL)                            │ the chunk goes to the
+//!       ▲──────────────────── lane (calls run by the caller) ◄───┘ caller instead
 //! ```
 //!
 //! What it is not: it does no pandas or Polars work itself (that is Python's, in
@@ -20,7 +21,8 @@
 //! the user's function or a custom controller's overrides.
 //!
 //! Files: [`pipeline`] (the engine pipeline object), [`run`] (one run as a Python iterator),
-//! [`function`] (the user's function as an engine `ChunkFn`), [`controller`] (the
+//! [`function`] (the user's function as an engine `ChunkFn`), [`gate`] (how many calls run
+//! at once), [`lane`] (calls handed to the caller's thread), [`controller`] (the
 //! backpressure controller and the hooks that call a Python subclass), [`arrow_io`]
 //! (pyarrow in and out, zero-copy), [`errors`] (engine errors as Python exceptions).
 

@@ -4,7 +4,8 @@
 //! writes part files as it goes. Neither may happen with the GIL held, and a waiting caller
 //! must still see Ctrl-C. So a *pump* thread drives the stream and passes each chunk over a
 //! bounded channel (one chunk ahead); `__next__` waits on that channel with the GIL
-//! released, 50 ms at a time, running Python's signal handlers in between.
+//! released, 50 ms at a time, running Python's signal handlers in between. While it waits
+//! it also runs the calls of the user's function that workers hand over (`lane.rs`).
 //!
 //! Stopping: dropping or closing the iterator disconnects the channel, so the pump drops
 //! the stream, which stops the run's threads and removes temporary files. Ctrl-C stops the
