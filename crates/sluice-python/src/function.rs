@@ -113,7 +113,7 @@ impl PyFunction {
         let batch = match (&self.gate, &self.lane) {
             (Some(gate), Some(lane)) if gate.one_at_a_time() => {
                 let generation = gate.generation();
-                match lane.call(batch) {
+                match lane.call(batch, || gate.one_at_a_time()) {
                     Ok(reply) => {
                         if let Some(cost) = reply.cost {
                             gate.record_elsewhere(generation, rows, cost);

@@ -119,8 +119,13 @@ impl CallerLane {
     /// Worker side: has the caller run the function on `batch`. `Err(batch)` when no caller
     /// is there to do it: none has been waiting in `__next__` for a whole poll interval (a
     /// caller is away for microseconds each time it hands a chunk over; one away longer is
-    /// doing its own work, and the worker should not wait for it).
-    pub fn call(&self, batch: RecordBatch) -> Result<LaneReply, RecordBatch> {
+    /// doing its own work, and the worker should not wait for it), or `still_wanted` turned
+    /// false before the caller took the chunk (the calls may now run side by side).
+    pub fn call(
+        &self,
+        batch: RecordBatch,
+        still_wanted: impl Fn() -> bool,
+    ) -> Result<LaneReply, RecordBatch> {
         if self.is_closed() {
             return Ok(LaneReply::not_run(STOPPED));
         }
@@ -140,7 +145,8 @@ impl CallerLane {
                     let now = self.visits.load(Ordering::Acquire);
                     let came_back = now != visits;
                     visits = now;
-                    if closed || (!self.caller_present() && !came_back) {
+                    let away = !self.caller_present() && !came_back;
+                    if closed || away || !still_wanted() {
                         if let Some(batch) = call.take() {
                             return if closed {
                                 Ok(LaneReply::not_run(STOPPED))
