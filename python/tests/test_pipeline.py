@@ -341,22 +341,6 @@ def _wait_idle(pipeline, limit=5.0):
     assert pipeline.get_performance_stats()["active_runs"] == 0
 
 
-def test_ctrl_c_stops_the_run_promptly():
-    df = pd.DataFrame({"x": np.arange(100_000)})
-    pipeline = StreamingDataPipeline(chunk_size=1_000, adaptive_batching=False, num_workers=2)
-    threading.Timer(0.3, _thread.interrupt_main).start()
-    start = time.perf_counter()
-    seen = 0
-    with pytest.raises(KeyboardInterrupt):
-        for chunk in pipeline.process_dataframe_stream(df, slow_chunk):
-            seen += len(chunk)
-    assert time.perf_counter() - start < 2.0
-    assert seen < 100_000
-    _wait_idle(pipeline)
-    # The pipeline still works afterwards.
-    assert sum(map(len, pipeline.process_dataframe_stream(df.iloc[:3_000], lambda c: c))) == 3_000
-
-
 def busy_chunk(chunk):
     """Holds the GIL for ~5 ms, like pure-Python work."""
     deadline = time.perf_counter() + 0.005
@@ -365,22 +349,32 @@ def busy_chunk(chunk):
     return chunk
 
 
-def test_ctrl_c_stops_a_gil_bound_function_run_on_the_callers_thread():
-    # A GIL-bound function runs on the caller's thread, where Ctrl-C lands inside it: the
-    # run must stop with KeyboardInterrupt, not count it as a failed chunk and go on.
+@pytest.mark.parametrize(
+    "function, workers, on_error",
+    [
+        # Waiting in __next__ when Ctrl-C comes.
+        (slow_chunk, 2, "fail"),
+        # A GIL-bound function runs on the caller's thread, where Ctrl-C lands inside it:
+        # the run must stop, not count a failed chunk (skipped) and go on.
+        (busy_chunk, 1, "skip"),
+    ],
+    ids=["waiting", "inside-the-function"],
+)
+def test_ctrl_c_stops_the_run_promptly(function, workers, on_error):
     df = pd.DataFrame({"x": np.arange(200_000)})
     pipeline = StreamingDataPipeline(
-        chunk_size=1_000, adaptive_batching=False, num_workers=1, on_error="skip"
+        chunk_size=1_000, adaptive_batching=False, num_workers=workers, on_error=on_error
     )
     threading.Timer(0.3, _thread.interrupt_main).start()
     start = time.perf_counter()
     seen = 0
     with pytest.raises(KeyboardInterrupt):
-        for chunk in pipeline.process_dataframe_stream(df, busy_chunk):
+        for chunk in pipeline.process_dataframe_stream(df, function):
             seen += len(chunk)
     assert time.perf_counter() - start < 2.0
     assert seen < 200_000
     _wait_idle(pipeline)
+    # The pipeline still works afterwards.
     assert sum(map(len, pipeline.process_dataframe_stream(df.iloc[:3_000], lambda c: c))) == 3_000
 
 
