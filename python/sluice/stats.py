@@ -44,6 +44,7 @@ class StreamingStats:
     backpressure_wait_seconds: float = 0.0
     budget_overshoots: int = 0
     input_bytes_read: int = 0
+    input_bytes_processed: int = 0
     runs: int = 0
     chunk_size_history: List[Tuple[int, int]] = field(default_factory=list)
     """``(first chunk number, rows)`` for every change of the chunk size."""
@@ -86,6 +87,7 @@ class StreamingStats:
             out.backpressure_wait_seconds += p.backpressure_wait_seconds
             out.budget_overshoots += p.budget_overshoots
             out.input_bytes_read += p.input_bytes_read
+            out.input_bytes_processed += p.input_bytes_processed
             out.runs += p.runs
         out.total_processing_time = sum(p.total_processing_time for p in parts)
         out.memory_peak_mb = max(p.memory_peak_mb for p in parts)

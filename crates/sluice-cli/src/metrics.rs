@@ -136,6 +136,12 @@ pub fn render(stats: &StreamingStats) -> Result<String, std::fmt::Error> {
     );
     counter(
         &mut registry,
+        "input_bytes_processed",
+        "Raw input bytes whose rows went through the transform",
+        s.input_bytes_processed,
+    );
+    counter(
+        &mut registry,
         "backpressure_events",
         "Times the reader waited for memory or a queue slot",
         s.backpressure_events,

@@ -124,9 +124,11 @@ impl Reporter {
     }
 
     fn update(&mut self, stats: &StreamingStats) {
-        let read = match self.total_bytes {
-            Some(total) => stats.input_bytes_read.min(total),
-            None => stats.input_bytes_read,
+        // Progress and its ETA count what went through the transform, not what was read:
+        // the reader runs ahead by up to the read-ahead share of the budget.
+        let done = match self.total_bytes {
+            Some(total) => stats.input_bytes_processed.min(total),
+            None => stats.input_bytes_processed,
         };
         let detail = format!(
             "{} rows, {:.0} rows/s, chunk {} rows, memory {:.1} of {:.0} MiB, {} backpressure events",
@@ -139,19 +141,19 @@ impl Reporter {
         );
         match &self.bar {
             Some(bar) => {
-                bar.set_position(read);
+                bar.set_position(done);
                 bar.set_message(detail);
             }
-            None => eprintln!("progress: {}, {detail}", self.read_line(read)),
+            None => eprintln!("progress: {}, {detail}", self.done_line(done)),
         }
     }
 
-    /// "12.0 MiB of 40.0 MiB read (30%), ETA 14s" for the plain lines.
-    fn read_line(&self, read: u64) -> String {
+    /// "12.0 MiB of 40.0 MiB processed (30%), ETA 14s" for the plain lines.
+    fn done_line(&self, done: u64) -> String {
         let Some(total) = self.total_bytes.filter(|&t| t > 0) else {
-            return format!("{} read", human_bytes(read));
+            return format!("{} processed", human_bytes(done));
         };
-        let fraction = read as f64 / total as f64;
+        let fraction = done as f64 / total as f64;
         let eta = if fraction > 0.0 {
             let elapsed = self.started.elapsed().as_secs_f64();
             format!("{:.0}s", elapsed * (1.0 - fraction) / fraction)
@@ -159,8 +161,8 @@ impl Reporter {
             "unknown".into()
         };
         format!(
-            "{} of {} read ({:.0}%), ETA {eta}",
-            human_bytes(read),
+            "{} of {} processed ({:.0}%), ETA {eta}",
+            human_bytes(done),
             human_bytes(total),
             fraction * 100.0
         )

@@ -172,10 +172,10 @@ fn in_a_pipe_progress_is_a_plain_line_every_few_seconds() -> TestResult {
         elapsed >= Duration::from_secs(4),
         "a line after {elapsed:?}"
     );
-    // Bytes read of the total, an ETA, rows, rows/s, chunk size, memory, backpressure.
+    // Bytes processed of the total, an ETA, rows, rows/s, chunk size, memory, backpressure.
     assert!((1 << 20..1 << 30).contains(&input_bytes));
     let total = format!(
-        " of {:.1} MiB read (",
+        " of {:.1} MiB processed (",
         input_bytes as f64 / (1 << 20) as f64
     );
     for needle in [

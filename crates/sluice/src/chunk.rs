@@ -55,6 +55,8 @@ struct Piece {
     /// Held for decoded input; `None` for borrowed data (in-memory sources).
     reservation: Option<Reservation>,
     bytes_per_row: f64,
+    /// Bytes of the source (file bytes) each row stands for: what progress counts.
+    source_bytes_per_row: f64,
 }
 
 /// In-order decoded input waiting to be cut into chunks.
@@ -85,8 +87,16 @@ impl Chunker {
             .sum()
     }
 
-    /// Adds decoded batches; `reservation` covers all of them (split by their weight).
-    pub fn push(&mut self, batches: Vec<RecordBatch>, mut reservation: Option<Reservation>) {
+    /// Adds decoded batches; `reservation` covers all of them (split by their weight), and
+    /// they were decoded from `source_bytes` bytes of the source.
+    pub fn push(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        mut reservation: Option<Reservation>,
+        source_bytes: u64,
+    ) {
+        let all_rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let source_bytes_per_row = source_bytes as f64 / all_rows.max(1) as f64;
         let weights: Vec<u64> = batches.iter().map(batch_memory).collect();
         let total: u64 = weights.iter().sum();
         let reserved = reservation.as_ref().map_or(0, |r| r.bytes());
@@ -107,6 +117,7 @@ impl Chunker {
             self.rows += batch.num_rows();
             self.pieces.push_back(Piece {
                 bytes_per_row: weight as f64 / batch.num_rows() as f64,
+                source_bytes_per_row,
                 batch,
                 reservation: piece_reservation,
             });
@@ -133,9 +144,10 @@ impl Chunker {
     }
 
     /// Cuts the next chunk of up to `rows` rows; its input reservations are merged into
-    /// `into`.
-    pub fn take(&mut self, rows: usize, into: &mut Reservation) -> Result<RecordBatch> {
+    /// `into`. Also gives the source bytes the chunk's rows were decoded from.
+    pub fn take(&mut self, rows: usize, into: &mut Reservation) -> Result<(RecordBatch, f64)> {
         let mut parts = Vec::new();
+        let mut source_bytes = 0.0;
         let mut left = rows.min(self.rows);
         while left > 0 {
             let Some(front) = self.pieces.front_mut() else {
@@ -149,6 +161,7 @@ impl Chunker {
                 }
                 left -= n;
                 self.rows -= n;
+                source_bytes += n as f64 * piece.source_bytes_per_row;
                 parts.push(piece.batch);
             } else {
                 parts.push(front.batch.slice(0, left));
@@ -158,14 +171,16 @@ impl Chunker {
                     into.merge(r.split(share));
                 }
                 self.rows -= left;
+                source_bytes += left as f64 * front.source_bytes_per_row;
                 left = 0;
             }
         }
-        match parts.len() {
-            0 => Ok(RecordBatch::new_empty(self.schema.clone())),
-            1 => Ok(parts.pop().expect("one part")),
+        let batch = match parts.len() {
+            0 => RecordBatch::new_empty(self.schema.clone()),
+            1 => parts.pop().expect("one part"),
             _ => concat_batches(&self.schema, &parts)
-                .map_err(|e| SluiceError::arrow("joining decoded batches into a chunk", e)),
-        }
+                .map_err(|e| SluiceError::arrow("joining decoded batches into a chunk", e))?,
+        };
+        Ok((batch, source_bytes))
     }
 }

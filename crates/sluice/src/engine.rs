@@ -85,6 +85,7 @@ enum Task {
         index: u64,
         decode: DecodeFn,
         reservation: Reservation,
+        source_bytes: u64,
     },
     Process {
         seq: u64,
@@ -93,6 +94,8 @@ enum Task {
         reservation: Reservation,
         /// Admitted before any output was weighed: its reservation is a guess.
         guessed: bool,
+        /// Bytes of the source its rows were decoded from (for progress).
+        source_bytes: f64,
     },
 }
 
@@ -100,6 +103,8 @@ struct Decoded {
     index: u64,
     result: Result<Vec<RecordBatch>>,
     reservation: Reservation,
+    /// Bytes of the source this part was decoded from.
+    source_bytes: u64,
 }
 
 pub(crate) struct Shared {
@@ -339,7 +344,10 @@ impl<'a> Reader<'a> {
         while let Some(decoded) = self.pending.remove(&self.next_to_chunk) {
             self.next_to_chunk += 1;
             match decoded.result {
-                Ok(batches) => self.chunker.push(batches, Some(decoded.reservation)),
+                Ok(batches) => {
+                    self.chunker
+                        .push(batches, Some(decoded.reservation), decoded.source_bytes)
+                }
                 Err(e) => return self.fail(e),
             }
         }
@@ -369,7 +377,7 @@ impl<'a> Reader<'a> {
             return Ok(false);
         };
         let mut input_reservation = reservation.split(0);
-        let batch = match self.chunker.take(rows, &mut input_reservation) {
+        let (batch, source_bytes) = match self.chunker.take(rows, &mut input_reservation) {
             Ok(b) => b,
             Err(e) => return self.fail(e),
         };
@@ -387,6 +395,7 @@ impl<'a> Reader<'a> {
             batch,
             reservation,
             guessed,
+            source_bytes,
         };
         self.seq += 1;
         self.next_row += n;
@@ -470,6 +479,7 @@ impl<'a> Reader<'a> {
                         index,
                         result: Ok(vec![batch]),
                         reservation: self.controller().reserve_unchecked(0, false),
+                        source_bytes: raw_bytes,
                     },
                 );
             }
@@ -485,6 +495,7 @@ impl<'a> Reader<'a> {
                     index,
                     decode,
                     reservation,
+                    source_bytes: raw_bytes,
                 };
                 if self.tasks.send(task).is_err() {
                     self.shared.control.stop();
@@ -511,6 +522,7 @@ fn worker_loop(
                 index,
                 decode,
                 mut reservation,
+                source_bytes,
             } => {
                 let result = catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
                     Err(SluiceError::Source {
@@ -525,6 +537,7 @@ fn worker_loop(
                     index,
                     result,
                     reservation,
+                    source_bytes,
                 });
                 shared.controller.notify();
             }
@@ -534,8 +547,10 @@ fn worker_loop(
                 batch,
                 reservation,
                 guessed,
+                source_bytes,
             } => {
                 let outcome = process_chunk(shared, seq, rows, batch, reservation);
+                shared.stats.source_bytes_processed(source_bytes);
                 if guessed {
                     shared.guessed_in_flight.fetch_sub(1, Ordering::AcqRel);
                     // The reader may be waiting for the last guessed chunk to be weighed.

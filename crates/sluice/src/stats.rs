@@ -46,7 +46,11 @@ pub struct StreamingStats {
     pub backpressure_wait_seconds: f64,
     /// Admissions past the budget because nothing else could free memory.
     pub budget_overshoots: u64,
+    /// Bytes of the source read (ahead of processing, within the budget).
     pub input_bytes_read: u64,
+    /// Bytes of the source whose rows have been through the function: what progress and
+    /// its ETA count.
+    pub input_bytes_processed: u64,
     pub runs: u64,
     pub chunk_size_history: Vec<ChunkSizeChange>,
 }
@@ -64,6 +68,9 @@ struct Inner {
     errors: u64,
     passed_through: u64,
     input_bytes: u64,
+    /// Source bytes whose rows went through the function (fractions: a chunk may cut a
+    /// part's rows anywhere).
+    input_bytes_processed: f64,
     finished_time: Duration,
     run_started: Option<Instant>,
     runs: u64,
@@ -82,6 +89,7 @@ impl StatsCollector {
                 errors: 0,
                 passed_through: 0,
                 input_bytes: 0,
+                input_bytes_processed: 0.0,
                 finished_time: Duration::ZERO,
                 run_started: None,
                 runs: 0,
@@ -138,6 +146,10 @@ impl StatsCollector {
         self.lock().input_bytes += bytes;
     }
 
+    pub fn source_bytes_processed(&self, bytes: f64) {
+        self.lock().input_bytes_processed += bytes;
+    }
+
     pub fn snapshot(&self, controller: &crate::BackpressureController) -> StreamingStats {
         let live_peak = crate::rss::peak_bytes();
         let s = self.lock();
@@ -185,6 +197,7 @@ impl StatsCollector {
             backpressure_wait_seconds: controller.backpressure_wait().as_secs_f64(),
             budget_overshoots: controller.overshoot_events(),
             input_bytes_read: s.input_bytes,
+            input_bytes_processed: (s.input_bytes_processed.round() as u64).min(s.input_bytes),
             runs: s.runs,
             chunk_size_history: controller.chunk_size_history(),
         }

@@ -119,14 +119,45 @@ fn a_slow_consumer_of_a_csv_file_keeps_read_ahead_inside_the_budget() {
     )
     .expect("open");
     let mut ids = Vec::new();
+    // (bytes read, bytes processed) after each chunk: what a progress bar would show.
+    let mut progress = Vec::new();
     for chunk in pipeline
         .process(source, |b: RecordBatch| Ok::<_, SluiceError>(b))
         .expect("started")
     {
         ids.extend(ids_of(&chunk.expect("ok").batch));
+        let stats = pipeline.stats();
+        progress.push((stats.input_bytes_read, stats.input_bytes_processed));
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(ids, (0..100_000).collect::<Vec<_>>());
+    // Progress counts the bytes whose rows went through the function: never more than was
+    // read, behind it while the reader runs ahead, and all of the file at the end.
+    let file_bytes = std::fs::metadata(&path).expect("size").len();
+    assert!(
+        progress.iter().all(|(read, done)| done <= read),
+        "{progress:?}"
+    );
+    assert!(
+        progress.windows(2).all(|w| w[0].1 <= w[1].1),
+        "{progress:?}"
+    );
+    assert!(
+        progress.iter().any(|(read, done)| done < read),
+        "the reader never ran ahead: {progress:?}"
+    );
+    let (first_read, first_done) = progress[0];
+    assert!(
+        first_done < file_bytes / 2,
+        "half the file counted as done at the first chunk: {first_done} of {file_bytes} (read {first_read})"
+    );
+    let end = pipeline.stats();
+    assert_eq!(end.input_bytes_read, file_bytes);
+    assert!(
+        end.input_bytes_processed.abs_diff(file_bytes) <= 100,
+        "{} of {file_bytes}",
+        end.input_bytes_processed
+    );
     assert!(
         pipeline.controller().peak_bytes() <= budget,
         "peak {}",
