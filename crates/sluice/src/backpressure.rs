@@ -215,6 +215,12 @@ impl BackpressureController {
         }
     }
 
+    /// A run starts: the ratio of output to input learned from the last run's function
+    /// may not hold for this one, so admission waits for this run's first output again.
+    pub(crate) fn forget_output_measure(&self) {
+        self.sizer().forget_output_measure()
+    }
+
     /// Whether a chunk's output has been weighed yet.
     pub(crate) fn output_measured(&self) -> bool {
         self.sizer().output_measured()

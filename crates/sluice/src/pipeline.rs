@@ -166,6 +166,7 @@ impl StreamingDataPipeline {
         let control = Arc::new(RunControl::default());
         self.register(&control);
         self.stats.run_started();
+        self.controller.forget_output_measure();
         let shared = Arc::new(Shared {
             config: self.config.clone(),
             controller: self.controller.clone(),

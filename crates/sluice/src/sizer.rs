@@ -108,6 +108,11 @@ impl BatchSizer {
         self.output_measured
     }
 
+    /// A new run (perhaps of another function): its first output is measured afresh.
+    pub fn forget_output_measure(&mut self) {
+        self.output_measured = false;
+    }
+
     /// Learns how much larger (or smaller) the function makes a chunk.
     pub fn observe_output(&mut self, input_bytes: u64, output_bytes: u64) {
         if input_bytes == 0 {

@@ -53,46 +53,68 @@ fn a_slow_consumer_never_pushes_tracked_bytes_over_the_budget() {
 }
 
 /// A function whose output weighs many times its input: until the first output is
-/// weighed, the engine must not fill its queue on the guess that output = input.
+/// weighed, the engine must not fill its queue on the guess that output = input; nor, in a
+/// second run, on what the first run's function made of its input.
 #[test]
 fn a_function_that_multiplies_its_input_stays_inside_the_budget_from_the_first_chunk() {
-    let budget: u64 = 4 * 1024 * 1024;
-    let pipeline = StreamingDataPipeline::builder()
-        .chunk_size(1000)
-        .adaptive_batching(false)
-        .num_workers(2)
-        .max_memory_bytes(budget)
-        .build()
-        .expect("valid");
-    let ids: Vec<i64> = (0..100_000).collect();
-    let input_schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-    let input = RecordBatch::try_new(
-        input_schema.clone(),
-        vec![Arc::new(Int64Array::from(ids)) as ArrayRef],
-    )
-    .expect("batch");
-    let source = MemorySource::try_new(input_schema, vec![input]).expect("source");
-    // 40 float columns from one int column: the output is 40x the input (320 KB a chunk).
-    let widen = |b: RecordBatch| {
-        let column: ArrayRef = Arc::new(Float64Array::from(vec![1.0; b.num_rows()]));
-        let fields: Vec<Field> = (0..40)
-            .map(|i| Field::new(format!("f{i}"), DataType::Float64, false))
-            .collect();
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), vec![column; 40])
-    };
-    let mut rows = 0;
-    for chunk in pipeline.process(source, widen).expect("started") {
-        rows += chunk.expect("ok").batch.num_rows();
-        std::thread::sleep(Duration::from_millis(2));
+    for after_a_run_of_another_function in [false, true] {
+        let budget: u64 = 4 * 1024 * 1024;
+        let pipeline = StreamingDataPipeline::builder()
+            .chunk_size(1000)
+            .adaptive_batching(false)
+            .num_workers(2)
+            .max_memory_bytes(budget)
+            .build()
+            .expect("valid");
+        let ids: Vec<i64> = (0..100_000).collect();
+        let input_schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let input = RecordBatch::try_new(
+            input_schema.clone(),
+            vec![Arc::new(Int64Array::from(ids)) as ArrayRef],
+        )
+        .expect("batch");
+        if after_a_run_of_another_function {
+            let source =
+                MemorySource::try_new(input_schema.clone(), vec![input.clone()]).expect("source");
+            let identity = |b: RecordBatch| Ok::<_, SluiceError>(b);
+            let rows: usize = pipeline
+                .process(source, identity)
+                .expect("started")
+                .map(|c| c.expect("ok").batch.num_rows())
+                .sum();
+            assert_eq!(rows, 100_000);
+        }
+        let source = MemorySource::try_new(input_schema, vec![input]).expect("source");
+        // 40 float columns from one int column: the output is 40x the input (320 KB a chunk).
+        let widen = |b: RecordBatch| {
+            let column: ArrayRef = Arc::new(Float64Array::from(vec![1.0; b.num_rows()]));
+            let fields: Vec<Field> = (0..40)
+                .map(|i| Field::new(format!("f{i}"), DataType::Float64, false))
+                .collect();
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), vec![column; 40])
+        };
+        let mut rows = 0;
+        for chunk in pipeline.process(source, widen).expect("started") {
+            rows += chunk.expect("ok").batch.num_rows();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(rows, 100_000);
+        let peak = pipeline.controller().peak_bytes();
+        let tracked_budget = pipeline.controller().budget_bytes();
+        assert!(
+            peak >= 320_000,
+            "the outputs were not accounted: peak {peak}"
+        );
+        assert!(
+            peak <= tracked_budget,
+            "peak {peak} > budget {tracked_budget}"
+        );
+        assert_eq!(
+            pipeline.stats().budget_overshoots,
+            0,
+            "after a run of another function: {after_a_run_of_another_function}"
+        );
     }
-    assert_eq!(rows, 100_000);
-    let peak = pipeline.controller().peak_bytes();
-    assert!(
-        peak >= 320_000,
-        "the outputs were not accounted: peak {peak}"
-    );
-    assert!(peak <= budget, "peak {peak} > budget {budget}");
-    assert_eq!(pipeline.stats().budget_overshoots, 0);
 }
 
 #[test]
