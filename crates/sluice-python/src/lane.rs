@@ -24,8 +24,6 @@ use crate::gate::CallCost;
 /// How often a worker whose chunk waits in the lane looks whether the caller is still there.
 const PRESENCE_POLL: Duration = Duration::from_millis(1);
 
-const STOPPED: &str = "the run's consumer stopped before this chunk was processed";
-
 pub type CallResult = Result<RecordBatch, BoxError>;
 
 /// A call's result, and what it cost on the caller's thread (none if it never ran).
@@ -70,7 +68,8 @@ pub struct CallerLane {
     /// Counts the caller's entries into `__next__`: a caller that left and came back
     /// between two looks of a worker was only handing a chunk over.
     visits: AtomicU64,
-    /// Set when the run's consumer is gone: no call is worth making any more.
+    /// Set when the run's consumer is gone: workers call the function themselves, as they
+    /// would without the lane (the run is being stopped; in-flight chunks finish as usual).
     closed: AtomicBool,
     sender: Sender<Arc<LaneCall>>,
     receiver: Receiver<Arc<LaneCall>>,
@@ -95,7 +94,7 @@ impl CallerLane {
     }
 
     /// The run's consumer is gone (end, error, interrupt, closed iterator): workers stop
-    /// waiting for the caller.
+    /// waiting for it.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
     }
@@ -127,7 +126,7 @@ impl CallerLane {
         still_wanted: impl Fn() -> bool,
     ) -> Result<LaneReply, RecordBatch> {
         if self.is_closed() {
-            return Ok(LaneReply::not_run(STOPPED));
+            return Err(batch);
         }
         let mut visits = self.visits.load(Ordering::Acquire);
         let (reply, result) = crossbeam_channel::bounded(1);
@@ -148,11 +147,7 @@ impl CallerLane {
                     let away = !self.caller_present() && !came_back;
                     if closed || away || !still_wanted() {
                         if let Some(batch) = call.take() {
-                            return if closed {
-                                Ok(LaneReply::not_run(STOPPED))
-                            } else {
-                                Err(batch)
-                            };
+                            return Err(batch);
                         }
                         // The caller took it before leaving: its reply is on the way.
                     }
