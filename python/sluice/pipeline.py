@@ -2,7 +2,8 @@
 
 The engine (``sluice._native``) cuts the data into chunks, admits each against the memory
 budget (backpressure), resizes chunks (adaptive batching), runs the processing function on
-a pool of threads and hands the results back in input order, optionally also writing them
+its worker threads (or, when the function holds the GIL, one call at a time on the thread
+iterating the results) and hands the results back in input order, optionally also writing them
 as part files with a ``_manifest.json``. Python code runs only for the user's function and
 the pandas/Polars conversions; reading, decoding, per-chunk SQL, writing and waiting all
 run in Rust with the GIL released.
