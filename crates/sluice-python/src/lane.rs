@@ -21,8 +21,11 @@ use sluice::BoxError;
 
 use crate::gate::CallCost;
 
-/// How often a worker whose chunk waits in the lane looks whether the caller is still there.
-const PRESENCE_POLL: Duration = Duration::from_millis(1);
+/// How often a worker whose chunk waits in the lane looks whether the caller is still
+/// there: rarely while it is (each look wakes a thread: at 1 ms, the looks of two workers
+/// cost a tenth of a core), often once it is away (to take the chunk back soon).
+const POLL_WHILE_PRESENT: Duration = Duration::from_millis(10);
+const POLL_WHILE_AWAY: Duration = Duration::from_millis(1);
 
 pub type CallResult = Result<RecordBatch, BoxError>;
 
@@ -128,7 +131,9 @@ impl CallerLane {
         if self.is_closed() {
             return Err(batch);
         }
+        // What the last look saw: the caller's entries so far, and whether it was away.
         let mut visits = self.visits.load(Ordering::Acquire);
+        let mut was_away = !self.caller_present();
         let (reply, result) = crossbeam_channel::bounded(1);
         let call = Arc::new(LaneCall {
             batch: Mutex::new(Some(batch)),
@@ -137,14 +142,22 @@ impl CallerLane {
         // Never fails: the lane holds its own receiver.
         let _ = self.sender.send(call.clone());
         loop {
-            match result.recv_timeout(PRESENCE_POLL) {
+            let poll = if was_away {
+                POLL_WHILE_AWAY
+            } else {
+                POLL_WHILE_PRESENT
+            };
+            match result.recv_timeout(poll) {
                 Ok(result) => return Ok(result),
                 Err(RecvTimeoutError::Timeout) => {
                     let closed = self.is_closed();
                     let now = self.visits.load(Ordering::Acquire);
                     let came_back = now != visits;
                     visits = now;
-                    let away = !self.caller_present() && !came_back;
+                    let away_now = !self.caller_present();
+                    // Away at two looks in a row, without coming back in between.
+                    let away = away_now && was_away && !came_back;
+                    was_away = away_now;
                     if closed || away || !still_wanted() {
                         if let Some(batch) = call.take() {
                             return Err(batch);
