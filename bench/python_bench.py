@@ -21,7 +21,7 @@ The seed's `time.sleep(0.01)` per chunk is left out by default (it would only me
 sleep: with it, sluice's 4 workers sleep in parallel and win by ~4x); `--with-sleep`
 keeps it. Results: a Markdown table on stdout and in bench/PYTHON_RESULTS.md.
 
-    python bench/python_bench.py                 # 1M rows, 5 runs each, median
+    python bench/python_bench.py                 # 1M rows, 5 rounds of every variant, medians
     python bench/python_bench.py --rows 200000 --runs 1 --no-write
     python bench/python_bench.py --profile       # where the Python-fn path spends its time
 """
@@ -116,16 +116,6 @@ def check(name, reference, got, exact):
             )
 
 
-def timed(fn, runs):
-    times, result = [], None
-    for _ in range(runs):
-        result = None
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return times, result
-
-
 def profile(df):
     """Where the Python-function path's time goes: the user function itself vs the rest."""
     from sluice import StreamingDataPipeline
@@ -183,35 +173,47 @@ def main(argv=None):
         ("sluice, sql= (4 workers, fixed chunks) -> pandas", lambda: sluice_sql(df), False),
         ("sluice, sql= (4 workers, fixed chunks) -> Arrow", lambda: sluice_sql(df, "arrow"), False),
     ]
-    rows = []
+    # Rounds: each runs every variant once, in turn, so a slow spell of this shared machine
+    # falls on all of them rather than on whichever variant it came in.
+    times = {name: [] for name, _, _ in variants}
     reference = None
-    for name, fn, exact in variants:
-        times, result = timed(fn, args.runs)
-        if reference is None:
-            reference = result
-        else:
-            check(name, reference, result, exact)
-        result = None
-        median = statistics.median(times)
-        rows.append((name, median, min(times), max(times)))
-        print(f"{name}: median {median:.3f}s (min {min(times):.3f}, max {max(times):.3f})", file=sys.stderr)
+    for _ in range(args.runs):
+        for name, fn, exact in variants:
+            start = time.perf_counter()
+            result = fn()
+            times[name].append(time.perf_counter() - start)
+            if reference is None:
+                reference = result
+            elif result is not reference:
+                check(name, reference, result, exact)
+            result = None
+    base_times = times[variants[0][0]]
+    rows = []
+    for name, _, _ in variants:
+        t = times[name]
+        median = statistics.median(t)
+        paired = statistics.median(a / b for a, b in zip(t, base_times))
+        rows.append((name, median, min(t), max(t), paired))
+        print(f"{name}: median {median:.3f}s (min {min(t):.3f}, max {max(t):.3f})", file=sys.stderr)
 
     base = rows[0][1]
     lines = [
         f"Seed's basic workload, {args.rows:,} rows, chunks of {CHUNK} rows, "
-        f"{'with' if SLEEP else 'without'} the seed's 10 ms sleep per chunk; median of {args.runs} runs "
+        f"{'with' if SLEEP else 'without'} the seed's 10 ms sleep per chunk; median of {args.runs} rounds, "
+        f"each running every variant once in turn "
         f"(every output checked against the plain loop). "
         f"Python {platform.python_version()}, pandas {pd.__version__}, pyarrow {__import__('pyarrow').__version__}, "
         f"sluice {sluice.__version__}, {os.cpu_count()} cores.",
         "",
         f"Command: `python bench/python_bench.py --rows {args.rows} --runs {args.runs}{' --with-sleep' if SLEEP else ''}`",
         "",
-        "| variant | median (s) | min–max (s) | rows/s | vs plain loop |",
-        "|---|---:|---:|---:|---:|",
+        "| variant | median (s) | min–max (s) | rows/s | vs plain loop (medians) | vs plain loop (median of the rounds' ratios) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, median, lo, hi in rows:
+    for name, median, lo, hi, paired in rows:
         lines.append(
-            f"| {name} | {median:.3f} | {lo:.3f}–{hi:.3f} | {args.rows / median:,.0f} | {median / base:.2f}x time ({base / median:.2f}x speed) |"
+            f"| {name} | {median:.3f} | {lo:.3f}–{hi:.3f} | {args.rows / median:,.0f} "
+            f"| {median / base:.2f}x time ({base / median:.2f}x speed) | {paired:.2f}x time |"
         )
     table = "\n".join(lines)
     print(table)

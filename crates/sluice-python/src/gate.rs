@@ -15,8 +15,12 @@ use std::time::{Duration, Instant};
 
 /// Calls timed one at a time.
 const ALONE_CALLS: usize = 4;
-/// Calls (times the workers) in a measured window of side-by-side calls.
-const WINDOW_CALLS_PER_WORKER: usize = 2;
+/// Calls run side by side in a trial: two at a time tell whether a second thread helps at
+/// all (a function holding the GIL gains nothing from the second), and a trial as wide as
+/// every worker would cost that many calls slowed by the GIL.
+const TRIAL_WIDTH: usize = 2;
+/// Calls (times the trial's width) in a measured window of side-by-side calls.
+const WINDOW_CALLS_PER_PLACE: usize = 2;
 /// Calls whose thread used less CPU than this share of their wall time mostly wait (sleep,
 /// I/O, a lock): they go side by side without a trial.
 const MOSTLY_WAITING: f64 = 0.5;
@@ -203,13 +207,13 @@ impl CallGate {
                 } else if state.window.calls >= ALONE_CALLS {
                     let window = std::mem::take(&mut state.window);
                     state.alone_rate = window.rows as f64 / wall;
-                    state.allowed = workers;
+                    state.allowed = TRIAL_WIDTH.min(workers);
                     state.phase = Phase::SideBySide;
                 }
             }
             Phase::SideBySide => {
                 state.window.add(rows, cost);
-                if state.window.calls >= WINDOW_CALLS_PER_WORKER * workers {
+                if state.window.calls >= WINDOW_CALLS_PER_PLACE * TRIAL_WIDTH.min(workers) {
                     let window = std::mem::take(&mut state.window);
                     let side_by_side_rate = window.rows as f64 / window.span();
                     let keep = side_by_side_rate >= MIN_SPEEDUP * state.alone_rate;
@@ -322,21 +326,22 @@ mod tests {
         assert_eq!(gate.allowed(), 2, "a trial side by side follows");
         let trial = gate.generation();
         let later = t0 + Duration::from_secs(1);
-        for cost in busy_calls(later, 2 * WINDOW_CALLS_PER_WORKER, 2) {
+        for cost in busy_calls(later, 2 * WINDOW_CALLS_PER_PLACE, 2) {
             gate.record_elsewhere(trial, 1000, cost);
         }
         assert!(gate.one_at_a_time());
-        // A trial where two calls overlapped fully would have been kept.
-        let gate = CallGate::new(2);
+        // A trial where two calls overlapped fully is kept, and opens every worker.
+        let gate = CallGate::new(3);
         for cost in busy_calls(t0, 1 + ALONE_CALLS, 2) {
             gate.record_elsewhere(gate.generation(), 1000, cost);
         }
+        assert_eq!(gate.allowed(), TRIAL_WIDTH);
         let trial = gate.generation();
-        for cost in busy_calls(later, WINDOW_CALLS_PER_WORKER, 2) {
+        for cost in busy_calls(later, WINDOW_CALLS_PER_PLACE, 2) {
             gate.record_elsewhere(trial, 1000, cost);
             gate.record_elsewhere(trial, 1000, cost);
         }
-        assert_eq!(gate.allowed(), 2);
+        assert_eq!(gate.allowed(), 3);
     }
 
     #[test]
