@@ -44,7 +44,9 @@ class StreamingStats:
     backpressure_wait_seconds: float = 0.0
     budget_overshoots: int = 0
     input_bytes_read: int = 0
+    """Bytes of the input files read so far (the reader runs ahead, within the budget)."""
     input_bytes_processed: int = 0
+    """Bytes of the input files whose rows have been through the function: progress."""
     runs: int = 0
     chunk_size_history: List[Tuple[int, int]] = field(default_factory=list)
     """``(first chunk number, rows)`` for every change of the chunk size."""
