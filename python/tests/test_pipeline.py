@@ -355,13 +355,18 @@ def busy_chunk(chunk):
         # Waiting in __next__ when Ctrl-C comes.
         (slow_chunk, 2, "fail"),
         # A GIL-bound function runs on the caller's thread, where Ctrl-C lands inside it:
-        # the run must stop, not count a failed chunk (skipped) and go on.
+        # the run must stop, not count a failed chunk (skipped) and go on, nor write the
+        # interrupted chunk as a dead letter.
         (busy_chunk, 1, "skip"),
+        (busy_chunk, 1, "dead_letter"),
     ],
-    ids=["waiting", "inside-the-function"],
+    ids=["waiting", "inside-the-function", "inside-the-function-dead-letter"],
 )
-def test_ctrl_c_stops_the_run_promptly(function, workers, on_error):
+def test_ctrl_c_stops_the_run_promptly(function, workers, on_error, tmp_path):
     df = pd.DataFrame({"x": np.arange(200_000)})
+    dead = tmp_path / "dead"
+    if on_error == "dead_letter":
+        on_error = f"dead_letter:{dead}"
     pipeline = StreamingDataPipeline(
         chunk_size=1_000, adaptive_batching=False, num_workers=workers, on_error=on_error
     )
@@ -374,6 +379,8 @@ def test_ctrl_c_stops_the_run_promptly(function, workers, on_error):
     assert time.perf_counter() - start < 2.0
     assert seen < 200_000
     _wait_idle(pipeline)
+    assert not dead.exists() or not any(dead.iterdir()), sorted(p.name for p in dead.iterdir())
+    assert pipeline.get_stats().failed_chunks == 0
     # The pipeline still works afterwards.
     assert sum(map(len, pipeline.process_dataframe_stream(df.iloc[:3_000], lambda c: c))) == 3_000
 

@@ -26,7 +26,7 @@ use sluice::BoxError;
 
 use crate::arrow_io::{batch_to_pyarrow, import_batch};
 use crate::errors::ErrorStore;
-use crate::gate::CallGate;
+use crate::gate::{CallCost, CallGate};
 use crate::lane::CallerLane;
 
 /// Identifies an output batch while it travels through the engine: the address of its
@@ -112,14 +112,8 @@ impl PyFunction {
         let rows = batch.num_rows();
         let batch = match (&self.gate, &self.lane) {
             (Some(gate), Some(lane)) if gate.one_at_a_time() => {
-                let generation = gate.generation();
                 match lane.call(batch, || gate.one_at_a_time()) {
-                    Ok(reply) => {
-                        if let Some(cost) = reply.cost {
-                            gate.record_elsewhere(generation, rows, cost);
-                        }
-                        return reply.result;
-                    }
+                    Ok(result) => return result,
                     // No caller waiting: run it here, one at a time.
                     Err(batch) => batch,
                 }
@@ -139,11 +133,20 @@ impl PyFunction {
     }
 
     /// Runs the adapter on one chunk on the current thread, which holds the GIL (the
-    /// caller's, serving the lane). A failure is the Python exception itself: the caller
-    /// must see a KeyboardInterrupt raised inside the function; [`Self::chunk_error`] makes
-    /// any other into the engine's error.
+    /// caller's, serving the lane), taking a place in the gate like a worker's call. A
+    /// failure is the Python exception itself: the caller must see a KeyboardInterrupt
+    /// raised inside the function; [`Self::chunk_error`] makes any other into the engine's
+    /// error.
     pub fn call_here(&self, py: Python<'_>, batch: RecordBatch) -> PyResult<RecordBatch> {
-        self.call_attached(py, batch)
+        let Some(gate) = &self.gate else {
+            return self.call_attached(py, batch);
+        };
+        let rows = batch.num_rows();
+        // A worker that took its chunk back may hold the one place: wait without the GIL.
+        let place = py.detach(|| gate.enter());
+        let (result, cost) = CallCost::measure(|| self.call_attached(py, batch));
+        place.leave(rows, cost);
+        result
     }
 
     /// The engine's error for an exception the function raised on a chunk.

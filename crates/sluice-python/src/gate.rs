@@ -104,6 +104,30 @@ struct State {
     generation: u64,
 }
 
+/// A place taken in the gate: given back when the call ends, or on drop if the call
+/// unwound (so a panic never leaves the gate one place short).
+pub struct Place<'a> {
+    gate: &'a CallGate,
+    generation: u64,
+    left: bool,
+}
+
+impl Place<'_> {
+    /// Gives the place back and learns from the call it held.
+    pub fn leave(mut self, rows: usize, cost: CallCost) {
+        self.left = true;
+        self.gate.release(self.generation, Some((rows, cost)));
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if !self.left {
+            self.gate.release(self.generation, None);
+        }
+    }
+}
+
 /// Admits at most the decided number of concurrent calls; waits without the GIL.
 #[derive(Debug)]
 pub struct CallGate {
@@ -143,35 +167,35 @@ impl CallGate {
         self.lock().allowed == 1
     }
 
-    /// The current phase's number, to hand back with a call run elsewhere.
-    pub fn generation(&self) -> u64 {
-        self.lock().generation
+    /// Waits (call it without the GIL) for a free place: the caller's thread takes one for
+    /// each call it runs too, so "one at a time" holds across workers and caller.
+    pub fn enter(&self) -> Place<'_> {
+        let mut state = self.lock();
+        while state.running >= state.allowed {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.running += 1;
+        Place {
+            gate: self,
+            generation: state.generation,
+            left: false,
+        }
     }
 
     /// Waits for a free place, runs `call` on this thread, and learns from what it cost.
     pub fn run<T>(&self, rows: usize, call: impl FnOnce() -> T) -> T {
-        let generation = {
-            let mut state = self.lock();
-            while state.running >= state.allowed {
-                state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
-            }
-            state.running += 1;
-            state.generation
-        };
+        let place = self.enter();
         let (result, cost) = CallCost::measure(call);
-        let mut state = self.lock();
-        state.running -= 1;
-        self.learn(&mut state, generation, rows, cost);
-        drop(state);
-        self.changed.notify_all();
+        place.leave(rows, cost);
         result
     }
 
-    /// A call run elsewhere than through [`Self::run`] (on the caller's thread), started
-    /// in phase `generation`.
-    pub fn record_elsewhere(&self, generation: u64, rows: usize, cost: CallCost) {
+    fn release(&self, generation: u64, learned: Option<(usize, CallCost)>) {
         let mut state = self.lock();
-        self.learn(&mut state, generation, rows, cost);
+        state.running -= 1;
+        if let Some((rows, cost)) = learned {
+            self.learn(&mut state, generation, rows, cost);
+        }
         drop(state);
         self.changed.notify_all();
     }
@@ -314,34 +338,44 @@ mod tests {
     }
 
     #[test]
-    fn calls_run_elsewhere_are_learned_from() {
-        // GIL-bound calls, reported from the caller's thread: one at a time, then a trial
-        // side by side that moves rows no faster, so back to one at a time.
+    fn the_trial_side_by_side_is_kept_only_if_it_moves_rows_faster() {
+        // GIL-bound calls (as on the caller's thread): one at a time, then a trial two at a
+        // time that moves rows no faster, so back to one at a time.
         let gate = CallGate::new(2);
         let t0 = Instant::now();
         for cost in busy_calls(t0, 1 + ALONE_CALLS, 2) {
             assert!(gate.one_at_a_time());
-            gate.record_elsewhere(gate.generation(), 1000, cost);
+            gate.enter().leave(1000, cost);
         }
-        assert_eq!(gate.allowed(), 2, "a trial side by side follows");
-        let trial = gate.generation();
+        assert_eq!(gate.allowed(), TRIAL_WIDTH, "a trial side by side follows");
         let later = t0 + Duration::from_secs(1);
-        for cost in busy_calls(later, 2 * WINDOW_CALLS_PER_PLACE, 2) {
-            gate.record_elsewhere(trial, 1000, cost);
+        for cost in busy_calls(later, TRIAL_WIDTH * WINDOW_CALLS_PER_PLACE, 2) {
+            gate.enter().leave(1000, cost);
         }
         assert!(gate.one_at_a_time());
         // A trial where two calls overlapped fully is kept, and opens every worker.
         let gate = CallGate::new(3);
         for cost in busy_calls(t0, 1 + ALONE_CALLS, 2) {
-            gate.record_elsewhere(gate.generation(), 1000, cost);
+            gate.enter().leave(1000, cost);
         }
         assert_eq!(gate.allowed(), TRIAL_WIDTH);
-        let trial = gate.generation();
         for cost in busy_calls(later, WINDOW_CALLS_PER_PLACE, 2) {
-            gate.record_elsewhere(trial, 1000, cost);
-            gate.record_elsewhere(trial, 1000, cost);
+            let (a, b) = (gate.enter(), gate.enter());
+            a.leave(1000, cost);
+            b.leave(1000, cost);
         }
         assert_eq!(gate.allowed(), 3);
+    }
+
+    #[test]
+    fn a_call_that_unwinds_gives_its_place_back() {
+        let gate = CallGate::new(1);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            gate.run(1000, || panic!("the call failed"))
+        }));
+        assert!(unwound.is_err());
+        // One place, and it is free again: this would wait forever otherwise.
+        gate.run(1000, || ());
     }
 
     #[test]

@@ -19,8 +19,6 @@ use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use sluice::BoxError;
 
-use crate::gate::CallCost;
-
 /// How often a worker whose chunk waits in the lane looks whether the caller is still
 /// there: rarely while it is (each look wakes a thread: at 1 ms, the looks of two workers
 /// cost a tenth of a core), often once it is away (to take the chunk back soon).
@@ -29,38 +27,59 @@ const POLL_WHILE_AWAY: Duration = Duration::from_millis(1);
 
 pub type CallResult = Result<RecordBatch, BoxError>;
 
-/// A call's result, and what it cost on the caller's thread (none if it never ran).
-pub struct LaneReply {
-    pub result: CallResult,
-    pub cost: Option<CallCost>,
-}
-
-impl LaneReply {
-    fn not_run(message: &str) -> Self {
-        LaneReply {
-            result: Err(message.into()),
-            cost: None,
-        }
-    }
-}
-
 /// One chunk waiting for the caller, and where its result goes.
 pub struct LaneCall {
     /// Taken by whoever runs the call: the caller, or the worker withdrawing it.
     batch: Mutex<Option<RecordBatch>>,
-    reply: Sender<LaneReply>,
+    reply: Sender<CallResult>,
 }
 
 impl LaneCall {
-    /// The chunk, unless its worker took it back.
-    pub fn take(&self) -> Option<RecordBatch> {
+    /// The chunk, unless its worker took it back, and the promise of a reply: answered
+    /// even if the caller's thread unwinds (a Rust panic) before it replies, so the worker
+    /// never waits for a reply that cannot come.
+    pub fn take(&self) -> Option<(RecordBatch, PendingReply<'_>)> {
+        let batch = self.withdraw()?;
+        Some((
+            batch,
+            PendingReply {
+                call: self,
+                sent: false,
+            },
+        ))
+    }
+
+    fn withdraw(&self) -> Option<RecordBatch> {
         self.batch.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    pub fn reply(&self, result: LaneReply) {
+    fn send(&self, result: CallResult) {
         // The worker waits for this reply once the chunk is taken; it is gone only if the
         // run's threads were torn down, and then nobody needs the result.
         let _ = self.reply.send(result);
+    }
+}
+
+/// The reply the caller owes for a chunk it took.
+pub struct PendingReply<'a> {
+    call: &'a LaneCall,
+    sent: bool,
+}
+
+impl PendingReply<'_> {
+    pub fn send(mut self, result: CallResult) {
+        self.sent = true;
+        self.call.send(result);
+    }
+}
+
+impl Drop for PendingReply<'_> {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.call.send(Err(
+                "the caller's thread failed while running this chunk".into()
+            ));
+        }
     }
 }
 
@@ -127,7 +146,7 @@ impl CallerLane {
         &self,
         batch: RecordBatch,
         still_wanted: impl Fn() -> bool,
-    ) -> Result<LaneReply, RecordBatch> {
+    ) -> Result<CallResult, RecordBatch> {
         if self.is_closed() {
             return Err(batch);
         }
@@ -159,14 +178,14 @@ impl CallerLane {
                     let away = away_now && was_away && !came_back;
                     was_away = away_now;
                     if closed || away || !still_wanted() {
-                        if let Some(batch) = call.take() {
+                        if let Some(batch) = call.withdraw() {
                             return Err(batch);
                         }
                         // The caller took it before leaving: its reply is on the way.
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Ok(LaneReply::not_run("the caller's thread dropped the chunk"))
+                    return Ok(Err("the caller's thread dropped the chunk".into()))
                 }
             }
         }

@@ -27,8 +27,7 @@ use sluice::{ChunkStream, ProcessedChunk, SluiceError as EngineError, StreamingD
 use crate::arrow_io::batch_to_pyarrow;
 use crate::errors::{self, ErrorStore};
 use crate::function::{PyFunction, Stash};
-use crate::gate::CallCost;
-use crate::lane::{CallerLane, LaneCall, LaneReply};
+use crate::lane::{CallerLane, LaneCall};
 
 /// How long `__next__` waits before it looks at signals again.
 const POLL: Duration = Duration::from_millis(50);
@@ -221,26 +220,21 @@ impl NativeRun {
     /// Runs a call a worker handed over. A KeyboardInterrupt raised inside the function
     /// (signals reach this thread) stops the run like Ctrl-C while waiting does.
     fn serve(&self, py: Python<'_>, call: &LaneCall) -> PyResult<()> {
-        let (Some((_, function)), Some(batch)) = (&self.lane, call.take()) else {
+        let (Some((_, function)), Some((batch, reply))) = (&self.lane, call.take()) else {
             return Ok(());
         };
-        let (result, cost) = CallCost::measure(|| function.call_here(py, batch));
-        let reply = |result| {
-            call.reply(LaneReply {
-                result,
-                cost: Some(cost),
-            })
-        };
-        match result {
-            Ok(batch) => reply(Ok(batch)),
+        match function.call_here(py, batch) {
+            Ok(batch) => reply.send(Ok(batch)),
             Err(err) if err.is_instance_of::<PyKeyboardInterrupt>(py) => {
-                reply(Err("interrupted by KeyboardInterrupt".into()));
+                // Stopped first: the engine then abandons the chunk instead of applying
+                // the error policy to it (no dead-letter file for an interrupted call).
                 self.engine.stop();
+                reply.send(Err("interrupted by KeyboardInterrupt".into()));
                 self.disconnect();
                 let _ = self.shared.wait(py, INTERRUPT_GRACE);
                 return Err(err);
             }
-            Err(err) => reply(Err(function.chunk_error(py, err))),
+            Err(err) => reply.send(Err(function.chunk_error(py, err))),
         }
         Ok(())
     }

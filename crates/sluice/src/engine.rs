@@ -65,6 +65,9 @@ pub(crate) enum Outcome {
     Dropped { seq: u64, rows: Range<u64> },
     /// The run cannot go on (fail policy, bad input, a dead letter that could not be written).
     Fatal { seq: u64, error: SluiceError },
+    /// The function failed after the run was stopped (e.g. interrupted): not a failure of
+    /// the chunk, and the run ends here.
+    Abandoned { seq: u64 },
     /// No chunk after `chunks` (the total count of sequence numbers) will come.
     End { chunks: u64 },
 }
@@ -74,7 +77,8 @@ impl Outcome {
         match self {
             Outcome::Done { seq, .. }
             | Outcome::Dropped { seq, .. }
-            | Outcome::Fatal { seq, .. } => *seq,
+            | Outcome::Fatal { seq, .. }
+            | Outcome::Abandoned { seq } => *seq,
             Outcome::End { chunks } => *chunks,
         }
     }
@@ -549,16 +553,24 @@ fn worker_loop(
                 guessed,
                 source_bytes,
             } => {
+                // Counted out even if this thread unwinds: the reader may be waiting for
+                // the last guessed chunk to be weighed.
+                let _guessed = guessed.then(|| GuessedChunk(shared));
                 let outcome = process_chunk(shared, seq, rows, batch, reservation);
                 shared.stats.source_bytes_processed(source_bytes);
-                if guessed {
-                    shared.guessed_in_flight.fetch_sub(1, Ordering::AcqRel);
-                    // The reader may be waiting for the last guessed chunk to be weighed.
-                    shared.controller.notify();
-                }
                 let _ = outcomes.send(outcome);
             }
         }
+    }
+}
+
+/// A chunk admitted on the 1x guess, in a worker's hands.
+struct GuessedChunk<'a>(&'a Shared);
+
+impl Drop for GuessedChunk<'_> {
+    fn drop(&mut self) {
+        self.0.guessed_in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.controller.notify();
     }
 }
 
@@ -585,7 +597,12 @@ fn process_chunk(
             reservation.resize(output_bytes);
             if let Some(hooks) = &shared.config.hooks {
                 let secs = latency.as_secs_f64().max(1e-9);
-                hooks.record_performance(rows_len(&rows) as f64 / secs);
+                let rows_per_second = rows_len(&rows) as f64 / secs;
+                // A hook that panics (a Python one at interpreter shutdown) must not take
+                // the worker, and with it this chunk, down.
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    hooks.record_performance(rows_per_second)
+                }));
             }
             return Outcome::Done {
                 seq,
@@ -599,6 +616,9 @@ fn process_chunk(
         Ok(Err(error)) => error.to_string(),
         Err(panic) => format!("panicked: {}", panic_message(&panic)),
     };
+    if shared.control.is_stopped() {
+        return Outcome::Abandoned { seq };
+    }
     match &shared.config.error_policy {
         ErrorPolicy::Fail => Outcome::Fatal {
             seq,

@@ -207,6 +207,14 @@ impl Iterator for ChunkStream {
                     }
                     return self.fail(error);
                 }
+                Outcome::Abandoned { .. } => {
+                    // The run was stopped while this chunk's call failed: end here, so no
+                    // later chunk comes out past the gap (resume redoes it).
+                    return match self.finish(RunStatus::Stopped, None) {
+                        Ok(()) => None,
+                        Err(e) => Some(Err(e)),
+                    };
+                }
                 Outcome::End { .. } => {}
             }
         }

@@ -11,9 +11,31 @@ use arrow::array::{ArrayRef, Float64Array, Int64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use sluice::source::{CsvSource, MemorySource};
-use sluice::{SluiceError, StreamingDataPipeline};
+use sluice::{PipelineBuilder, ProcessedChunk, SluiceError, StreamingDataPipeline};
 
 use common::*;
+
+/// Fixed chunks of 1000 rows, two workers.
+fn thousand_row_chunks_on_two_workers() -> PipelineBuilder {
+    StreamingDataPipeline::builder()
+        .chunk_size(1000)
+        .adaptive_batching(false)
+        .num_workers(2)
+}
+
+/// Rows 0..rows through the identity function; every id comes out once, in order.
+fn identity_run(pipeline: &StreamingDataPipeline, rows: usize) -> Vec<ProcessedChunk> {
+    let chunks: Vec<_> = pipeline
+        .process(
+            MemorySource::from_batch(batch(0, rows)),
+            |b: RecordBatch| Ok::<_, SluiceError>(b),
+        )
+        .expect("started")
+        .collect::<Result<_, _>>()
+        .expect("every chunk");
+    assert_eq!(all_ids(&chunks), (0..rows as i64).collect::<Vec<_>>());
+    chunks
+}
 
 #[test]
 fn a_slow_consumer_never_pushes_tracked_bytes_over_the_budget() {
@@ -59,10 +81,7 @@ fn a_slow_consumer_never_pushes_tracked_bytes_over_the_budget() {
 fn a_function_that_multiplies_its_input_stays_inside_the_budget_from_the_first_chunk() {
     for after_a_run_of_another_function in [false, true] {
         let budget: u64 = 4 * 1024 * 1024;
-        let pipeline = StreamingDataPipeline::builder()
-            .chunk_size(1000)
-            .adaptive_batching(false)
-            .num_workers(2)
+        let pipeline = thousand_row_chunks_on_two_workers()
             .max_memory_bytes(budget)
             .build()
             .expect("valid");
@@ -126,12 +145,9 @@ fn a_slow_consumer_of_a_csv_file_keeps_read_ahead_inside_the_budget() {
         &(0..20).map(|i| batch(i * 5000, 5000)).collect::<Vec<_>>(),
     );
     let budget: u64 = 2 * 1024 * 1024;
-    let pipeline = StreamingDataPipeline::builder()
-        .chunk_size(1000)
-        // Fixed chunks: 100 of them, so the consumer's sleeps (not the sizer) set the pace
-        // and the reader is sure to run into the budget.
-        .adaptive_batching(false)
-        .num_workers(2)
+    // Fixed chunks: 100 of them, so the consumer's sleeps (not the sizer) set the pace and
+    // the reader is sure to run into the budget.
+    let pipeline = thousand_row_chunks_on_two_workers()
         .max_memory_bytes(budget)
         .build()
         .expect("valid");
@@ -197,15 +213,7 @@ fn adaptive_batching_shrinks_under_a_tight_budget() {
         .max_memory_bytes(200 * 1024)
         .build()
         .expect("valid");
-    let chunks: Vec<_> = pipeline
-        .process(
-            MemorySource::from_batch(batch(0, 100_000)),
-            |b: RecordBatch| Ok::<_, SluiceError>(b),
-        )
-        .expect("started")
-        .collect::<Result<_, _>>()
-        .expect("ok");
-    assert_eq!(all_ids(&chunks), (0..100_000).collect::<Vec<_>>());
+    let chunks = identity_run(&pipeline, 100_000);
     let last = chunks.last().expect("chunks").batch.num_rows();
     let typical = chunks[chunks.len() / 2].batch.num_rows();
     assert!(
@@ -228,15 +236,7 @@ fn adaptive_batching_grows_under_a_loose_budget() {
         .max_memory_mb(512.0)
         .build()
         .expect("valid");
-    let chunks: Vec<_> = pipeline
-        .process(
-            MemorySource::from_batch(batch(0, 400_000)),
-            |b: RecordBatch| Ok::<_, SluiceError>(b),
-        )
-        .expect("started")
-        .collect::<Result<_, _>>()
-        .expect("ok");
-    assert_eq!(all_ids(&chunks), (0..400_000).collect::<Vec<_>>());
+    let chunks = identity_run(&pipeline, 400_000);
     assert_eq!(
         chunks[0].batch.num_rows(),
         100,
@@ -291,4 +291,22 @@ fn the_controller_reports_pressure() {
     let before = c.current_batch_size();
     c.set_current_batch_size(before * 2);
     assert_eq!(c.current_batch_size(), before * 2);
+}
+
+/// Hooks whose `record_performance` always panics.
+struct PanickingHooks;
+
+impl sluice::ControllerHooks for PanickingHooks {
+    fn record_performance(&self, _rows_per_second: f64) {
+        panic!("a broken hook");
+    }
+}
+
+#[test]
+fn a_panicking_performance_hook_loses_no_chunk() {
+    let pipeline = thousand_row_chunks_on_two_workers()
+        .controller_hooks(Arc::new(PanickingHooks))
+        .build()
+        .expect("valid");
+    identity_run(&pipeline, 10_000);
 }
