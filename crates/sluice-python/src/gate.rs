@@ -5,10 +5,11 @@
 //!
 //! The gate starts with one call at a time (run on the caller's thread when it waits for
 //! results: see `lane.rs`) and times a few calls. Calls that mostly wait (their thread's CPU
-//! well under their wall time) go side by side at once. Otherwise a short window of calls
-//! side by side is timed too, and it is kept only if it moves rows clearly faster: that is
-//! how a function releasing the GIL to compute is told from one holding it. It measures
-//! again every so often, as chunks and data change.
+//! well under their wall time) go side by side at once. Meanwhile an idle worker looks, once
+//! a call, whether it can take the GIL: mostly not, the function holds it and stays one at a
+//! time; mostly yes, it computes without it and goes side by side. Without such looks (no
+//! caller waiting), a short window of calls side by side is timed too, and kept only if it
+//! moves rows clearly faster. It measures again every so often, as chunks and data change.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,6 +25,9 @@ const WINDOW_CALLS_PER_PLACE: usize = 2;
 /// Calls whose thread used less CPU than this share of their wall time mostly wait (sleep,
 /// I/O, a lock): they go side by side without a trial.
 const MOSTLY_WAITING: f64 = 0.5;
+/// Looks at the GIL during calls alone that can decide without a trial side by side (when
+/// at most a quarter, or at least three quarters, found it free).
+const MIN_GIL_PROBES: usize = 2;
 /// Side by side must move rows this much faster than one at a time to be kept.
 const MIN_SPEEDUP: f64 = 1.1;
 /// Calls between two measurements.
@@ -100,6 +104,9 @@ struct State {
     window: Window,
     /// Rows per second one at a time, while calls side by side are being timed.
     alone_rate: f64,
+    /// Looks at the GIL during calls timed alone: how many, and how many found it free.
+    gil_probes: usize,
+    gil_free: usize,
     /// Counts phase changes: a call is measured only in the phase it started in.
     generation: u64,
 }
@@ -151,6 +158,8 @@ impl CallGate {
                 },
                 window: Window::default(),
                 alone_rate: 0.0,
+                gil_probes: 0,
+                gil_free: 0,
                 generation: 0,
             }),
             changed: Condvar::new(),
@@ -200,6 +209,22 @@ impl CallGate {
         self.changed.notify_all();
     }
 
+    /// True while calls are timed one at a time: a worker waiting for the caller's call then
+    /// looks whether the GIL is free during it ([`Self::record_gil_probe`]).
+    pub fn wants_gil_probe(&self) -> bool {
+        self.lock().phase == Phase::Alone
+    }
+
+    /// What a look at the GIL during a call found: free (the function had released it), or
+    /// held until the call let go.
+    pub fn record_gil_probe(&self, free: bool) {
+        let mut state = self.lock();
+        if state.phase == Phase::Alone {
+            state.gil_probes += 1;
+            state.gil_free += usize::from(free);
+        }
+    }
+
     /// How many calls may run at once now.
     #[cfg(test)]
     fn allowed(&self) -> usize {
@@ -230,9 +255,24 @@ impl CallGate {
                     state.phase = Phase::Decided { calls: 0 };
                 } else if state.window.calls >= ALONE_CALLS {
                     let window = std::mem::take(&mut state.window);
-                    state.alone_rate = window.rows as f64 / wall;
-                    state.allowed = TRIAL_WIDTH.min(workers);
-                    state.phase = Phase::SideBySide;
+                    let (probes, free) = (state.gil_probes, state.gil_free);
+                    (state.gil_probes, state.gil_free) = (0, 0);
+                    // Clear looks at the GIL answer without a trial (which cost ~7% of a
+                    // 200-chunk run of the seed's function). Mostly held (pandas lets it go
+                    // only for numpy's short inner loops): a second thread would queue for it.
+                    // Mostly free: calls can overlap.
+                    let held_mostly = probes >= MIN_GIL_PROBES && 4 * free <= probes;
+                    let free_mostly = probes >= MIN_GIL_PROBES && 4 * free >= 3 * probes;
+                    if held_mostly || free_mostly {
+                        if free_mostly {
+                            state.allowed = workers;
+                        }
+                        state.phase = Phase::Decided { calls: 0 };
+                    } else {
+                        state.alone_rate = window.rows as f64 / wall;
+                        state.allowed = TRIAL_WIDTH.min(workers);
+                        state.phase = Phase::SideBySide;
+                    }
                 }
             }
             Phase::SideBySide => {
@@ -248,6 +288,7 @@ impl CallGate {
             Phase::Decided { calls } => {
                 state.phase = if workers > 1 && calls + 1 >= CALLS_BETWEEN_PROBES {
                     state.allowed = 1;
+                    (state.gil_probes, state.gil_free) = (0, 0);
                     Phase::Alone
                 } else {
                     Phase::Decided { calls: calls + 1 }
@@ -365,6 +406,24 @@ mod tests {
             b.leave(1000, cost);
         }
         assert_eq!(gate.allowed(), 3);
+    }
+
+    #[test]
+    fn looks_at_the_gil_decide_without_a_trial() {
+        let t0 = Instant::now();
+        for (free, expected) in [(false, 1), (true, 3)] {
+            let gate = CallGate::new(3);
+            for (i, cost) in busy_calls(t0, 1 + ALONE_CALLS, 2).into_iter().enumerate() {
+                if i > 0 {
+                    assert!(gate.wants_gil_probe());
+                    gate.record_gil_probe(free);
+                }
+                gate.enter().leave(1000, cost);
+            }
+            assert!(!gate.wants_gil_probe());
+            assert_eq!(gate.allowed(), expected, "GIL free during calls: {free}");
+            assert!(matches!(gate.lock().phase, Phase::Decided { .. }));
+        }
     }
 
     #[test]

@@ -24,6 +24,9 @@ use sluice::BoxError;
 /// cost a tenth of a core), often once it is away (to take the chunk back soon).
 const POLL_WHILE_PRESENT: Duration = Duration::from_millis(10);
 const POLL_WHILE_AWAY: Duration = Duration::from_millis(1);
+/// When the gate wants to know whether the function holds the GIL, the first look comes
+/// this soon, so it falls inside the call.
+const FIRST_LOOK_TO_PROBE: Duration = Duration::from_millis(1);
 
 pub type CallResult = Result<RecordBatch, BoxError>;
 
@@ -47,6 +50,15 @@ impl LaneCall {
                 sent: false,
             },
         ))
+    }
+
+    /// Taken by the caller and not yet answered.
+    fn is_running(&self) -> bool {
+        self.batch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+            && self.reply.is_empty()
     }
 
     fn withdraw(&self) -> Option<RecordBatch> {
@@ -142,10 +154,12 @@ impl CallerLane {
     /// caller is away for microseconds each time it hands a chunk over; one away longer is
     /// doing its own work, and the worker should not wait for it), or `still_wanted` turned
     /// false before the caller took the chunk (the calls may now run side by side).
+    /// `probe`, if given, runs once while the caller is running this chunk's call.
     pub fn call(
         &self,
         batch: RecordBatch,
         still_wanted: impl Fn() -> bool,
+        mut probe: Option<impl FnMut()>,
     ) -> Result<CallResult, RecordBatch> {
         if self.is_closed() {
             return Err(batch);
@@ -161,7 +175,9 @@ impl CallerLane {
         // Never fails: the lane holds its own receiver.
         let _ = self.sender.send(call.clone());
         loop {
-            let poll = if was_away {
+            let poll = if probe.is_some() {
+                FIRST_LOOK_TO_PROBE
+            } else if was_away {
                 POLL_WHILE_AWAY
             } else {
                 POLL_WHILE_PRESENT
@@ -169,6 +185,11 @@ impl CallerLane {
             match result.recv_timeout(poll) {
                 Ok(result) => return Ok(result),
                 Err(RecvTimeoutError::Timeout) => {
+                    if call.is_running() {
+                        if let Some(mut probe) = probe.take() {
+                            probe();
+                        }
+                    }
                     let closed = self.is_closed();
                     let now = self.visits.load(Ordering::Acquire);
                     let came_back = now != visits;
