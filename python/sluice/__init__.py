@@ -16,7 +16,7 @@ Files are read by the engine itself (``process_file_stream``), and a per-chunk S
 """
 
 from . import _native
-from ._native import ChunkError, SluiceError
+from ._native import ChunkError, SluiceError, StoppedError
 from .controller import BackpressureController
 from .pipeline import ChunkIterator, ProcessedChunk, StreamingDataPipeline
 from .stats import StreamingStats
@@ -29,6 +29,7 @@ __all__ = [
     "ChunkIterator",
     "ProcessedChunk",
     "SluiceError",
+    "StoppedError",
     "StreamingDataPipeline",
     "StreamingStats",
     "__version__",

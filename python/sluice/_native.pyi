@@ -12,6 +12,7 @@ __version__: str
 class SluiceError(RuntimeError):
     """An error of the sluice engine (bad input data, a failed write, a failed chunk)."""
 
+class StoppedError(SluiceError): ...
 class ChunkError(SluiceError):
     """A chunk failed in the engine (per-chunk SQL, or a panic) under on_error='fail'."""
 

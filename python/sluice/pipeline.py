@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from . import _convert, _native
+from ._native import StoppedError
 from .controller import BackpressureController, _check_int, _check_mb
 from .stats import StreamingStats
 
@@ -61,7 +62,11 @@ class ChunkIterator:
     """The processed chunks of one run, in input order (unless ``ordered=False``).
 
     Iterate it, or call :meth:`run_to_end` to only write the output. Breaking out of the
-    loop, :meth:`close` or leaving a ``with`` block stops the run.
+    loop, :meth:`close` or leaving a ``with`` block stops the run. A run stopped by
+    :meth:`StreamingDataPipeline.stop_processing` (or ``cleanup()``) before its input ended
+    raises :class:`sluice.StoppedError` from the loop, so a stopped run never looks like a
+    finished one; :attr:`stopped` says so too, and the output folder's manifest says
+    ``"stopped"``.
     """
 
     def __init__(
@@ -79,13 +84,18 @@ class ChunkIterator:
         self._index = index
         self._with_info = with_info
         self._output_path = output_path
+        self._stopped = False
         self.last_chunk: Optional[ProcessedChunk] = None
 
     def __iter__(self) -> "ChunkIterator":
         return self
 
     def __next__(self) -> Any:
-        seq, start, end, passed_through, from_function, data = next(self._native)
+        try:
+            seq, start, end, passed_through, from_function, data = next(self._native)
+        except StoppedError:
+            self._stopped = True
+            raise
         if not from_function:
             data = _convert.batch_to_format(data, self._format, owned=True, index=self._index)
         info = ProcessedChunk(data, seq, (start, end), passed_through)
@@ -94,10 +104,22 @@ class ChunkIterator:
             self._pipeline._last_chunk = info
         return info if self._with_info else data
 
+    @property
+    def stopped(self) -> bool:
+        """True once the run has ended because it was stopped before its input ended."""
+        manifest = self.manifest
+        if manifest is not None:
+            return manifest.get("status") == "stopped"
+        return bool(self._stopped)
+
     def run_to_end(self) -> Optional[dict]:
         """Consumes the run without converting chunks to Python objects and returns the
         output folder's manifest (``None`` without ``output_path``)."""
-        self._native.drain()
+        try:
+            self._native.drain()
+        except StoppedError:
+            self._stopped = True
+            raise
         return self.manifest
 
     @property
@@ -340,6 +362,7 @@ class StreamingDataPipeline:
         output_format: str = "parquet",
         rows_per_part: Optional[int] = None,
         with_info: bool = False,
+        overwrite: bool = False,
     ) -> ChunkIterator:
         """Processes ``df`` (pandas DataFrame, pyarrow Table or Polars DataFrame) chunk by
         chunk and yields the processed chunks in input order, in ``chunk_format``.
@@ -349,6 +372,8 @@ class StreamingDataPipeline:
         entirely in Rust. With ``output_path``, every chunk is also written to part files
         (``output_format``: parquet, csv or ipc) with a ``_manifest.json``. With
         ``with_info=True`` it yields :class:`ProcessedChunk` (data plus input rows).
+        A folder that already holds output (a manifest or part files) is refused with
+        ``FileExistsError`` unless ``overwrite=True``.
         """
         self._function(processing_function, sql)  # checks the arguments before converting
         out = _output_path(output_path)
@@ -359,7 +384,9 @@ class StreamingDataPipeline:
             # in, and, without output files, nothing on the way out either.
             _convert.check_frame(df, "the DataFrame given as df")
             adapter, _ = self._function(processing_function, None, frame=df, hold_output=out is None)
-            run = self._native.run_table(_convert.positions_table(len(df)), adapter, None, out, output_format, rows)
+            run = self._native.run_table(
+                _convert.positions_table(len(df)), adapter, None, out, output_format, rows, overwrite
+            )
             return self._iterator(run, out, with_info)
         # pandas chunks keep the input's index (as `df.iloc[a:b]` would), unless SQL runs or
         # the input chunks themselves are written out.
@@ -370,7 +397,7 @@ class StreamingDataPipeline:
         )
         table, index = _convert.input_to_arrow(df, keep_index=keep_index)
         adapter, sql = self._function(processing_function, sql, index)
-        run = self._native.run_table(table, adapter, sql, out, output_format, rows)
+        run = self._native.run_table(table, adapter, sql, out, output_format, rows, overwrite)
         return self._iterator(run, out, with_info, index)
 
     def _slices_frame(self, df: Any, processing_function: Any, sql: Any) -> bool:
@@ -395,13 +422,15 @@ class StreamingDataPipeline:
         output_format: str = "parquet",
         rows_per_part: Optional[int] = None,
         with_info: bool = False,
+        overwrite: bool = False,
     ) -> ChunkIterator:
         """Processes files (a path, a glob, a folder, or a list of them; CSV, TSV, Parquet,
         NDJSON or Arrow IPC) read and decoded in parallel by the Rust engine, and yields the
         processed chunks in order. ``file_format='auto'`` goes by each file's extension.
 
         With ``sql=`` the whole run stays in Rust; use ``.run_to_end()`` on the result to
-        only write ``output_path``.
+        only write ``output_path``. A folder that already holds output is refused with
+        ``FileExistsError`` unless ``overwrite=True``.
         """
         paths = _paths(file_path)
         if not isinstance(file_format, str):
@@ -410,7 +439,7 @@ class StreamingDataPipeline:
         adapter, sql = self._function(processing_function, sql, hold_output=out is None)
         rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
         fmt = None if file_format == "auto" else file_format
-        run = self._native.run_files(paths, fmt, adapter, sql, out, output_format, rows)
+        run = self._native.run_files(paths, fmt, adapter, sql, out, output_format, rows, overwrite)
         return self._iterator(run, out, with_info)
 
     # Statistics and control.
@@ -433,8 +462,10 @@ class StreamingDataPipeline:
         return self._last_chunk
 
     def stop_processing(self) -> None:
-        """Stops every run of this pipeline (safe from another thread): iterators end
-        cleanly after the chunks already processed."""
+        """Stops every run of this pipeline (safe from another thread): each iterator
+        hands out the chunks already processed in order, then raises
+        :class:`sluice.StoppedError`; output folders keep their committed parts and their
+        manifests say ``"stopped"``."""
         self._native.stop()
 
     def cleanup(self, timeout: float = 30.0) -> None:

@@ -117,7 +117,7 @@ fn inspect_streamed(path: &Path, format: &FileFormat) -> Result<(), CliError> {
     let mut rows = 0u64;
     while let Some((part, _)) = source.next_part(HINT).map_err(failed)? {
         rows += match part {
-            SourcePart::Ready(batch) => batch.num_rows() as u64,
+            SourcePart::Ready(batch) | SourcePart::Owned(batch) => batch.num_rows() as u64,
             SourcePart::Deferred { decode, .. } => decode()
                 .map_err(failed)?
                 .iter()

@@ -209,29 +209,6 @@ pub fn clear(dir: &Path, keep: &[PartInfo]) -> Result<(), CliError> {
     Ok(())
 }
 
-/// After a run that failed (bad data, a failing query): removes its part files, so nothing
-/// in the folder can be taken for a result, and leaves the manifest saying `failed`, with
-/// the error and no parts (a `--resume` then starts over). Returns the parts removed.
-pub fn discard_failed(dir: &Path) -> Result<usize, CliError> {
-    let Ok(mut manifest) = Manifest::read_from(dir) else {
-        return Ok(0);
-    };
-    if manifest.status != RunStatus::Failed {
-        return Ok(0);
-    }
-    let parts = part_files(dir)?;
-    manifest.parts.clear();
-    // The manifest first: were we stopped between the two, it would list no part files
-    // rather than list removed ones.
-    manifest
-        .write_to(dir)
-        .map_err(|e| CliError::run("rewriting the manifest of the failed run", e))?;
-    for part in &parts {
-        std::fs::remove_file(part).map_err(|e| CliError::io("remove", part, e))?;
-    }
-    Ok(parts.len())
-}
-
 /// Complete-looking part files (`part-NNNNN.ext`) in `dir`.
 fn part_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
     let entries = match std::fs::read_dir(dir) {

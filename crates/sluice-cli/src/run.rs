@@ -194,13 +194,9 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
     if let Some(path) = &args.stats_json {
         write_stats_json(path, &stats)?;
     }
-    let summary = match outcome {
-        Ok(summary) => summary,
-        Err(error) => {
-            resume::discard_failed(&args.output)?;
-            return Err(error);
-        }
-    };
+    // A failed run keeps the parts it committed before the failure (its manifest says
+    // `failed`, with the error): `--resume` goes on from there.
+    let summary = outcome?;
     finish(&args.output, &summary, &stats, ui)
 }
 
@@ -291,9 +287,21 @@ pub fn execute(
     signals::watch(pipeline);
     started()?;
     let mut bar = Progress::start(progress, pipeline.clone(), total_bytes);
-    let result = stream.run_to_end();
+    let mut stream = stream;
+    let mut failure = None;
+    for chunk in stream.by_ref() {
+        match chunk {
+            Ok(_) => {}
+            // A signal stopped the run: its manifest says so; `finish` reports it.
+            Err(SluiceError::Stopped) => {}
+            Err(e) => failure = Some(e),
+        }
+    }
     bar.finish();
-    result.map_err(|e| CliError::run("the run failed", e))
+    match failure {
+        Some(e) => Err(CliError::run("the run failed", e)),
+        None => Ok(stream.summary()),
+    }
 }
 
 /// Reports a run that ended without error: complete, or stopped by a signal.

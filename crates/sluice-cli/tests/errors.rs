@@ -150,8 +150,9 @@ fn malformed_csv_fails_with_the_file_and_line_and_leaves_no_complete_looking_par
         "a run that could not start left an output folder"
     );
 
-    // Past them: the run fails midway. The parts written before the bad chunk are removed
-    // (no partial output); the manifest says the run failed, and why; no temporary file.
+    // Past them: the run fails midway. The bad line is in the first part of the file read,
+    // so no chunk was committed: no part; the manifest says the run failed, and why; no
+    // temporary file.
     let late = dir.path().join("late.csv");
     write_csv_with_bad_line(&late, 30_000, 25_000, "25000,not-a-number,n25000")?;
     let out = dir.path().join("out-late");

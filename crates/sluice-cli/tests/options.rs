@@ -230,8 +230,8 @@ fn error_policies_fail_skip_pass_through_and_dead_letter() -> TestResult {
     let dir = tempfile::tempdir()?;
     let input = ids_input(dir.path(), "csv", 5_000)?;
 
-    // fail: exit 1, the chunk, its rows and the cause named; the parts written before the
-    // failure are removed, and the manifest says failed.
+    // fail: exit 1, the chunk, its rows and the cause named; the parts committed before
+    // the failure are kept (a --resume goes on from them), and the manifest says failed.
     let (output, out, stats) = run_policy(dir.path(), &input, "fail", "fail")?;
     let err = one_line_error(&output, 1);
     assert!(
@@ -240,8 +240,12 @@ fn error_policies_fail_skip_pass_through_and_dead_letter() -> TestResult {
     );
     let m = manifest(&out)?;
     assert_eq!(m["status"], "failed");
-    assert_eq!(m["parts"].as_array().map(Vec::len), Some(0), "{m}");
+    assert_eq!(m["parts"].as_array().map(Vec::len), Some(2), "{m}");
     assert_only_listed_parts(&out, &m)?;
+    assert_eq!(
+        int_column(&read_output(&out)?, "v")?,
+        (0..2000).collect::<Vec<_>>()
+    );
     assert_eq!(stats["failed_chunks"], 1);
 
     // skip: the chunk is dropped and counted.

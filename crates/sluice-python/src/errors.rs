@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyFileExistsError, PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError,
+};
 use pyo3::prelude::*;
 use sluice::SluiceError as EngineError;
 
@@ -26,6 +28,14 @@ pyo3::create_exception!(
     ChunkError,
     SluiceError,
     "A chunk failed in the engine (per-chunk SQL, or a panic), under on_error='fail'."
+);
+
+pyo3::create_exception!(
+    sluice,
+    StoppedError,
+    SluiceError,
+    "The run was stopped (stop_processing() or cleanup()) before its input ended: the chunks \
+     handed out so far are all there is, and the output folder's manifest says `stopped`."
 );
 
 const TOKEN_PREFIX: &str = "[python exception #";
@@ -102,6 +112,10 @@ pub fn to_py(err: EngineError) -> PyErr {
             "chunk {chunk} (input rows {first_row}..{end_row}) failed: {}",
             strip_token(&cause)
         )),
-        EngineError::Source { .. } | EngineError::Stopped => SluiceError::new_err(message),
+        EngineError::OutputExists { .. } => PyFileExistsError::new_err(format!(
+            "{message} (pass overwrite=True to replace it)"
+        )),
+        EngineError::Stopped => StoppedError::new_err(message),
+        EngineError::Source { .. } => SluiceError::new_err(message),
     }
 }

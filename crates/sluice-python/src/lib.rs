@@ -46,6 +46,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<controller::NativeController>()?;
     m.add("SluiceError", py.get_type::<errors::SluiceError>())?;
     m.add("ChunkError", py.get_type::<errors::ChunkError>())?;
+    m.add("StoppedError", py.get_type::<errors::StoppedError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -96,12 +96,13 @@ fn output_options(
     path: Option<String>,
     format: &str,
     rows_per_part: Option<u64>,
+    overwrite: bool,
 ) -> PyResult<Option<OutputOptions>> {
     let Some(path) = path else {
         return Ok(None);
     };
     let format = OutputFormat::from_name(format).map_err(errors::to_py)?;
-    let mut options = OutputOptions::new(path).format(format);
+    let mut options = OutputOptions::new(path).format(format).overwrite(overwrite);
     if let Some(rows) = rows_per_part {
         options = options.rows_per_part(rows);
     }
@@ -178,7 +179,7 @@ impl NativePipeline {
 
     /// Starts a run over table-like Arrow data (anything with `__arrow_c_stream__`).
     /// `function` is the Python adapter; `sql` a per-chunk query; neither: chunks as they are.
-    #[pyo3(signature = (data, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None))]
+    #[pyo3(signature = (data, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None, overwrite = false))]
     #[allow(clippy::too_many_arguments)]
     fn run_table(
         &self,
@@ -189,15 +190,16 @@ impl NativePipeline {
         output_path: Option<String>,
         output_format: &str,
         rows_per_part: Option<u64>,
+        overwrite: bool,
     ) -> PyResult<NativeRun> {
         let (schema, batches) = import_stream(data)?;
         let source = MemorySource::try_new(schema, batches).map_err(errors::to_py)?;
-        let output = output_options(output_path, output_format, rows_per_part)?;
+        let output = output_options(output_path, output_format, rows_per_part, overwrite)?;
         self.start(py, Box::new(source), function, sql, output)
     }
 
     /// Starts a run over files (paths, globs or folders), read and decoded by the engine.
-    #[pyo3(signature = (paths, file_format = None, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None))]
+    #[pyo3(signature = (paths, file_format = None, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None, overwrite = false))]
     #[allow(clippy::too_many_arguments)]
     fn run_files(
         &self,
@@ -209,6 +211,7 @@ impl NativePipeline {
         output_path: Option<String>,
         output_format: &str,
         rows_per_part: Option<u64>,
+        overwrite: bool,
     ) -> PyResult<NativeRun> {
         let format = file_format
             .map(|f| FileFormat::from_name(&f))
@@ -217,7 +220,7 @@ impl NativePipeline {
         let source = py
             .detach(|| FilesSource::open(&paths, format))
             .map_err(errors::to_py)?;
-        let output = output_options(output_path, output_format, rows_per_part)?;
+        let output = output_options(output_path, output_format, rows_per_part, overwrite)?;
         self.start(py, Box::new(source), function, sql, output)
     }
 

@@ -13,13 +13,30 @@
 //!    └──────────── chunk + Reservation ──► worker ──────┘──► reorder ──► sink / caller
 //! ```
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::sizer::{BatchSizer, ChunkSizeChange};
 
 const MB: f64 = 1024.0 * 1024.0;
-const PRESSURE_FRACTION: f64 = 0.8;
+pub(crate) const PRESSURE_FRACTION: f64 = 0.8;
+
+/// The queue slots of one run. Every run of a pipeline has `max_queue_size` slots of its
+/// own (the memory budget is shared): a run whose finished chunks wait for a consumer that
+/// is busy with another run (two runs zipped, one nested in the other) holds only its own
+/// slots, never the ones the other run needs to move.
+#[derive(Debug, Default)]
+pub struct RunQueue {
+    used: AtomicUsize,
+}
+
+impl RunQueue {
+    /// Chunks of this run admitted and not yet written or handed to the caller.
+    pub fn queued(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
 
 /// Flow control for one pipeline: memory permits in bytes plus queue slots, and the sizer.
 ///
@@ -215,10 +232,10 @@ impl BackpressureController {
         }
     }
 
-    /// A run starts: the ratio of output to input learned from the last run's function
-    /// may not hold for this one, so admission waits for this run's first output again.
-    pub(crate) fn forget_output_measure(&self) {
-        self.sizer().forget_output_measure()
+    /// A run starts: what the last run learned (its function's output ratio, its rows'
+    /// weight) may not hold for this one, so this run weighs its own first rows and output.
+    pub(crate) fn forget_run_measures(&self) {
+        self.sizer().forget_run_measures()
     }
 
     /// Whether a chunk's output has been weighed yet.
@@ -255,6 +272,29 @@ impl BackpressureController {
         Some(self.grant(&mut s, bytes, slot))
     }
 
+    /// Reserves `bytes` plus one of `queue`'s slots if both are free now; never waits.
+    pub fn try_admit_in(&self, bytes: u64, queue: &Arc<RunQueue>) -> Option<Reservation> {
+        let mut s = self.state();
+        if queue.queued() >= self.shared.max_queue_size
+            || s.used_bytes.saturating_add(bytes) > self.shared.budget_bytes
+        {
+            return None;
+        }
+        let mut r = self.grant(&mut s, bytes, true);
+        queue.used.fetch_add(1, Ordering::AcqRel);
+        r.queue = Some(queue.clone());
+        Some(r)
+    }
+
+    /// Like [`Self::reserve_unchecked`] with one of `queue`'s slots.
+    pub fn reserve_unchecked_in(&self, bytes: u64, queue: &Arc<RunQueue>) -> Reservation {
+        let mut s = self.state();
+        let mut r = self.grant(&mut s, bytes, true);
+        queue.used.fetch_add(1, Ordering::AcqRel);
+        r.queue = Some(queue.clone());
+        r
+    }
+
     /// Reserves without checking the budget: for memory that already exists (a decoded
     /// batch larger than its estimate) or a chunk admitted because nothing else could free
     /// memory. Counted as an overshoot when it crosses the budget.
@@ -276,6 +316,7 @@ impl BackpressureController {
             controller: self.clone(),
             bytes,
             slot,
+            queue: None,
         }
     }
 
@@ -362,6 +403,8 @@ pub struct Reservation {
     controller: BackpressureController,
     bytes: u64,
     slot: bool,
+    /// The run whose slot this is, if it was admitted for a run.
+    queue: Option<Arc<RunQueue>>,
 }
 
 impl std::fmt::Debug for Reservation {
@@ -395,6 +438,7 @@ impl Reservation {
             controller: self.controller.clone(),
             bytes,
             slot: false,
+            queue: None,
         }
     }
 
@@ -406,6 +450,11 @@ impl Reservation {
             if self.slot {
                 // Two slots for one chunk: give one back.
                 self.controller.release(0, true);
+                if let Some(queue) = other.queue.take() {
+                    queue.used.fetch_sub(1, Ordering::AcqRel);
+                }
+            } else {
+                self.queue = other.queue.take();
             }
             self.slot = true;
             other.slot = false;
@@ -415,6 +464,10 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
+        if let Some(queue) = self.queue.take() {
+            // Before the release wakes the reader, so it sees the slot free.
+            queue.used.fetch_sub(1, Ordering::AcqRel);
+        }
         if self.bytes > 0 || self.slot {
             self.controller.release(self.bytes, self.slot);
         }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::backpressure::{BackpressureController, Reservation};
+use crate::backpressure::{BackpressureController, Reservation, RunQueue};
 use crate::chunk::{batch_memory, Chunker};
 use crate::config::{ErrorPolicy, PipelineConfig};
 use crate::error::{BoxError, Result, SluiceError};
@@ -119,6 +119,8 @@ pub(crate) struct Shared {
     pub function: ChunkFn,
     /// Chunks admitted on the guess that output weighs what input does, not yet processed.
     pub guessed_in_flight: AtomicUsize,
+    /// This run's queue slots (the budget is the pipeline's, the slots are the run's).
+    pub queue: Arc<RunQueue>,
 }
 
 /// Handles of a run's threads, joined when the consumer is done.
@@ -209,7 +211,11 @@ struct Reader<'a> {
     decode_estimates: BTreeMap<u64, u64>,
     source_done: bool,
     seq: u64,
+    /// Absolute input row of the next row to cut (a resumed run starts past its prefix).
     next_row: u64,
+    /// Rows still to drop at the front of the decoded input (the committed prefix of a
+    /// resumed run that whole-part skipping could not jump over).
+    skip_remaining: u64,
     workers: usize,
 }
 
@@ -239,6 +245,7 @@ impl<'a> Reader<'a> {
             source_done: false,
             seq: 0,
             next_row: 0,
+            skip_remaining: 0,
             workers: shared.config.effective_workers(),
         }
     }
@@ -251,7 +258,30 @@ impl<'a> Reader<'a> {
         Err((self.seq, error))
     }
 
+    /// A resumed run: jumps over whole parts of the committed prefix where the source can
+    /// (no decoding), and leaves the rest of the prefix to be decoded and dropped.
+    fn start_at_resume_row(&mut self) -> ReaderResult {
+        let resume_row = self.source.resume_row();
+        if resume_row == 0 {
+            return Ok(());
+        }
+        let (skipped, bytes) = match self.source.skip_whole_parts(resume_row) {
+            Ok(skipped) => skipped,
+            Err(e) => return self.fail(e),
+        };
+        self.shared.stats.input_bytes(bytes);
+        self.shared.stats.source_bytes_processed(bytes as f64);
+        self.next_row = resume_row;
+        self.skip_remaining = resume_row - skipped.min(resume_row);
+        Ok(())
+    }
+
+    fn queued(&self) -> usize {
+        self.shared.queue.queued()
+    }
+
     fn run(&mut self) -> ReaderResult {
+        self.start_at_resume_row()?;
         let mut target: Option<usize> = None;
         // Set while a chunk waits for admission, so one wait counts one event.
         let mut waiting_since: Option<Instant> = None;
@@ -288,6 +318,16 @@ impl<'a> Reader<'a> {
                 }
                 blocked = true;
             } else if input_drained {
+                if self.skip_remaining > 0 {
+                    let resume_row = self.next_row;
+                    return self.fail(SluiceError::Source {
+                        source_name: self.source.name(),
+                        message: format!(
+                            "the input has only {} rows, fewer than the {resume_row} rows to skip; it is not the input the earlier run read",
+                            resume_row - self.skip_remaining
+                        ),
+                    });
+                }
                 let _ = self.outcomes.send(Outcome::End { chunks: self.seq });
                 return Ok(());
             }
@@ -314,7 +354,7 @@ impl<'a> Reader<'a> {
         if self.shared.guessed_in_flight.load(Ordering::Acquire) == 0 {
             return false;
         }
-        self.controller().output_measured() || self.controller().queued_chunks() >= self.workers
+        self.controller().output_measured() || self.queued() >= self.workers
     }
 
     fn choose_rows(&self) -> usize {
@@ -349,8 +389,14 @@ impl<'a> Reader<'a> {
             self.next_to_chunk += 1;
             match decoded.result {
                 Ok(batches) => {
-                    self.chunker
-                        .push(batches, Some(decoded.reservation), decoded.source_bytes)
+                    let mut reservation = decoded.reservation;
+                    let mut source_bytes = decoded.source_bytes;
+                    let batches = if self.skip_remaining > 0 {
+                        self.drop_committed_rows(batches, &mut reservation, &mut source_bytes)
+                    } else {
+                        batches
+                    };
+                    self.chunker.push(batches, Some(reservation), source_bytes)
                 }
                 Err(e) => return self.fail(e),
             }
@@ -358,23 +404,65 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// Drops the leading rows of a resumed run's committed prefix from decoded `batches`,
+    /// with their share of the part's reservation and source bytes (counted as processed).
+    fn drop_committed_rows(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        reservation: &mut Reservation,
+        source_bytes: &mut u64,
+    ) -> Vec<RecordBatch> {
+        let total_rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let drop_rows = (self.skip_remaining as usize).min(total_rows);
+        self.skip_remaining -= drop_rows as u64;
+        let fraction = drop_rows as f64 / total_rows.max(1) as f64;
+        drop(reservation.split((reservation.bytes() as f64 * fraction) as u64));
+        let dropped_source = (*source_bytes as f64 * fraction) as u64;
+        *source_bytes -= dropped_source;
+        self.shared.stats.source_bytes_processed(dropped_source as f64);
+        let mut left = drop_rows;
+        let mut kept = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let n = batch.num_rows();
+            if left >= n {
+                left -= n;
+            } else {
+                kept.push(batch.slice(left, n - left));
+                left = 0;
+            }
+        }
+        kept
+    }
+
     /// Cuts and dispatches the next chunk if admission allows; false if it must wait.
     fn admit_chunk(&mut self, rows: usize) -> std::result::Result<bool, (u64, SluiceError)> {
         let rows = rows.min(self.chunker.rows());
         let hooks_hold = self.shared.config.hooks.as_ref().is_some_and(|h| {
-            h.should_apply_backpressure() == Some(true) && self.controller().queued_chunks() > 0
+            h.should_apply_backpressure() == Some(true) && self.queued() > 0
         });
         if hooks_hold {
             return Ok(false);
         }
         let (input_bytes, unreserved) = self.chunker.peek_bytes(rows);
+        if !self.controller().adaptive_batching()
+            && self.shared.config.hooks.is_none()
+            && input_bytes > self.controller().budget_bytes()
+        {
+            return self.fail(SluiceError::InvalidSetting {
+                setting: "chunk_size",
+                reason: format!(
+                    "a fixed chunk of {rows} rows of {} weighs {input_bytes} bytes, more than the engine's share of the memory budget ({} bytes); give a smaller chunk size or a larger budget, or let chunk sizes adapt",
+                    self.source.name(),
+                    self.controller().budget_bytes()
+                ),
+            });
+        }
         let need = unreserved + self.controller().output_estimate(input_bytes);
-        let admitted = match self.controller().try_admit(need) {
+        let queue = &self.shared.queue;
+        let admitted = match self.controller().try_admit_in(need, queue) {
             Some(r) => Some(r),
-            // Nothing else in the engine can free memory: admit, or the run would stall.
-            None if self.controller().queued_chunks() == 0 => {
-                Some(self.controller().reserve_unchecked(need, true))
-            }
+            // Nothing else of this run can free memory: admit, or the run would stall.
+            None if self.queued() == 0 => Some(self.controller().reserve_unchecked_in(need, queue)),
             None => None,
         };
         let Some(mut reservation) = admitted else {
@@ -445,7 +533,7 @@ impl<'a> Reader<'a> {
         let hint = self.part_hint();
         // Only when nothing at all is in the engine may a read go past the budget: otherwise
         // the run could not move. Anything queued will be released, so waiting is safe.
-        let forced = starving && self.controller().queued_chunks() == 0;
+        let forced = starving && self.queued() == 0;
         if !forced {
             let enough_queued = self.decodes_in_flight + self.pending.len() >= 2 * self.workers;
             if enough_queued && !starving {
@@ -455,8 +543,10 @@ impl<'a> Reader<'a> {
             let expected = 2 * hint.bytes as u64;
             let over_budget =
                 self.controller().used_bytes() + expected > self.controller().budget_bytes();
+            let queue_full = self.queued() >= self.controller().max_queue_size();
             if held >= self.read_ahead_limit()
-                || self.controller().should_apply_backpressure()
+                || queue_full
+                || self.controller().pressure() >= crate::backpressure::PRESSURE_FRACTION
                 || over_budget
             {
                 return Ok(ReadAhead::HeldBack);
@@ -476,13 +566,29 @@ impl<'a> Reader<'a> {
         self.next_part += 1;
         match part {
             SourcePart::Ready(batch) => {
-                // Borrowed or already-made data: counted from the moment a chunk is cut.
+                // The caller's data, viewed not copied: counted from the moment a chunk is cut.
                 self.pending.insert(
                     index,
                     Decoded {
                         index,
                         result: Ok(vec![batch]),
                         reservation: self.controller().reserve_unchecked(0, false),
+                        source_bytes: raw_bytes,
+                    },
+                );
+            }
+            SourcePart::Owned(batch) => {
+                // Already in memory, ours: counted at its weight (read-ahead sees it too);
+                // the chunker cuts it into chunks that carry their share.
+                let reservation = self
+                    .controller()
+                    .reserve_unchecked(batch_memory(&batch), false);
+                self.pending.insert(
+                    index,
+                    Decoded {
+                        index,
+                        result: Ok(vec![batch]),
+                        reservation,
                         source_bytes: raw_bytes,
                     },
                 );

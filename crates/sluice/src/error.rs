@@ -76,6 +76,10 @@ pub enum SluiceError {
         source: arrow::error::ArrowError,
     },
 
+    /// A run would write into a folder that holds an earlier run's output.
+    #[error("{dir} already holds output ({what}); overwrite it or resume the earlier run")]
+    OutputExists { dir: PathBuf, what: String },
+
     /// The run was stopped (`stop()` / `cleanup()`) before it finished.
     #[error("the run was stopped before it finished")]
     Stopped,

@@ -166,7 +166,7 @@ impl StreamingDataPipeline {
         let control = Arc::new(RunControl::default());
         self.register(&control);
         self.stats.run_started();
-        self.controller.forget_output_measure();
+        self.controller.forget_run_measures();
         let shared = Arc::new(Shared {
             config: self.config.clone(),
             controller: self.controller.clone(),
@@ -174,6 +174,7 @@ impl StreamingDataPipeline {
             control,
             function,
             guessed_in_flight: Default::default(),
+            queue: Default::default(),
         });
         let (outcomes, threads) = engine::start(shared.clone(), source)?;
         Ok(ChunkStream::new(shared, outcomes, threads, sink))

@@ -108,9 +108,11 @@ impl BatchSizer {
         self.output_measured
     }
 
-    /// A new run (perhaps of another function): its first output is measured afresh.
-    pub fn forget_output_measure(&mut self) {
+    /// A new run (perhaps of another function, over other input): its first output and
+    /// its rows are weighed afresh, so a run of wide rows is not sized by narrow ones.
+    pub fn forget_run_measures(&mut self) {
         self.output_measured = false;
+        self.bytes_per_row = None;
     }
 
     /// Learns how much larger (or smaller) the function makes a chunk.

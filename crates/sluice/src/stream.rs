@@ -35,6 +35,8 @@ pub struct ChunkStream {
     total: Option<u64>,
     sink: Option<PartSink>,
     finished: bool,
+    /// How the run ended, once it has.
+    status: Option<RunStatus>,
 }
 
 impl ChunkStream {
@@ -55,7 +57,14 @@ impl ChunkStream {
             total: None,
             sink,
             finished: false,
+            status: None,
         }
+    }
+
+    /// How the run ended (`None` while it goes on): `Stopped` when `stop()` ended it before
+    /// its input did — the iterator then yields one `Err(SluiceError::Stopped)` last.
+    pub fn status(&self) -> Option<RunStatus> {
+        self.status
     }
 
     /// Statistics so far (cumulative over the pipeline).
@@ -69,15 +78,21 @@ impl ChunkStream {
     }
 
     /// Drains the run (writing every chunk if there is an output folder) and returns its
-    /// summary, or the first error.
+    /// summary, or the first error (`SluiceError::Stopped` if `stop()` ended it early; the
+    /// manifest then says `stopped` and lists the parts committed).
     pub fn run_to_end(mut self) -> Result<RunSummary> {
         for chunk in self.by_ref() {
             chunk?;
         }
-        Ok(RunSummary {
+        Ok(self.summary())
+    }
+
+    /// The statistics so far and the manifest as last written.
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
             stats: self.stats(),
             manifest: self.sink.as_ref().map(|s| s.manifest().clone()),
-        })
+        }
     }
 
     fn next_outcome(&mut self) -> Option<Outcome> {
@@ -119,6 +134,7 @@ impl ChunkStream {
             return Ok(());
         }
         self.finished = true;
+        self.status = Some(status);
         self.shared.control.stop();
         self.shared.controller.notify();
         self.threads.join();
@@ -149,13 +165,17 @@ impl Iterator for ChunkStream {
                 return None;
             }
             let Some(outcome) = self.next_outcome() else {
-                let status = if self.shared.control.is_stopped() {
-                    RunStatus::Stopped
-                } else {
-                    RunStatus::Complete
-                };
-                return match self.finish(status, None) {
-                    Ok(()) => None,
+                // Every outcome handled: complete, even if a stop came after the last one.
+                let complete = self.total.is_some_and(|t| self.handled >= t);
+                if complete {
+                    return match self.finish(RunStatus::Complete, None) {
+                        Ok(()) => None,
+                        Err(e) => Some(Err(e)),
+                    };
+                }
+                // Stopped before the end: say so, so a stopped run never looks complete.
+                return match self.finish(RunStatus::Stopped, None) {
+                    Ok(()) => Some(Err(SluiceError::Stopped)),
                     Err(e) => Some(Err(e)),
                 };
             };

@@ -52,6 +52,19 @@ impl OutputFormat {
     }
 }
 
+/// What a run does with a folder that already holds output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputMode {
+    /// Refuse a folder holding a manifest or part files (the default): an earlier result
+    /// is never mixed with or silently replaced by a new one.
+    #[default]
+    New,
+    /// Remove the earlier output (parts, manifest, temporaries) first.
+    Overwrite,
+    /// Continue an earlier run: keep its committed parts, remove anything else it left.
+    Resume,
+}
+
 /// Where and how a run writes its output.
 #[derive(Debug, Clone)]
 pub struct OutputOptions {
@@ -61,9 +74,10 @@ pub struct OutputOptions {
     pub rows_per_part: u64,
     /// Parts already complete from an earlier run (resume): kept, and numbering goes on.
     pub resume_parts: Vec<PartInfo>,
-    /// Added to the input rows recorded in the manifest: the rows a resumed run skipped,
-    /// so the ranges stay those of the whole input.
+    /// The input row a resumed run starts at (the end of the committed parts); the source
+    /// must skip the rows before it (see [`crate::source::SkipRows`]).
     pub input_row_offset: u64,
+    pub mode: OutputMode,
 }
 
 impl OutputOptions {
@@ -74,6 +88,7 @@ impl OutputOptions {
             rows_per_part: 1_000_000,
             resume_parts: Vec::new(),
             input_row_offset: 0,
+            mode: OutputMode::New,
         }
     }
     pub fn format(mut self, format: OutputFormat) -> Self {
@@ -84,11 +99,21 @@ impl OutputOptions {
         self.rows_per_part = rows.max(1);
         self
     }
-    /// Continues an earlier run: keeps its complete `parts` and records input rows from
-    /// `input_row_offset` on (the rows those parts cover, which the source must skip).
+    /// Continues an earlier run: keeps its complete `parts`; the run starts at input row
+    /// `input_row_offset` (the rows those parts cover, which the source must skip).
     pub fn resume(mut self, parts: Vec<PartInfo>, input_row_offset: u64) -> Self {
         self.resume_parts = parts;
         self.input_row_offset = input_row_offset;
+        self.mode = OutputMode::Resume;
+        self
+    }
+    /// Replaces whatever output the folder holds (`true`) or refuses it (`false`, the default).
+    pub fn overwrite(mut self, overwrite: bool) -> Self {
+        self.mode = if overwrite {
+            OutputMode::Overwrite
+        } else {
+            OutputMode::New
+        };
         self
     }
 }
@@ -121,10 +146,11 @@ pub struct PartSink {
 }
 
 impl PartSink {
-    /// Creates the folder (if needed) and removes temporary files of an earlier crashed run.
+    /// Creates the folder (if needed) and prepares it by `options.mode`: refuses earlier
+    /// output, clears it, or keeps a resumed run's parts; temporaries are always removed.
     pub fn create(options: OutputOptions, controller: BackpressureController) -> Result<Self> {
         std::fs::create_dir_all(&options.dir).map_err(|e| SluiceError::write(&options.dir, e))?;
-        remove_temporaries(&options.dir)?;
+        prepare_folder(&options)?;
         let next_index = options
             .resume_parts
             .iter()
@@ -158,7 +184,6 @@ impl PartSink {
 
     /// Writes one chunk that covers `input_rows` of the input.
     pub fn write(&mut self, batch: &RecordBatch, input_rows: (u64, u64)) -> Result<()> {
-        let input_rows = self.absolute(input_rows);
         let schema_changed = self
             .current
             .as_ref()
@@ -185,15 +210,9 @@ impl PartSink {
 
     /// Records input rows that produced no output (skipped chunks) in the current part.
     pub fn skip_input(&mut self, input_rows: (u64, u64)) {
-        let input_rows = self.absolute(input_rows);
         if let Some(part) = self.current.as_mut() {
             part.input_rows.1 = input_rows.1;
         }
-    }
-
-    fn absolute(&self, (start, end): (u64, u64)) -> (u64, u64) {
-        let offset = self.options.input_row_offset;
-        (start + offset, end + offset)
     }
 
     fn open_part(&mut self, schema: SchemaRef, first_input_row: u64) -> Result<()> {
@@ -232,11 +251,17 @@ impl PartSink {
         let Some(part) = self.current.take() else {
             return Ok(());
         };
-        part.writer.finish()?;
         self.buffer_reservation.resize(0);
         let final_path = self.options.dir.join(&part.file_name);
-        std::fs::rename(&part.tmp_path, &final_path)
-            .map_err(|e| SluiceError::write(&final_path, e))?;
+        let committed = part.writer.finish().and_then(|()| {
+            std::fs::rename(&part.tmp_path, &final_path)
+                .map_err(|e| SluiceError::write(&final_path, e))
+        });
+        if let Err(e) = committed {
+            // Whatever failed, the temporary is not output.
+            let _ = std::fs::remove_file(&part.tmp_path);
+            return Err(e);
+        }
         let bytes = std::fs::metadata(&final_path).map(|m| m.len()).unwrap_or(0);
         self.manifest.schema = manifest::describe_schema(&part.schema);
         self.manifest.parts.push(PartInfo {
@@ -253,14 +278,28 @@ impl PartSink {
         self.manifest.write_to(&self.options.dir)
     }
 
-    /// Closes the open part and writes the final manifest.
+    /// Writes the final manifest. A complete or stopped run commits its open part first
+    /// (its chunks are a finished prefix of the output); a failed run drops it, so nothing
+    /// it had not committed before the failure becomes output.
     pub fn finish(
         &mut self,
         status: RunStatus,
         stats: Option<StreamingStats>,
         error: Option<String>,
     ) -> Result<()> {
-        self.close_part()?;
+        let closed = if status == RunStatus::Failed {
+            self.abandon_open_part();
+            Ok(())
+        } else {
+            self.close_part()
+        };
+        if let Err(e) = closed {
+            self.manifest.status = RunStatus::Failed;
+            self.manifest.stats = stats;
+            self.manifest.error = Some(e.to_string());
+            self.write_manifest()?;
+            return Err(e);
+        }
         self.manifest.status = status;
         self.manifest.stats = stats;
         self.manifest.error = error;
@@ -284,6 +323,77 @@ impl Drop for PartSink {
     }
 }
 
+/// Makes `options.dir` ready for a run by its mode (see [`OutputMode`]).
+fn prepare_folder(options: &OutputOptions) -> Result<()> {
+    let dir = &options.dir;
+    remove_temporaries(dir)?;
+    let parts = part_files(dir)?;
+    let manifest = dir.join(manifest::MANIFEST_FILE);
+    match options.mode {
+        OutputMode::New => {
+            if manifest.is_file() || !parts.is_empty() {
+                let what = match Manifest::read_from(dir) {
+                    Ok(m) => format!(
+                        "a {} with status {:?} listing {} parts, and {} part files",
+                        manifest::MANIFEST_FILE,
+                        m.status,
+                        m.parts.len(),
+                        parts.len()
+                    ),
+                    Err(_) => format!("{} part files", parts.len()),
+                };
+                return Err(SluiceError::OutputExists {
+                    dir: dir.clone(),
+                    what,
+                });
+            }
+        }
+        OutputMode::Overwrite | OutputMode::Resume => {
+            let keep = |name: &str| options.resume_parts.iter().any(|p| p.file == name);
+            for path in parts {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if options.mode == OutputMode::Overwrite || !keep(name) {
+                    std::fs::remove_file(&path).map_err(|e| SluiceError::write(&path, e))?;
+                }
+            }
+            if options.mode == OutputMode::Overwrite {
+                match std::fs::remove_file(&manifest) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(SluiceError::write(&manifest, e));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Complete-looking part files (`part-NNNNN.ext`) in `dir`, sorted.
+pub fn part_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(SluiceError::Read {
+                path: dir.to_path_buf(),
+                source: e,
+            })
+        }
+    };
+    let mut parts: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("part-"))
+        })
+        .collect();
+    parts.sort();
+    Ok(parts)
+}
+
 fn part_index(file: &str) -> Option<usize> {
     file.strip_prefix("part-")?.split('.').next()?.parse().ok()
 }
@@ -296,7 +406,7 @@ pub fn remove_temporaries(dir: &Path) -> Result<()> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(".part-") && name.ends_with(".tmp") {
+        if name.starts_with('.') && name.ends_with(".tmp") {
             std::fs::remove_file(entry.path()).map_err(|e| SluiceError::write(entry.path(), e))?;
         }
     }

@@ -257,6 +257,11 @@ impl Source for FilesSource {
         Some(self.total_bytes)
     }
 
+    fn skip_whole_parts(&mut self, max_rows: u64) -> Result<(u64, u64)> {
+        // Within the current file only: the next file is opened by `next_part`.
+        self.current.skip_whole_parts(max_rows)
+    }
+
     fn next_part(&mut self, hint: PartHint) -> Result<Option<(SourcePart, u64)>> {
         loop {
             if let Some(part) = self.current.next_part(hint)? {

@@ -154,7 +154,7 @@ impl Source for IpcStreamSource {
             Some(Ok(batch)) => {
                 self.batches_read += 1;
                 let bytes = batch.get_array_memory_size() as u64;
-                Ok(Some((SourcePart::Ready(batch), bytes)))
+                Ok(Some((SourcePart::Owned(batch), bytes)))
             }
         }
     }

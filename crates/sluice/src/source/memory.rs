@@ -120,7 +120,7 @@ where
                     });
                 }
                 self.batches_read += 1;
-                Ok(Some((SourcePart::Ready(batch), 0)))
+                Ok(Some((SourcePart::Owned(batch), 0)))
             }
         }
     }

@@ -42,8 +42,12 @@ pub struct PartHint {
 }
 
 pub enum SourcePart {
-    /// Already decoded.
+    /// The caller's data, already in memory (a table being sliced): the engine holds a
+    /// view of it, not a copy, so it is counted only once a chunk is cut from it.
     Ready(RecordBatch),
+    /// Decoded by the source itself (a sequential stream format, an iterator's batches):
+    /// memory the engine holds, reserved at its real weight from the moment it is read.
+    Owned(RecordBatch),
     /// To be decoded by a worker. `estimated_bytes` is what the decoded batches will weigh,
     /// as best the source knows (the engine corrects it as it learns).
     Deferred {
@@ -64,6 +68,18 @@ pub trait Source: Send {
     /// The next part in input order, or `None` at the end. The second value is the raw
     /// input bytes this part consumed (for progress).
     fn next_part(&mut self, hint: PartHint) -> Result<Option<(SourcePart, u64)>>;
+    /// Absolute input row of the first row to hand on: rows before it were committed by an
+    /// earlier run (see [`SkipRows`]). The engine numbers rows from the start of the whole
+    /// input, and drops the rows the source yields before this one.
+    fn resume_row(&self) -> u64 {
+        0
+    }
+    /// Skips whole parts at the front, at most `max_rows` rows in all, whose row counts are
+    /// known without decoding (Parquet row groups); returns the rows skipped and the raw
+    /// input bytes they took (progress counts them as processed).
+    fn skip_whole_parts(&mut self, _max_rows: u64) -> Result<(u64, u64)> {
+        Ok((0, 0))
+    }
 }
 
 impl<S: Source + ?Sized> Source for Box<S> {
@@ -78,5 +94,11 @@ impl<S: Source + ?Sized> Source for Box<S> {
     }
     fn next_part(&mut self, hint: PartHint) -> Result<Option<(SourcePart, u64)>> {
         (**self).next_part(hint)
+    }
+    fn resume_row(&self) -> u64 {
+        (**self).resume_row()
+    }
+    fn skip_whole_parts(&mut self, max_rows: u64) -> Result<(u64, u64)> {
+        (**self).skip_whole_parts(max_rows)
     }
 }

@@ -112,6 +112,21 @@ impl Source for ParquetSource {
         Some(self.total_bytes)
     }
 
+    fn skip_whole_parts(&mut self, max_rows: u64) -> Result<(u64, u64)> {
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        while self.next_row_group < self.num_row_groups() {
+            let row_group = self.metadata.metadata().row_group(self.next_row_group);
+            let n = row_group.num_rows().max(0) as u64;
+            if rows + n > max_rows {
+                break;
+            }
+            rows += n;
+            bytes += row_group.compressed_size().max(0) as u64;
+            self.next_row_group += 1;
+        }
+        Ok((rows, bytes))
+    }
+
     fn next_part(&mut self, _hint: PartHint) -> Result<Option<(SourcePart, u64)>> {
         let index = self.next_row_group;
         if index >= self.num_row_groups() {
