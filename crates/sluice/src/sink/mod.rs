@@ -5,6 +5,7 @@
 //! status and statistics, so it always says which parts are done.
 
 mod csv;
+pub mod dead_letter;
 mod ipc;
 pub mod manifest;
 mod parquet;
@@ -18,6 +19,7 @@ use arrow::record_batch::RecordBatch;
 use crate::backpressure::{BackpressureController, Reservation};
 use crate::error::{Result, SluiceError};
 use crate::stats::StreamingStats;
+pub use dead_letter::{DeadLetter, LetterKind};
 pub use manifest::{Manifest, PartInfo, RunStatus};
 
 /// File format of the part files.
