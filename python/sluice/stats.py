@@ -37,6 +37,9 @@ class StreamingStats:
     failed_chunks: int = 0
     failed_rows: int = 0
     passed_through_chunks: int = 0
+    rejected_rows: int = 0
+    """Malformed input records (a value that does not parse, a wrong number of fields,
+    invalid UTF-8) set aside under ``on_error`` 'skip', 'pass_through' or 'dead_letter'."""
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0
     latency_p99_ms: float = 0.0
@@ -86,6 +89,7 @@ class StreamingStats:
             out.failed_chunks += p.failed_chunks
             out.failed_rows += p.failed_rows
             out.passed_through_chunks += p.passed_through_chunks
+            out.rejected_rows += p.rejected_rows
             out.backpressure_wait_seconds += p.backpressure_wait_seconds
             out.budget_overshoots += p.budget_overshoots
             out.input_bytes_read += p.input_bytes_read

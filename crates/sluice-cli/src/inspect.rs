@@ -114,18 +114,22 @@ fn inspect_streamed(path: &Path, format: &FileFormat) -> Result<(), CliError> {
         .open(path)
         .map_err(|e| CliError::setup("cannot inspect", e))?;
     let schema = source.schema();
-    let mut rows = 0u64;
+    let (mut rows, mut malformed) = (0u64, 0u64);
     while let Some((part, _)) = source.next_part(HINT).map_err(failed)? {
-        rows += match part {
-            SourcePart::Ready(batch) | SourcePart::Owned(batch) => batch.num_rows() as u64,
-            SourcePart::Deferred { decode, .. } => decode()
-                .map_err(failed)?
-                .iter()
-                .map(|b| b.num_rows() as u64)
-                .sum(),
-        };
+        match part {
+            SourcePart::Ready(batch) | SourcePart::Owned(batch) => rows += batch.num_rows() as u64,
+            SourcePart::Deferred { decode, .. } => {
+                let part = decode().map_err(failed)?;
+                rows += part.rows() as u64;
+                malformed += part.rejects.len() as u64;
+            }
+        }
     }
     println!("  rows:         {rows}");
+    if malformed > 0 {
+        // `run` fails on them, or sets them aside with --on-error skip / dead-letter.
+        println!("  malformed:    {malformed} records that do not decode");
+    }
     show_schema(&schema);
     Ok(())
 }

@@ -172,6 +172,12 @@ pub fn render(stats: &StreamingStats) -> Result<String, std::fmt::Error> {
     );
     counter(
         &mut registry,
+        "rejected_rows",
+        "Malformed input records set aside (skip, pass-through, dead-letter)",
+        s.rejected_rows,
+    );
+    counter(
+        &mut registry,
         "passed_through_chunks",
         "Chunks emitted unchanged by the pass-through policy",
         s.passed_through_chunks,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sluice::sink::manifest::MANIFEST_FILE;
-use sluice::{Manifest, PartInfo, RunStatus};
+use sluice::{DeadLetter, Manifest, PartInfo, RunStatus};
 
 use crate::error::CliError;
 
@@ -207,6 +207,58 @@ pub fn clear(dir: &Path, keep: &[PartInfo]) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Splits the dead letters of a resumed folder at the resume point `skip_rows`: those of
+/// the committed rows are kept (and listed again); any past it — listed by a run that then
+/// failed, or written by a run killed before its manifest listed them — are removed, since
+/// the resumed run redoes those rows (possibly cut into other chunks). Besides the folders
+/// the manifest names, `this_run` (the folder this run writes its dead letters to) is
+/// searched for unlisted ones.
+pub fn split_dead_letters(
+    manifest: &Manifest,
+    skip_rows: u64,
+    this_run: Option<&Path>,
+) -> Result<Vec<DeadLetter>, CliError> {
+    let (keep, _past): (Vec<DeadLetter>, Vec<DeadLetter>) = manifest
+        .dead_letters
+        .iter()
+        .cloned()
+        .partition(|l| l.input_rows.end <= skip_rows);
+    let mut dirs: Vec<PathBuf> = manifest
+        .dead_letters
+        .iter()
+        .filter_map(|l| l.path.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.extend(this_run.map(Path::to_path_buf));
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let kept = keep.iter().any(|l| {
+                l.path == path || l.path.with_extension("error.txt") == path
+            });
+            let past = letter_start(&path).is_some_and(|start| start >= skip_rows);
+            if past && !kept {
+                std::fs::remove_file(&path).map_err(|e| CliError::io("remove", &path, e))?;
+            }
+        }
+    }
+    Ok(keep)
+}
+
+/// The first input row a dead-letter file covers, from its name (`rows-START-END.arrow`,
+/// `rows-START-END.error.txt`, `rejects-START-END.ndjson`).
+fn letter_start(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let rest = name
+        .strip_prefix("rows-")
+        .or_else(|| name.strip_prefix("rejects-"))?;
+    rest.split('-').next()?.parse().ok()
 }
 
 /// Complete-looking part files (`part-NNNNN.ext`) in `dir`.

@@ -100,7 +100,7 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
     let mut builder = StreamingDataPipeline::builder()
         .ordered(!args.unordered)
         .adaptive_batching(!args.fixed_chunks)
-        .error_policy(policy);
+        .error_policy(policy.clone());
     if let Some(rows) = args.chunk_size {
         builder = builder.chunk_size(rows);
     }
@@ -117,6 +117,11 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
     );
 
     let record = RunRecord::new(&paths, sql_text.as_deref(), !args.unordered);
+    let letters_dir = match &policy {
+        ErrorPolicy::DeadLetter(dir) => Some(dir.clone()),
+        _ => None,
+    };
+    let mut keep_letters = Vec::new();
     let (output_format, keep, skip_rows) =
         match resume::plan(&args.output, args.resume, args.overwrite, &record)? {
             Plan::Complete(manifest) => {
@@ -135,6 +140,8 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
                 skip_rows,
             } => {
                 check_resumable(&args, &manifest, &input_schema, &output_schema)?;
+                keep_letters =
+                    resume::split_dead_letters(&manifest, skip_rows, letters_dir.as_deref())?;
                 (manifest.format, manifest.parts, skip_rows)
             }
             Plan::Fresh => (
@@ -162,7 +169,8 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
     }
     let mut output = OutputOptions::new(&args.output)
         .format(output_format)
-        .resume(keep, skip_rows);
+        .resume(keep, skip_rows)
+        .keep_dead_letters(keep_letters);
     if let Some(rows) = args.rows_per_part {
         output = output.rows_per_part(rows);
     }

@@ -79,8 +79,14 @@ fn a_failed_resume_keeps_the_earlier_parts_and_dead_letters_finish_the_chain() -
         (0..3000).collect::<Vec<_>>()
     );
 
-    // Resumed with dead letters, the chain completes: output + dead letters = every row once.
+    // A run killed after writing dead letters its manifest never listed leaves them past
+    // the resume point; cut into other chunks, the resume must not keep them beside its own.
     let letters = dir.path().join("letters");
+    std::fs::create_dir_all(&letters)?;
+    let stale = letters.join("rows-000000003400-000000003900.arrow");
+    std::fs::copy(out.join("part-00000.parquet"), &stale)?;
+
+    // Resumed with dead letters, the chain completes: output + dead letters = every row once.
     let policy = format!("dead-letter={}", letters.display());
     let output = run(&input, &out, &["--resume", "--on-error", &policy]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
@@ -94,7 +100,14 @@ fn a_failed_resume_keeps_the_earlier_parts_and_dead_letters_finish_the_chain() -
             dead.extend(int_column(&read_file(&path)?, "id")?);
         }
     }
+    assert!(!stale.exists(), "a dead letter past the resume point was kept");
     assert_eq!(dead, (3500..4000).collect::<Vec<_>>());
+    // The manifest lists the dead letter with the input rows it holds.
+    let listed = m["dead_letters"].as_array().ok_or("dead_letters")?;
+    assert_eq!(listed.len(), 1, "{m}");
+    assert_eq!(listed[0]["kind"], "chunk");
+    assert_eq!(listed[0]["input_rows"]["start"], 3500);
+    assert_eq!(listed[0]["input_rows"]["end"], 4000);
     ids.extend(dead);
     ids.sort_unstable();
     assert_eq!(ids, (0..ROWS).collect::<Vec<_>>());

@@ -11,6 +11,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::backpressure::Reservation;
 use crate::error::{Result, SluiceError};
+use crate::source::Reject;
 
 /// One processed chunk, in input order unless the pipeline is unordered.
 #[derive(Debug, Clone)]
@@ -64,6 +65,11 @@ pub(crate) struct Chunker {
     schema: SchemaRef,
     pieces: VecDeque<Piece>,
     rows: usize,
+    /// Rows ever pushed / ever taken: the rejects' positions are counted in pushed rows.
+    pushed: u64,
+    taken: u64,
+    /// Malformed records set aside, in order; `position` is in pushed rows.
+    rejects: VecDeque<Reject>,
 }
 
 impl Chunker {
@@ -72,7 +78,50 @@ impl Chunker {
             schema,
             pieces: VecDeque::new(),
             rows: 0,
+            pushed: 0,
+            taken: 0,
+            rejects: VecDeque::new(),
         }
+    }
+
+    /// Adds the rejects of the part pushed next (positions counted within that part).
+    pub fn push_rejects(&mut self, rejects: Vec<Reject>) {
+        for mut r in rejects {
+            r.position += self.pushed;
+            self.rejects.push_back(r);
+        }
+    }
+
+    /// Takes the rejects that sit before the next `rows` rows to be cut: those a chunk of
+    /// `rows` rows carries. Their positions become relative to the chunk's first row.
+    fn take_rejects(&mut self, rows: u64) -> Vec<Reject> {
+        let mut out = Vec::new();
+        while self
+            .rejects
+            .front()
+            .is_some_and(|r| r.position < self.taken + rows)
+        {
+            let mut r = self.rejects.pop_front().expect("front exists");
+            r.position -= self.taken;
+            out.push(r);
+        }
+        out
+    }
+
+    /// Takes the rejects after the last row pushed, when no row follows them (the end of
+    /// the input); positions relative to the next row that would have been cut.
+    pub fn take_trailing_rejects(&mut self) -> Vec<Reject> {
+        if self.rows > 0 {
+            return Vec::new();
+        }
+        let taken = self.taken;
+        self.rejects
+            .drain(..)
+            .map(|mut r| {
+                r.position -= taken;
+                r
+            })
+            .collect()
     }
 
     pub fn rows(&self) -> usize {
@@ -96,6 +145,7 @@ impl Chunker {
         source_bytes: u64,
     ) {
         let all_rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        self.pushed += all_rows as u64;
         let source_bytes_per_row = source_bytes as f64 / all_rows.max(1) as f64;
         let weights: Vec<u64> = batches.iter().map(batch_memory).collect();
         let total: u64 = weights.iter().sum();
@@ -144,8 +194,14 @@ impl Chunker {
     }
 
     /// Cuts the next chunk of up to `rows` rows; its input reservations are merged into
-    /// `into`. Also gives the source bytes the chunk's rows were decoded from.
-    pub fn take(&mut self, rows: usize, into: &mut Reservation) -> Result<(RecordBatch, f64)> {
+    /// `into`. Also gives the source bytes the chunk's rows were decoded from, and the
+    /// rejects set aside before its rows (positions relative to its first row).
+    pub fn take(
+        &mut self,
+        rows: usize,
+        into: &mut Reservation,
+    ) -> Result<(RecordBatch, f64, Vec<Reject>)> {
+        let rejects = self.take_rejects(rows.min(self.rows) as u64);
         let mut parts = Vec::new();
         let mut source_bytes = 0.0;
         let mut left = rows.min(self.rows);
@@ -181,6 +237,7 @@ impl Chunker {
             _ => concat_batches(&self.schema, &parts)
                 .map_err(|e| SluiceError::arrow("joining decoded batches into a chunk", e))?,
         };
-        Ok((batch, source_bytes))
+        self.taken += batch.num_rows() as u64;
+        Ok((batch, source_bytes, rejects))
     }
 }

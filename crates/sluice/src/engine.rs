@@ -6,12 +6,13 @@
 //! process it. It is the only thread that waits for admission; while it waits, nothing new
 //! enters the engine (backpressure). Workers run decodes and the user's function (catching
 //! panics), apply the error policy, and send outcomes to the consumer ([`crate::ChunkStream`]),
-//! which restores order.
+//! which restores order. Malformed input records (rejects) come out of decoding with their
+//! part, ride with the chunk holding the next good row, and are set aside by the worker
+//! that processes it (written by [`crate::sink::dead_letter`] under `dead_letter`).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,8 +25,9 @@ use crate::backpressure::{BackpressureController, Reservation, RunQueue};
 use crate::chunk::{batch_memory, Chunker};
 use crate::config::{ErrorPolicy, PipelineConfig};
 use crate::error::{BoxError, Result, SluiceError};
+use crate::sink::dead_letter::{self, DeadLetter};
 use crate::sizer::READ_AHEAD_FRACTION;
-use crate::source::{DecodeFn, PartHint, Source, SourcePart};
+use crate::source::{DecodeFn, DecodedPart, PartHint, Reject, Source, SourcePart};
 use crate::stats::StatsCollector;
 
 /// The user's function, shared by the workers.
@@ -51,6 +53,14 @@ impl RunControl {
     }
 }
 
+/// What handling a chunk set aside besides its output: malformed records before its rows
+/// (counted), and the dead letters written (listed by the consumer).
+#[derive(Debug, Default)]
+pub(crate) struct SetAside {
+    pub rejected: u64,
+    pub letters: Vec<DeadLetter>,
+}
+
 /// What a worker or the reader tells the consumer.
 pub(crate) enum Outcome {
     Done {
@@ -60,9 +70,17 @@ pub(crate) enum Outcome {
         reservation: Reservation,
         latency: Duration,
         passed_through: bool,
+        aside: SetAside,
     },
     /// The function failed and the policy dropped the chunk (skip, dead letter).
-    Dropped { seq: u64, rows: Range<u64> },
+    Dropped {
+        seq: u64,
+        rows: Range<u64>,
+        aside: SetAside,
+    },
+    /// Rejects after the last row of the input (no chunk to ride with); not a chunk, so
+    /// it takes no sequence number.
+    Trailing(SetAside),
     /// The run cannot go on (fail policy, bad input, a dead letter that could not be written).
     Fatal { seq: u64, error: SluiceError },
     /// The function failed after the run was stopped (e.g. interrupted): not a failure of
@@ -80,6 +98,8 @@ impl Outcome {
             | Outcome::Fatal { seq, .. }
             | Outcome::Abandoned { seq } => *seq,
             Outcome::End { chunks } => *chunks,
+            // Handled as it arrives, never ordered.
+            Outcome::Trailing(_) => u64::MAX,
         }
     }
 }
@@ -100,12 +120,14 @@ enum Task {
         guessed: bool,
         /// Bytes of the source its rows were decoded from (for progress).
         source_bytes: f64,
+        /// Malformed records before its rows (absolute positions).
+        rejects: Vec<Reject>,
     },
 }
 
 struct Decoded {
     index: u64,
-    result: Result<Vec<RecordBatch>>,
+    result: Result<DecodedPart>,
     reservation: Reservation,
     /// Bytes of the source this part was decoded from.
     source_bytes: u64,
@@ -328,6 +350,7 @@ impl<'a> Reader<'a> {
                         ),
                     });
                 }
+                self.set_aside_trailing()?;
                 let _ = self.outcomes.send(Outcome::End { chunks: self.seq });
                 return Ok(());
             }
@@ -388,15 +411,21 @@ impl<'a> Reader<'a> {
         while let Some(decoded) = self.pending.remove(&self.next_to_chunk) {
             self.next_to_chunk += 1;
             match decoded.result {
-                Ok(batches) => {
+                Ok(part) => {
+                    if let Some(first) = part.rejects.first() {
+                        if matches!(self.shared.config.error_policy, ErrorPolicy::Fail) {
+                            return self.fail(reject_error(first));
+                        }
+                    }
+                    let mut part = part;
                     let mut reservation = decoded.reservation;
                     let mut source_bytes = decoded.source_bytes;
-                    let batches = if self.skip_remaining > 0 {
-                        self.drop_committed_rows(batches, &mut reservation, &mut source_bytes)
-                    } else {
-                        batches
-                    };
-                    self.chunker.push(batches, Some(reservation), source_bytes)
+                    if self.skip_remaining > 0 {
+                        self.drop_committed_rows(&mut part, &mut reservation, &mut source_bytes);
+                    }
+                    self.chunker.push_rejects(part.rejects);
+                    self.chunker
+                        .push(part.batches, Some(reservation), source_bytes)
                 }
                 Err(e) => return self.fail(e),
             }
@@ -406,13 +435,14 @@ impl<'a> Reader<'a> {
 
     /// Drops the leading rows of a resumed run's committed prefix from decoded `batches`,
     /// with their share of the part's reservation and source bytes (counted as processed).
+    /// Its rejects before the first kept row were committed too, and are dropped.
     fn drop_committed_rows(
         &mut self,
-        batches: Vec<RecordBatch>,
+        part: &mut DecodedPart,
         reservation: &mut Reservation,
         source_bytes: &mut u64,
-    ) -> Vec<RecordBatch> {
-        let total_rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    ) {
+        let total_rows: usize = part.rows();
         let drop_rows = (self.skip_remaining as usize).min(total_rows);
         self.skip_remaining -= drop_rows as u64;
         let fraction = drop_rows as f64 / total_rows.max(1) as f64;
@@ -420,9 +450,13 @@ impl<'a> Reader<'a> {
         let dropped_source = (*source_bytes as f64 * fraction) as u64;
         *source_bytes -= dropped_source;
         self.shared.stats.source_bytes_processed(dropped_source as f64);
+        part.rejects.retain(|r| r.position >= drop_rows as u64);
+        for r in &mut part.rejects {
+            r.position -= drop_rows as u64;
+        }
         let mut left = drop_rows;
-        let mut kept = Vec::with_capacity(batches.len());
-        for batch in batches {
+        let mut kept = Vec::with_capacity(part.batches.len());
+        for batch in std::mem::take(&mut part.batches) {
             let n = batch.num_rows();
             if left >= n {
                 left -= n;
@@ -431,7 +465,26 @@ impl<'a> Reader<'a> {
                 left = 0;
             }
         }
-        kept
+        part.batches = kept;
+    }
+
+    /// Sets aside the rejects after the input's last row: no chunk follows to carry them.
+    fn set_aside_trailing(&mut self) -> ReaderResult {
+        let mut rejects = self.chunker.take_trailing_rejects();
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        for r in &mut rejects {
+            r.position += self.next_row;
+        }
+        let rows = self.next_row..self.next_row;
+        match set_aside(self.shared, &rows, rejects) {
+            Ok(aside) => {
+                let _ = self.outcomes.send(Outcome::Trailing(aside));
+                Ok(())
+            }
+            Err(e) => self.fail(e),
+        }
     }
 
     /// Cuts and dispatches the next chunk if admission allows; false if it must wait.
@@ -469,10 +522,14 @@ impl<'a> Reader<'a> {
             return Ok(false);
         };
         let mut input_reservation = reservation.split(0);
-        let (batch, source_bytes) = match self.chunker.take(rows, &mut input_reservation) {
-            Ok(b) => b,
-            Err(e) => return self.fail(e),
-        };
+        let (batch, source_bytes, mut rejects) =
+            match self.chunker.take(rows, &mut input_reservation) {
+                Ok(b) => b,
+                Err(e) => return self.fail(e),
+            };
+        for r in &mut rejects {
+            r.position += self.next_row;
+        }
         reservation.merge(input_reservation);
         let guessed = !self.controller().output_measured();
         if guessed {
@@ -488,6 +545,7 @@ impl<'a> Reader<'a> {
             reservation,
             guessed,
             source_bytes,
+            rejects,
         };
         self.seq += 1;
         self.next_row += n;
@@ -571,7 +629,7 @@ impl<'a> Reader<'a> {
                     index,
                     Decoded {
                         index,
-                        result: Ok(vec![batch]),
+                        result: Ok(vec![batch].into()),
                         reservation: self.controller().reserve_unchecked(0, false),
                         source_bytes: raw_bytes,
                     },
@@ -587,7 +645,7 @@ impl<'a> Reader<'a> {
                     index,
                     Decoded {
                         index,
-                        result: Ok(vec![batch]),
+                        result: Ok(vec![batch].into()),
                         reservation,
                         source_bytes: raw_bytes,
                     },
@@ -640,8 +698,8 @@ fn worker_loop(
                         message: format!("panicked: {}", panic_message(&panic)),
                     })
                 });
-                if let Ok(batches) = &result {
-                    reservation.resize(batches.iter().map(batch_memory).sum());
+                if let Ok(part) = &result {
+                    reservation.resize(part.batches.iter().map(batch_memory).sum());
                 }
                 let _ = decoded.send(Decoded {
                     index,
@@ -658,11 +716,13 @@ fn worker_loop(
                 reservation,
                 guessed,
                 source_bytes,
+                rejects,
             } => {
                 // Counted out even if this thread unwinds: the reader may be waiting for
                 // the last guessed chunk to be weighed.
                 let _guessed = guessed.then(|| GuessedChunk(shared));
                 let outcome = process_chunk(shared, seq, rows, batch, reservation);
+                let outcome = with_rejects(shared, outcome, rejects);
                 shared.stats.source_bytes_processed(source_bytes);
                 let _ = outcomes.send(outcome);
             }
@@ -717,6 +777,7 @@ fn process_chunk(
                 reservation,
                 latency,
                 passed_through: false,
+                aside: SetAside::default(),
             };
         }
         Ok(Err(error)) => error.to_string(),
@@ -735,7 +796,11 @@ fn process_chunk(
                 cause,
             },
         },
-        ErrorPolicy::Skip => Outcome::Dropped { seq, rows },
+        ErrorPolicy::Skip => Outcome::Dropped {
+            seq,
+            rows,
+            aside: SetAside::default(),
+        },
         ErrorPolicy::PassThrough => {
             let batch = input.expect("kept for pass-through");
             reservation.resize(batch_memory(&batch));
@@ -746,12 +811,20 @@ fn process_chunk(
                 reservation,
                 latency,
                 passed_through: true,
+                aside: SetAside::default(),
             }
         }
         ErrorPolicy::DeadLetter(dir) => {
             let batch = input.expect("kept for dead letter");
-            match write_dead_letter(dir, seq, &rows, &batch, &cause) {
-                Ok(()) => Outcome::Dropped { seq, rows },
+            match dead_letter::write_chunk(dir, seq, &rows, &batch, &cause) {
+                Ok(letter) => Outcome::Dropped {
+                    seq,
+                    rows,
+                    aside: SetAside {
+                        rejected: 0,
+                        letters: vec![letter],
+                    },
+                },
                 Err(error) => Outcome::Fatal { seq, error },
             }
         }
@@ -762,33 +835,61 @@ fn rows_len(rows: &Range<u64>) -> usize {
     (rows.end - rows.start) as usize
 }
 
-/// Writes a failed chunk's input as `chunk-SEQ.arrow` and its cause as `chunk-SEQ.error.txt`.
-fn write_dead_letter(
-    dir: &Path,
-    seq: u64,
-    rows: &Range<u64>,
-    batch: &RecordBatch,
-    cause: &str,
-) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| SluiceError::write(dir, e))?;
-    let stem = format!("chunk-{seq:06}");
-    let tmp = dir.join(format!(".{stem}.arrow.tmp"));
-    let path = dir.join(format!("{stem}.arrow"));
-    let file = std::fs::File::create(&tmp).map_err(|e| SluiceError::write(&tmp, e))?;
-    let mut writer = arrow::ipc::writer::FileWriter::try_new(file, &batch.schema())
-        .map_err(|e| SluiceError::write(&tmp, e))?;
-    writer
-        .write(batch)
-        .map_err(|e| SluiceError::write(&tmp, e))?;
-    writer.finish().map_err(|e| SluiceError::write(&tmp, e))?;
-    drop(writer);
-    std::fs::rename(&tmp, &path).map_err(|e| SluiceError::write(&path, e))?;
-    let note = format!(
-        "chunk {seq}\ninput rows {}..{}\ncause: {cause}\n",
-        rows.start, rows.end
-    );
-    let note_path = dir.join(format!("{stem}.error.txt"));
-    std::fs::write(&note_path, note).map_err(|e| SluiceError::write(&note_path, e))
+/// Sets aside the rejects that ride with a delivered or dropped chunk.
+fn with_rejects(shared: &Shared, outcome: Outcome, rejects: Vec<Reject>) -> Outcome {
+    if rejects.is_empty() {
+        return outcome;
+    }
+    match outcome {
+        Outcome::Done { ref rows, .. } | Outcome::Dropped { ref rows, .. } => {
+            match set_aside(shared, &rows.clone(), rejects) {
+                Ok(more) => attach(outcome, more),
+                Err(error) => Outcome::Fatal {
+                    seq: outcome.seq(),
+                    error,
+                },
+            }
+        }
+        // The run ends here: the rejects of this chunk are redone by a resume.
+        other => other,
+    }
+}
+
+fn attach(mut outcome: Outcome, more: SetAside) -> Outcome {
+    if let Outcome::Done { aside, .. } | Outcome::Dropped { aside, .. } = &mut outcome {
+        aside.rejected += more.rejected;
+        aside.letters.extend(more.letters);
+    }
+    outcome
+}
+
+/// Counts rejects and, under `dead_letter`, writes them, named by the input rows `rows`
+/// they ride with. (Under `fail` the reader has already stopped the run at the first.)
+fn set_aside(shared: &Shared, rows: &Range<u64>, rejects: Vec<Reject>) -> Result<SetAside> {
+    let mut aside = SetAside {
+        rejected: rejects.len() as u64,
+        letters: Vec::new(),
+    };
+    if let ErrorPolicy::DeadLetter(dir) = &shared.config.error_policy {
+        aside
+            .letters
+            .push(dead_letter::write_rejects(dir, rows, &rejects)?);
+    }
+    Ok(aside)
+}
+
+/// The error that stops a run at a malformed record under the `fail` policy.
+fn reject_error(reject: &Reject) -> SluiceError {
+    let location = match (reject.line, reject.byte_offset) {
+        (Some(line), _) => format!("line {line}"),
+        (None, Some(offset)) => format!("byte {offset}"),
+        (None, None) => "a record".to_string(),
+    };
+    SluiceError::BadInput {
+        path: reject.file.clone(),
+        location,
+        message: reject.cause.clone(),
+    }
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

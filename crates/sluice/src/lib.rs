@@ -36,8 +36,10 @@ pub use chunk::{batch_memory, ProcessedChunk, HELD_BYTES_METADATA_KEY};
 pub use config::{ControllerHooks, ErrorPolicy, PipelineBuilder, PipelineConfig};
 pub use error::{BoxError, Result, SluiceError};
 pub use pipeline::StreamingDataPipeline;
-pub use sink::{Manifest, OutputFormat, OutputMode, OutputOptions, PartInfo, RunStatus};
+pub use sink::{
+    DeadLetter, LetterKind, Manifest, OutputFormat, OutputMode, OutputOptions, PartInfo, RunStatus,
+};
 pub use sizer::ChunkSizeChange;
-pub use source::{FileFormat, FilesSource, Source};
+pub use source::{FileFormat, FilesSource, Reject, Source};
 pub use stats::StreamingStats;
 pub use stream::{ChunkStream, RunSummary};

@@ -39,6 +39,10 @@ pub struct StreamingStats {
     pub failed_rows: u64,
     /// Chunks emitted unchanged by the `pass_through` policy (also counted as failed).
     pub passed_through_chunks: u64,
+    /// Malformed input records (a value that does not parse, a wrong field count, invalid
+    /// UTF-8) set aside under `skip`, `pass_through` or `dead_letter`: never rows, so not
+    /// in the rows or failed rows.
+    pub rejected_rows: u64,
     pub latency_p50_ms: f64,
     pub latency_p95_ms: f64,
     pub latency_p99_ms: f64,
@@ -67,6 +71,7 @@ struct Inner {
     failed_rows: u64,
     errors: u64,
     passed_through: u64,
+    rejected: u64,
     input_bytes: u64,
     /// Source bytes whose rows went through the function (fractions: a chunk may cut a
     /// part's rows anywhere).
@@ -88,6 +93,7 @@ impl StatsCollector {
                 failed_rows: 0,
                 errors: 0,
                 passed_through: 0,
+                rejected: 0,
                 input_bytes: 0,
                 input_bytes_processed: 0.0,
                 finished_time: Duration::ZERO,
@@ -142,6 +148,10 @@ impl StatsCollector {
         }
     }
 
+    pub fn rows_rejected(&self, records: u64) {
+        self.lock().rejected += records;
+    }
+
     pub fn input_bytes(&self, bytes: u64) {
         self.lock().input_bytes += bytes;
     }
@@ -186,6 +196,7 @@ impl StatsCollector {
             failed_chunks: s.failed_chunks,
             failed_rows: s.failed_rows,
             passed_through_chunks: s.passed_through,
+            rejected_rows: s.rejected,
             latency_p50_ms: if has_latency { q(0.50) } else { 0.0 },
             latency_p95_ms: if has_latency { q(0.95) } else { 0.0 },
             latency_p99_ms: if has_latency { q(0.99) } else { 0.0 },
@@ -208,7 +219,7 @@ impl StreamingStats {
     /// The seed's statistics block, plus latency and errors, as the CLI and examples print it.
     pub fn report(&self) -> String {
         format!(
-            "Performance Statistics:\n  Total processing time: {:.2}s\n  Chunks processed: {}\n  Rows processed: {}\n  Throughput: {:.1} rows/sec\n  Peak memory usage: {:.1} MB\n  Backpressure events: {}\n  Chunk latency p50/p95/p99: {:.2}/{:.2}/{:.2} ms\n  Engine peak tracked memory: {:.1} MB of {:.1} MB budget\n  Errors: {} ({} chunks, {} rows failed)\n",
+            "Performance Statistics:\n  Total processing time: {:.2}s\n  Chunks processed: {}\n  Rows processed: {}\n  Throughput: {:.1} rows/sec\n  Peak memory usage: {:.1} MB\n  Backpressure events: {}\n  Chunk latency p50/p95/p99: {:.2}/{:.2}/{:.2} ms\n  Engine peak tracked memory: {:.1} MB of {:.1} MB budget\n  Errors: {} ({} chunks, {} rows failed)\n  Rejected rows (malformed input): {}\n",
             self.total_processing_time,
             self.total_chunks_processed,
             self.total_rows_processed,
@@ -223,6 +234,7 @@ impl StreamingStats {
             self.errors_encountered,
             self.failed_chunks,
             self.failed_rows,
+            self.rejected_rows,
         )
     }
 }

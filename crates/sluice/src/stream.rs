@@ -8,9 +8,9 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use crate::chunk::ProcessedChunk;
-use crate::engine::{Outcome, RunThreads, Shared};
+use crate::engine::{Outcome, RunThreads, SetAside, Shared};
 use crate::error::{Result, SluiceError};
-use crate::sink::{Manifest, PartSink, RunStatus};
+use crate::sink::{DeadLetter, Manifest, PartSink, RunStatus};
 use crate::stats::StreamingStats;
 
 /// What a finished run leaves: its statistics and, with an output folder, the manifest.
@@ -18,6 +18,8 @@ use crate::stats::StreamingStats;
 pub struct RunSummary {
     pub stats: StreamingStats,
     pub manifest: Option<Manifest>,
+    /// Dead-letter files the run wrote (`dead_letter` policy), in the order handled.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// Iterator of the processed chunks of one run (the seed's generator).
@@ -37,6 +39,7 @@ pub struct ChunkStream {
     finished: bool,
     /// How the run ended, once it has.
     status: Option<RunStatus>,
+    dead_letters: Vec<DeadLetter>,
 }
 
 impl ChunkStream {
@@ -58,6 +61,7 @@ impl ChunkStream {
             sink,
             finished: false,
             status: None,
+            dead_letters: Vec::new(),
         }
     }
 
@@ -65,6 +69,23 @@ impl ChunkStream {
     /// its input did — the iterator then yields one `Err(SluiceError::Stopped)` last.
     pub fn status(&self) -> Option<RunStatus> {
         self.status
+    }
+
+    /// Dead-letter files written so far (failed chunks and rejects), as their chunks
+    /// were handled: what the manifest should list.
+    pub fn dead_letters(&self) -> &[DeadLetter] {
+        &self.dead_letters
+    }
+
+    /// Counts a chunk's rejects and keeps its dead letters.
+    fn set_aside(&mut self, aside: SetAside) {
+        if aside.rejected > 0 {
+            self.shared.stats.rows_rejected(aside.rejected);
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            sink.record_dead_letters(&aside.letters);
+        }
+        self.dead_letters.extend(aside.letters);
     }
 
     /// Statistics so far (cumulative over the pipeline).
@@ -92,6 +113,7 @@ impl ChunkStream {
         RunSummary {
             stats: self.stats(),
             manifest: self.sink.as_ref().map(|s| s.manifest().clone()),
+            dead_letters: self.dead_letters.clone(),
         }
     }
 
@@ -107,6 +129,7 @@ impl ChunkStream {
             }
             match self.outcomes.recv() {
                 Ok(Outcome::End { chunks }) => self.total = Some(chunks),
+                Ok(Outcome::Trailing(aside)) => self.set_aside(aside),
                 Ok(o) if self.ordered && o.seq() != self.next_seq => {
                     self.reorder.insert(o.seq(), o);
                 }
@@ -189,7 +212,9 @@ impl Iterator for ChunkStream {
                     reservation,
                     latency,
                     passed_through,
+                    aside,
                 } => {
+                    self.set_aside(aside);
                     let n = batch.num_rows() as u64;
                     if passed_through {
                         self.shared.stats.chunk_failed(rows.end - rows.start, true);
@@ -210,7 +235,8 @@ impl Iterator for ChunkStream {
                         passed_through,
                     }));
                 }
-                Outcome::Dropped { rows, .. } => {
+                Outcome::Dropped { rows, aside, .. } => {
+                    self.set_aside(aside);
                     self.shared.stats.chunk_failed(rows.end - rows.start, false);
                     if let Some(sink) = self.sink.as_mut() {
                         sink.skip_input((rows.start, rows.end));
@@ -227,6 +253,7 @@ impl Iterator for ChunkStream {
                     }
                     return self.fail(error);
                 }
+                Outcome::Trailing(aside) => self.set_aside(aside),
                 Outcome::Abandoned { .. } => {
                     // The run was stopped while this chunk's call failed: end here, so no
                     // later chunk comes out past the gap (resume redoes it).

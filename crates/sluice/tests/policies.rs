@@ -118,7 +118,9 @@ fn dead_letter_writes_the_failed_input_so_nothing_is_lost() {
     let chunks: Vec<_> = results.into_iter().map(|r| r.expect("no error")).collect();
     let mut ids = all_ids(&chunks);
     for seq in [2u64, 5] {
-        let path = dir.path().join(format!("chunk-{seq:06}.arrow"));
+        // Named by the input rows the chunk holds, so runs of a resume chain never collide.
+        let (start, end) = (seq * 100, seq * 100 + 100);
+        let path = dir.path().join(format!("rows-{start:012}-{end:012}.arrow"));
         let reader = arrow::ipc::reader::FileReader::try_new(
             std::fs::File::open(&path).expect("dead letter"),
             None,
@@ -129,8 +131,11 @@ fn dead_letter_writes_the_failed_input_so_nothing_is_lost() {
             assert_same_values(&b, &batch(seq as i64 * 100, 100));
             ids.extend(ids_of(&b));
         }
-        let note = std::fs::read_to_string(dir.path().join(format!("chunk-{seq:06}.error.txt")))
-            .expect("note");
+        let note = std::fs::read_to_string(
+            dir.path()
+                .join(format!("rows-{start:012}-{end:012}.error.txt")),
+        )
+        .expect("note");
         assert!(
             note.contains(&format!("input rows {}..{}", seq * 100, seq * 100 + 100)),
             "{note}"

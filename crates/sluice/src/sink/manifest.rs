@@ -6,6 +6,7 @@ use std::path::Path;
 use arrow::datatypes::Schema;
 use serde::{Deserialize, Serialize};
 
+use super::dead_letter::DeadLetter;
 use super::OutputFormat;
 use crate::error::{Result, SluiceError};
 use crate::stats::StreamingStats;
@@ -45,6 +46,10 @@ pub struct Manifest {
     pub status: RunStatus,
     pub format: OutputFormat,
     pub parts: Vec<PartInfo>,
+    /// Dead letters (failed chunks, rejected records) of the rows the run got through, in
+    /// input order: part of the output as much as the parts are.
+    #[serde(default)]
+    pub dead_letters: Vec<DeadLetter>,
     pub total_rows: u64,
     pub schema: Vec<ColumnInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
@@ -60,6 +65,7 @@ impl Manifest {
             status: RunStatus::Running,
             format,
             parts: Vec::new(),
+            dead_letters: Vec::new(),
             total_rows: 0,
             schema: Vec::new(),
             stats: None,

@@ -5,6 +5,7 @@
 //! status and statistics, so it always says which parts are done.
 
 mod csv;
+pub mod dead_letter;
 mod ipc;
 pub mod manifest;
 mod parquet;
@@ -18,6 +19,7 @@ use arrow::record_batch::RecordBatch;
 use crate::backpressure::{BackpressureController, Reservation};
 use crate::error::{Result, SluiceError};
 use crate::stats::StreamingStats;
+pub use dead_letter::{DeadLetter, LetterKind};
 pub use manifest::{Manifest, PartInfo, RunStatus};
 
 /// File format of the part files.
@@ -77,6 +79,8 @@ pub struct OutputOptions {
     /// The input row a resumed run starts at (the end of the committed parts); the source
     /// must skip the rows before it (see [`crate::source::SkipRows`]).
     pub input_row_offset: u64,
+    /// Dead letters of an earlier run's committed rows (resume): listed again.
+    pub resume_dead_letters: Vec<DeadLetter>,
     pub mode: OutputMode,
 }
 
@@ -88,6 +92,7 @@ impl OutputOptions {
             rows_per_part: 1_000_000,
             resume_parts: Vec::new(),
             input_row_offset: 0,
+            resume_dead_letters: Vec::new(),
             mode: OutputMode::New,
         }
     }
@@ -105,6 +110,11 @@ impl OutputOptions {
         self.resume_parts = parts;
         self.input_row_offset = input_row_offset;
         self.mode = OutputMode::Resume;
+        self
+    }
+    /// Keeps listing an earlier run's dead letters of the committed rows (with [`Self::resume`]).
+    pub fn keep_dead_letters(mut self, letters: Vec<DeadLetter>) -> Self {
+        self.resume_dead_letters = letters;
         self
     }
     /// Replaces whatever output the folder holds (`true`) or refuses it (`false`, the default).
@@ -159,6 +169,7 @@ impl PartSink {
             .map_or(0, |i| i + 1);
         let mut manifest = Manifest::new(options.format);
         manifest.parts = options.resume_parts.clone();
+        manifest.dead_letters = options.resume_dead_letters.clone();
         // Parquet row groups are flushed at an eighth of the budget (at most 64 MiB).
         let flush_bytes = (controller.budget_bytes() / 8).min(64 << 20);
         let buffer_reservation = controller.reserve_unchecked(0, false);
@@ -206,6 +217,12 @@ impl PartSink {
             self.close_part()?;
         }
         Ok(())
+    }
+
+    /// Lists dead letters written for the rows handled so far; the manifest lists them from
+    /// its next write on.
+    pub fn record_dead_letters(&mut self, letters: &[DeadLetter]) {
+        self.manifest.dead_letters.extend_from_slice(letters);
     }
 
     /// Records input rows that produced no output (skipped chunks) in the current part.

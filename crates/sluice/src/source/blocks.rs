@@ -12,6 +12,8 @@ pub(crate) struct Block {
     pub bytes: Vec<u8>,
     /// 1-based line number (in the file) of the block's first line.
     pub first_line: u64,
+    /// Byte offset (in the file) of the block's first byte.
+    pub offset: u64,
 }
 
 pub(crate) struct BlockReader {
@@ -21,18 +23,21 @@ pub(crate) struct BlockReader {
     /// Bytes read but not yet handed out (a partial record).
     carry: Vec<u8>,
     next_line: u64,
+    /// File offset of the first byte of `carry`.
+    next_offset: u64,
     eof: bool,
 }
 
 impl BlockReader {
-    /// Starts reading `file` after `skip` bytes already consumed (e.g. a header), whose
-    /// lines end before line `first_line`.
+    /// Starts reading `file` after a prefix already consumed (e.g. a header) that ends at
+    /// byte `first_offset`, before line `first_line`; `carry` holds the bytes read past it.
     pub fn new(
         path: &Path,
         file: File,
         quote: Option<u8>,
         carry: Vec<u8>,
         first_line: u64,
+        first_offset: u64,
     ) -> Self {
         BlockReader {
             path: path.to_path_buf(),
@@ -40,6 +45,7 @@ impl BlockReader {
             quote,
             carry,
             next_line: first_line,
+            next_offset: first_offset,
             eof: false,
         }
     }
@@ -69,7 +75,9 @@ impl BlockReader {
                 Some(cut) => {
                     self.carry = buf.split_off(cut);
                     let first_line = self.next_line;
+                    let offset = self.next_offset;
                     self.next_line += memchr::memchr_iter(b'\n', &buf).count() as u64;
+                    self.next_offset += buf.len() as u64;
                     if buf.iter().all(|b| b.is_ascii_whitespace()) {
                         // Trailing blank lines: nothing to decode.
                         if self.eof && self.carry.is_empty() {
@@ -81,6 +89,7 @@ impl BlockReader {
                     return Ok(Some(Block {
                         bytes: buf,
                         first_line,
+                        offset,
                     }));
                 }
                 None => {

@@ -13,7 +13,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use super::blocks::{Block, BlockReader};
-use super::{PartHint, Source, SourcePart};
+use super::{records, DecodedPart, PartHint, Source, SourcePart};
 use crate::error::{Result, SluiceError};
 
 /// Rows per decoded batch inside a block; the engine re-slices them into chunks.
@@ -116,7 +116,14 @@ impl CsvSource {
         } else {
             (Vec::new(), 0, 1)
         };
-        let blocks = BlockReader::new(&path, file, Some(options.quote), carry, first_line);
+        let blocks = BlockReader::new(
+            &path,
+            file,
+            Some(options.quote),
+            carry,
+            first_line,
+            header_bytes,
+        );
         Ok(CsvSource {
             path: Arc::new(path),
             options,
@@ -194,25 +201,39 @@ fn decode_block(
     schema: SchemaRef,
     options: &CsvOptions,
     block: Block,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<DecodedPart> {
+    Ok(records::decode_block(
+        path,
+        &block,
+        Some(options.quote),
+        |bytes, records| decode_bytes(schema.clone(), options, bytes, records),
+        |line, e| match located_error(path, line, e) {
+            SluiceError::BadInput { message, .. } => message,
+            other => other.to_string(),
+        },
+    ))
+}
+
+/// Decodes whole records (`records` of them, about).
+fn decode_bytes(
+    schema: SchemaRef,
+    options: &CsvOptions,
+    bytes: &[u8],
+    records: usize,
+) -> std::result::Result<Vec<RecordBatch>, ArrowError> {
     let mut decoder = ReaderBuilder::new(schema)
         .with_header(false)
         .with_delimiter(options.delimiter)
         .with_quote(options.quote)
-        .with_batch_size(DECODE_BATCH_ROWS)
+        .with_batch_size(records.clamp(1, DECODE_BATCH_ROWS))
         .build_decoder();
-    let mut rest: &[u8] = &block.bytes;
+    let mut rest = bytes;
     let mut batches = Vec::new();
     loop {
-        let consumed = decoder
-            .decode(rest)
-            .map_err(|e| located_error(path, block.first_line, e))?;
+        let consumed = decoder.decode(rest)?;
         rest = &rest[consumed..];
         if consumed == 0 || decoder.capacity() == 0 {
-            match decoder
-                .flush()
-                .map_err(|e| located_error(path, block.first_line, e))?
-            {
+            match decoder.flush()? {
                 Some(batch) => batches.push(batch),
                 None => break,
             }

@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::{FileReader, StreamReader};
-use arrow::record_batch::RecordBatch;
 
-use super::{PartHint, Source, SourcePart};
+use super::{DecodedPart, PartHint, Source, SourcePart};
 use crate::error::{Result, SluiceError};
 
 fn open(path: &Path) -> Result<File> {
@@ -80,7 +79,7 @@ impl Source for IpcFileSource {
         let path = self.path.clone();
         // Without per-batch sizes in the footer, assume batches share the file evenly.
         let estimate = self.total_bytes / self.num_batches.max(1) as u64;
-        let decode = Box::new(move || -> Result<Vec<RecordBatch>> {
+        let decode = Box::new(move || -> Result<DecodedPart> {
             let location = || format!("record batch {index}");
             let mut reader = FileReader::try_new(BufReader::new(open(&path)?), None)
                 .map_err(|e| bad(&path, location(), e))?;
@@ -88,7 +87,7 @@ impl Source for IpcFileSource {
                 .set_index(index)
                 .map_err(|e| bad(&path, location(), e))?;
             match reader.next() {
-                Some(batch) => Ok(vec![batch.map_err(|e| bad(&path, location(), e))?]),
+                Some(batch) => Ok(vec![batch.map_err(|e| bad(&path, location(), e))?].into()),
                 None => Err(bad(&path, location(), "the batch is missing")),
             }
         });

@@ -14,7 +14,10 @@ pub mod ipc;
 pub mod memory;
 pub mod ndjson;
 pub mod parquet;
+mod records;
 pub mod skip;
+
+use std::path::PathBuf;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -29,8 +32,95 @@ pub use self::ndjson::{NdjsonOptions, NdjsonSource};
 pub use self::parquet::{ParquetOptions, ParquetSource};
 pub use self::skip::SkipRows;
 
-/// A decode job run by a worker; returns the part's batches in order.
-pub type DecodeFn = Box<dyn FnOnce() -> Result<Vec<RecordBatch>> + Send>;
+/// A decode job run by a worker; returns the part's batches in order, and the records of
+/// the part that could not become rows.
+pub type DecodeFn = Box<dyn FnOnce() -> Result<DecodedPart> + Send>;
+
+/// What decoding one part gave: its good rows, and its malformed records set aside.
+#[derive(Debug, Default)]
+pub struct DecodedPart {
+    pub batches: Vec<RecordBatch>,
+    /// In input order; each one's `position` counts the good rows of this part before it.
+    pub rejects: Vec<Reject>,
+}
+
+impl From<Vec<RecordBatch>> for DecodedPart {
+    fn from(batches: Vec<RecordBatch>) -> Self {
+        DecodedPart {
+            batches,
+            rejects: Vec::new(),
+        }
+    }
+}
+
+impl DecodedPart {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// Longest raw text a reject keeps, in bytes (a runaway record, e.g. an unclosed quote,
+/// can be most of a file).
+pub const REJECT_RAW_LIMIT: usize = 4096;
+
+/// A malformed record: a value that does not parse, a missing or extra field, invalid
+/// UTF-8, broken JSON. It has no row number (it never became a row); `position` says where
+/// it was among the rows: the number of good input rows before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// 1-based line of the file where the record starts.
+    pub line: Option<u64>,
+    /// Byte offset in the file where the record starts.
+    pub byte_offset: Option<u64>,
+    /// Good rows before it: within its part as a source yields it; in the whole input once
+    /// the engine hands it on (the input row number of the next good row).
+    pub position: u64,
+    /// The record's text (lossy UTF-8), without its line ending, cut at
+    /// [`REJECT_RAW_LIMIT`] bytes.
+    pub raw: String,
+    pub raw_truncated: bool,
+    /// Why it could not be decoded.
+    pub cause: String,
+}
+
+impl Reject {
+    /// The record `bytes` (line ending included or not) as a reject.
+    pub fn new(file: PathBuf, line: u64, byte_offset: u64, bytes: &[u8], cause: String) -> Self {
+        let mut end = bytes.len();
+        while end > 0 && matches!(bytes[end - 1], b'\n' | b'\r') {
+            end -= 1;
+        }
+        let truncated = end > REJECT_RAW_LIMIT;
+        let mut raw = String::from_utf8_lossy(&bytes[..end.min(REJECT_RAW_LIMIT)]).into_owned();
+        if truncated {
+            // The cut may split a UTF-8 sequence into a replacement character: drop it.
+            if raw.ends_with('\u{FFFD}') {
+                raw.pop();
+            }
+        }
+        // arrow's messages quote the whole row: keep the cause as short as the raw text.
+        let mut cause = cause;
+        if cause.len() > REJECT_RAW_LIMIT {
+            let mut cut = REJECT_RAW_LIMIT;
+            while !cause.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            cause.truncate(cut);
+            cause.push_str("...");
+        }
+        Reject {
+            file,
+            line: Some(line),
+            byte_offset: Some(byte_offset),
+            position: 0,
+            raw,
+            raw_truncated: truncated,
+            cause,
+        }
+    }
+}
 
 /// How much the engine would like the next part to weigh (sources may ignore it).
 #[derive(Debug, Clone, Copy)]

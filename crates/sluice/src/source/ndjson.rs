@@ -12,7 +12,7 @@ use arrow::json::ReaderBuilder;
 use arrow::record_batch::RecordBatch;
 
 use super::blocks::{Block, BlockReader};
-use super::{PartHint, Source, SourcePart};
+use super::{records, DecodedPart, PartHint, Source, SourcePart};
 use crate::error::{Result, SluiceError};
 
 const DECODE_BATCH_ROWS: usize = 16 * 1024;
@@ -70,7 +70,7 @@ impl NdjsonSource {
             }
         };
         // JSON strings cannot hold a raw newline, so every newline ends a record.
-        let blocks = BlockReader::new(&path, file, None, Vec::new(), 1);
+        let blocks = BlockReader::new(&path, file, None, Vec::new(), 1, 0);
         Ok(NdjsonSource {
             path: Arc::new(path),
             schema,
@@ -110,28 +110,24 @@ impl Source for NdjsonSource {
     }
 }
 
-fn decode_block(path: &Path, schema: SchemaRef, block: Block) -> Result<Vec<RecordBatch>> {
-    decode_bytes(schema.clone(), &block.bytes).map_err(|message| {
-        // arrow-json does not say which line failed: find it by decoding line by line.
-        let line = block
-            .bytes
-            .split(|&b| b == b'\n')
-            .position(|line| decode_bytes(schema.clone(), line).is_err())
-            .map(|i| block.first_line + i as u64);
-        SluiceError::BadInput {
-            path: path.to_path_buf(),
-            location: line.map_or_else(
-                || format!("lines from {}", block.first_line),
-                |l| format!("line {l}"),
-            ),
-            message,
-        }
-    })
+fn decode_block(path: &Path, schema: SchemaRef, block: Block) -> Result<DecodedPart> {
+    // JSON strings cannot hold a raw newline: every line is one record.
+    Ok(records::decode_block(
+        path,
+        &block,
+        None,
+        |bytes, records| decode_bytes(schema.clone(), bytes, records),
+        |_, message| message,
+    ))
 }
 
-fn decode_bytes(schema: SchemaRef, bytes: &[u8]) -> std::result::Result<Vec<RecordBatch>, String> {
+fn decode_bytes(
+    schema: SchemaRef,
+    bytes: &[u8],
+    records: usize,
+) -> std::result::Result<Vec<RecordBatch>, String> {
     let mut decoder = ReaderBuilder::new(schema)
-        .with_batch_size(DECODE_BATCH_ROWS)
+        .with_batch_size(records.clamp(1, DECODE_BATCH_ROWS))
         .build_decoder()
         .map_err(|e| e.to_string())?;
     let mut rest = bytes;

@@ -12,7 +12,7 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::arrow::ProjectionMask;
 
-use super::{PartHint, Source, SourcePart};
+use super::{DecodedPart, PartHint, Source, SourcePart};
 use crate::error::{Result, SluiceError};
 
 const DECODE_BATCH_ROWS: usize = 16 * 1024;
@@ -139,7 +139,11 @@ impl Source for ParquetSource {
         let path = self.path.clone();
         let metadata = self.metadata.clone();
         let projection = self.projection.clone();
-        let decode = Box::new(move || decode_row_group(&path, metadata, projection, index));
+        // A Parquet row group has no malformed records, only corrupt pages (or chunks),
+        // which lose every row of the group: that is fatal under every policy, named.
+        let decode = Box::new(move || {
+            decode_row_group(&path, metadata, projection, index).map(DecodedPart::from)
+        });
         Ok(Some((
             SourcePart::Deferred {
                 estimated_bytes: uncompressed.max(compressed),
