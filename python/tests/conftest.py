@@ -3,6 +3,7 @@ only in its import) and a plain-loop reference to check the engine's results aga
 
 import os
 import runpy
+import time
 
 import numpy as np
 import pandas as pd
@@ -65,3 +66,17 @@ def small_frame(rows=10_000, seed=0):
             "target": rng.integers(0, 2, rows),
         }
     )
+
+
+def wait_for(condition, what, limit=30.0):
+    """Waits until ``condition()`` is true, checking every 10 ms: a wait on something the
+    test can observe, with a deadline so a hang fails instead of stalling the suite."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def wait_idle(pipeline):
+    """Waits until no run of ``pipeline`` has threads still working."""
+    wait_for(lambda: pipeline.get_performance_stats()["active_runs"] == 0, "the run's threads to end")

@@ -72,7 +72,9 @@ def test_basic_streaming_processing_stats(seed_basic):
     assert stats.total_processing_time > 0
     assert stats.throughput_rows_per_second == pytest.approx(100_000 / stats.total_processing_time)
     assert stats.memory_peak_mb > 0
-    assert stats.backpressure_events >= 0
+    # At most 20 chunks of a few MB against 100 queue slots and a 375 MB tracked budget:
+    # the reader never waits for room. (test_pipeline.py has a run that must wait.)
+    assert stats.backpressure_events == 0
     assert stats.errors_encountered == 0
     # Adaptive batching starts from the seed's 5000 rows (the first chunk has the size
     # asked for; the sizer grows only once chunks have run) and records its decisions.

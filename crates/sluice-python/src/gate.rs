@@ -318,52 +318,54 @@ fn thread_cpu_seconds() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex as StdMutex};
 
-    /// Runs `calls` calls of `work` on `workers` threads through one gate.
-    fn drive(
-        workers: usize,
-        calls: usize,
-        work: impl Fn() + Send + Sync + 'static,
-    ) -> Arc<CallGate> {
-        let gate = Arc::new(CallGate::new(workers));
-        let next = Arc::new(AtomicUsize::new(0));
-        let work = Arc::new(work);
-        let threads: Vec<_> = (0..workers)
-            .map(|_| {
-                let (gate, next, work) = (gate.clone(), next.clone(), work.clone());
-                std::thread::spawn(move || {
-                    while next.fetch_add(1, Ordering::SeqCst) < calls {
-                        gate.run(1000, || work());
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().expect("worker");
+    /// A call of `ms` milliseconds from `at` whose thread was on the CPU for `cpu_ms`.
+    fn call(at: Instant, ms: u64, cpu_ms: f64) -> CallCost {
+        CallCost {
+            start: at,
+            took: Duration::from_millis(ms),
+            cpu: cpu_ms / 1000.0,
         }
-        gate
     }
 
     #[test]
     fn work_that_serializes_anyway_runs_one_call_at_a_time() {
-        // A lock held for the whole call while burning CPU, like a function that never
-        // releases the GIL.
-        let gil = Arc::new(StdMutex::new(()));
-        let gate = drive(3, 40, move || {
-            let _held = gil.lock().expect("lock");
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_millis(3) {
-                std::hint::black_box(start.elapsed());
-            }
-        });
+        // Busy calls that hold one lock for their whole length, like a function that never
+        // lets the GIL go: timed alone, then two let in together, the second runs only
+        // after the first (its 2 ms start when the first's end). Rows move no faster, so
+        // the gate goes back to one call at a time and stays there.
+        let gate = CallGate::new(3);
+        let t0 = Instant::now();
+        for cost in busy_calls(t0, 1 + ALONE_CALLS, 2) {
+            assert!(gate.one_at_a_time());
+            gate.enter().leave(1000, cost);
+        }
+        assert_eq!(gate.allowed(), TRIAL_WIDTH);
+        let later = t0 + Duration::from_secs(1);
+        let serialized = busy_calls(later, TRIAL_WIDTH * WINDOW_CALLS_PER_PLACE, 2);
+        for pair in serialized.chunks(TRIAL_WIDTH) {
+            let (a, b) = (gate.enter(), gate.enter());
+            a.leave(1000, pair[0]);
+            b.leave(1000, pair[1]);
+        }
         assert_eq!(gate.allowed(), 1);
+        assert!(matches!(gate.lock().phase, Phase::Decided { .. }));
+        let after = later + Duration::from_secs(1);
+        for cost in busy_calls(after, 50, 2) {
+            gate.enter().leave(1000, cost);
+        }
+        assert_eq!(
+            gate.allowed(),
+            1,
+            "decided: no new trial before the next probe"
+        );
     }
 
     #[test]
     fn a_first_call_that_mostly_waits_opens_every_place_at_once() {
-        let gate = drive(3, 1, || std::thread::sleep(Duration::from_millis(20)));
+        // 20 ms of which 0.1 ms on the CPU (a sleep, I/O).
+        let gate = CallGate::new(3);
+        gate.enter().leave(1000, call(Instant::now(), 20, 0.1));
         assert_eq!(gate.allowed(), 3);
     }
 
@@ -438,8 +440,20 @@ mod tests {
     }
 
     #[test]
-    fn work_that_overlaps_runs_on_every_worker() {
-        let gate = drive(3, 40, || std::thread::sleep(Duration::from_millis(3)));
+    fn calls_that_mostly_wait_open_every_place_after_a_busy_first_call() {
+        // The first call pays for imports (busy, not measured); the calls after it sleep
+        // 3 ms each on 0.1 ms of CPU: every worker may run one.
+        let gate = CallGate::new(3);
+        let t0 = Instant::now();
+        gate.enter().leave(1000, call(t0, 50, 50.0));
+        assert_eq!(gate.allowed(), 1);
+        gate.enter()
+            .leave(1000, call(t0 + Duration::from_millis(50), 3, 0.1));
         assert_eq!(gate.allowed(), 3);
+        // All three places are free to take at once.
+        let places = [gate.enter(), gate.enter(), gate.enter()];
+        assert_eq!(gate.lock().running, 3);
+        drop(places);
+        assert_eq!(gate.lock().running, 0);
     }
 }

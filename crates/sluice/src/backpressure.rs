@@ -517,9 +517,21 @@ mod tests {
         let held = c.try_admit(100).expect("fits");
         let c2 = c.clone();
         let waiter = std::thread::spawn(move || c2.admit_blocking(50).bytes());
-        std::thread::sleep(Duration::from_millis(50));
+        // The waiter counts its event before it waits: once it shows, the waiter has found
+        // the budget full, and must still be waiting (nothing was released).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while c.backpressure_events() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the waiter never found the budget full"
+            );
+            std::thread::yield_now();
+        }
+        assert!(!waiter.is_finished(), "admitted while the budget was full");
+        assert_eq!(c.used_bytes(), 100);
         drop(held);
         assert_eq!(waiter.join().expect("no panic"), 50);
-        assert_eq!(c.backpressure_events(), 1);
+        assert_eq!(c.backpressure_events(), 1, "one wait, one event");
+        assert_eq!(c.used_bytes(), 0);
     }
 }

@@ -2,6 +2,9 @@
 
 mod common;
 
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
 use arrow::record_batch::RecordBatch;
 use sluice::source::MemorySource;
 use sluice::{ErrorPolicy, SluiceError, StreamingDataPipeline};
@@ -150,26 +153,96 @@ fn dead_letter_writes_the_failed_input_so_nothing_is_lost() {
     assert_eq!(pipeline.stats().failed_chunks, 2);
 }
 
+/// Calls held inside the function until the test opens the gate, so a stop lands at a
+/// known point. Opens on drop too, so a failed assertion cannot leave a worker held (and
+/// the run's threads unjoinable).
+#[derive(Default)]
+struct HeldCalls {
+    state: Mutex<(usize, bool)>, // (calls that entered the function, gate open)
+    changed: Condvar,
+}
+
+impl HeldCalls {
+    fn hold(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 += 1;
+        self.changed.notify_all();
+        let _open = self.changed.wait_while(s, |s| !s.1);
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.changed.notify_all();
+    }
+
+    fn entered(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+struct OpenOnDrop(Arc<HeldCalls>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+/// Waits until `ready` holds, with a deadline so a hang fails the test instead of stalling.
+fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn cleanup_is_idempotent_and_stops_a_run() {
+    // Stopped with the worker inside chunk 1's call and the queue full behind it (chunks
+    // 2..8): that call finishes and comes out; none of the queued chunks is called; the
+    // stream ends and every reservation is back.
+    const QUEUE: usize = 8;
+    let held = Arc::new(HeldCalls::default());
     let pipeline = StreamingDataPipeline::builder()
         .chunk_size(10)
         .adaptive_batching(false)
+        .num_workers(1)
+        .max_queue_size(QUEUE)
         .build()
         .expect("valid");
+    let calls = held.clone();
     let mut stream = pipeline
         .process(
             MemorySource::from_batch(batch(0, 100_000)),
-            |b: RecordBatch| Ok::<_, SluiceError>(b),
+            move |b: RecordBatch| {
+                if ids_of(&b)[0] != 0 {
+                    calls.hold();
+                }
+                Ok::<_, SluiceError>(b)
+            },
         )
         .expect("started");
-    assert!(stream.next().is_some());
+    let _open = OpenOnDrop(held.clone());
+    let first = stream.next().expect("a chunk").expect("ok");
+    assert_eq!(first.input_rows, 0..10);
+    wait_until("chunk 1's call and a full queue", || {
+        held.entered() == 1 && pipeline.controller().queued_chunks() == QUEUE
+    });
     pipeline.cleanup();
     pipeline.cleanup();
-    let rest = stream.count();
-    assert!(
-        rest < 10_000,
-        "the run stopped early ({rest} chunks after stop)"
+    held.open();
+    let rest: Vec<_> = stream
+        .map(|c| c.expect("the call under way ends normally"))
+        .map(|c| (c.seq, c.input_rows))
+        .collect();
+    assert_eq!(
+        rest,
+        vec![(1, 10..20)],
+        "after the stop exactly the call under way comes out"
     );
+    assert_eq!(held.entered(), 1, "no call started after the stop");
+    assert_eq!(pipeline.stats().total_rows_processed, 20);
     assert_eq!(pipeline.controller().used_bytes(), 0);
+    assert_eq!(pipeline.controller().queued_chunks(), 0);
 }
