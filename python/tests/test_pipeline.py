@@ -325,9 +325,9 @@ def test_dead_letter_policy_writes_the_failed_chunk(tmp_path):
     got = chunks_with_info(pipeline, df, fails_on_third)
     assert len(got) == 4
 
-    with pa.ipc.open_file(folder / "chunk-000002.arrow") as f:
+    with pa.ipc.open_file(folder / "rows-000000002000-000000003000.arrow") as f:
         assert f.read_all().column("x").to_pylist() == list(range(2_000, 3_000))
-    note = (folder / "chunk-000002.error.txt").read_text()
+    note = (folder / "rows-000000002000-000000003000.error.txt").read_text()
     assert "ValueError: third chunk is bad" in note and "fails_on_third" in note  # the traceback
 
 

@@ -85,7 +85,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub unordered: bool,
 
-    /// What to do when the SQL fails on a chunk: fail, skip, pass-through, dead-letter=DIR.
+    /// What to do when the SQL fails on a chunk, or an input record is malformed: fail,
+    /// skip, pass-through, dead-letter=DIR (malformed records go to DIR/rejects-*.ndjson).
     #[arg(long, value_name = "POLICY", default_value = "fail")]
     pub on_error: String,
 

@@ -262,6 +262,7 @@ mod tests {
             total_chunks_processed: 5,
             memory_budget_mb: 2.0,
             latency_p95_ms: 250.0,
+            rejected_rows: 3,
             ..StreamingStats::default()
         };
         let text = render(&stats)?;
@@ -270,6 +271,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sluice_chunks_processed_total 5\n"), "{text}");
+        assert!(text.contains("sluice_rejected_rows_total 3\n"), "{text}");
         assert!(
             text.contains("sluice_memory_budget_bytes 2097152.0\n"),
             "{text}"

@@ -276,9 +276,9 @@ fn error_policies_fail_skip_pass_through_and_dead_letter() -> TestResult {
     let (output, out, _) = run_policy(dir.path(), &input, &policy, "dead")?;
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     assert_eq!(int_column(&read_output(&out)?, "v")?.len(), 4000);
-    let dead = read_file(&letters.join("chunk-000002.arrow"))?;
+    let dead = read_file(&letters.join("rows-000000002000-000000003000.arrow"))?;
     assert_eq!(int_column(&dead, "id")?, (2000..3000).collect::<Vec<_>>());
-    let cause = std::fs::read_to_string(letters.join("chunk-000002.error.txt"))?;
+    let cause = std::fs::read_to_string(letters.join("rows-000000002000-000000003000.error.txt"))?;
     assert!(
         cause.contains("input rows 2000..3000") && cause.contains("oops"),
         "{cause}"

@@ -36,9 +36,9 @@ pub(crate) fn split_records(bytes: &[u8], quote: Option<u8>) -> Vec<Range<usize>
 }
 
 /// Decodes `block`: whole first, and by halves if that fails. `decode(bytes, records)`
-/// decodes whole records; `reject(line, offset, record, error)` describes one that fails
-/// alone. Rejects leave the rest of the block intact; their `position` counts the good
-/// rows of the block before them.
+/// decodes whole records (about `records` of them); `cause(line, error)` says why a
+/// record that fails alone failed. Rejects leave the rest of the block intact; their
+/// `position` counts the good rows of the block before them.
 pub(crate) fn decode_block<E>(
     path: &Path,
     block: &Block,
@@ -46,10 +46,11 @@ pub(crate) fn decode_block<E>(
     decode: impl Fn(&[u8], usize) -> Result<Vec<RecordBatch>, E>,
     cause: impl Fn(u64, E) -> String,
 ) -> DecodedPart {
-    let records = split_records(&block.bytes, quote);
-    if let Ok(batches) = decode(&block.bytes, records.len()) {
+    // The fast path: good input is decoded once, never split.
+    if let Ok(batches) = decode(&block.bytes, usize::MAX) {
         return batches.into();
     }
+    let records = split_records(&block.bytes, quote);
     let mut finder = Finder {
         path,
         block,
