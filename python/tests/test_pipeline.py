@@ -165,7 +165,7 @@ def test_arrow_chunk_format():
 
 
 def test_polars_chunk_format_and_polars_input():
-    pl = pytest.importorskip("polars")
+    import polars as pl  # in requirements-test.txt: missing fails, never skips
     df = pl.DataFrame({"x": np.arange(5_000), "s": ["a", "b"] * 2_500})
     pipeline = StreamingDataPipeline(chunk_size=1000, chunk_format="polars")
     out = list(pipeline.process_dataframe_stream(df, lambda c: c.with_columns((pl.col("x") * 2).alias("y"))))
