@@ -229,7 +229,8 @@ class StreamingDataPipeline:
             processes, started on the first run and stopped by :meth:`cleanup` (or at exit).
         partitions: with ``enable_distributed``, how many partitions a DataFrame is cut into
             (default: twice the cluster's task slots, none smaller than ``chunk_size``).
-            Files are one partition each.
+            Files are one partition each; with fewer files than that, Parquet files are
+            cut into runs of whole row groups.
     """
 
     def __init__(
@@ -456,7 +457,8 @@ class StreamingDataPipeline:
         rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
         if self.enable_distributed:
             runner = self._runner(processing_function, sql, out, output_format, rows, file_format)
-            partitions = file_partitions(expand_paths(paths))
+            wanted = self.partitions or 2 * self._backend.parallelism()
+            partitions = file_partitions(expand_paths(paths), wanted, file_format)
             return self._distributed_iterator(runner, with_info, partitions=partitions)
         fmt = None if file_format == "auto" else file_format
         run = self._native.run_files(paths, fmt, adapter, sql, out, output_format, rows)

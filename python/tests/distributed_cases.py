@@ -105,7 +105,7 @@ class DistributedCases:
     def test_output_files_and_a_task_run_twice_does_not_duplicate(self, cluster, tmp_path):
         df = small_frame(60_000)
         out = tmp_path / "out"
-        p = self.pipeline(cluster, chunk_size=5_000, partitions=3)
+        p = self.pipeline(cluster, chunk_size=5_000, partitions=3, adaptive_batching=False)
         manifest = p.process_dataframe_stream(df, doubled, output_path=out, rows_per_part=10_000).run_to_end()
         assert manifest["status"] == "complete" and manifest["total_rows"] == 60_000
         assert [c["name"] for c in manifest["schema"]][-1] == "y"
@@ -142,11 +142,11 @@ class DistributedCases:
     def test_parquet_and_csv_files(self, cluster, tmp_path):
         df = small_frame(90_000, seed=5)
         for i in range(3):
-            piece = df.iloc[i * 30_000 : (i + 1) * 30_000].reset_index(drop=True)
-            pq.write_table(pa.Table.from_pandas(piece, preserve_index=False), tmp_path / f"data-{i}.parquet", row_group_size=10_000)
-            pacsv.write_csv(pa.Table.from_pandas(piece, preserve_index=False), tmp_path / f"data-{i}.csv")
+            piece = pa.Table.from_pandas(df.iloc[i * 30_000 : (i + 1) * 30_000], preserve_index=False)
+            pq.write_table(piece, tmp_path / f"data-{i}.parquet", row_group_size=10_000)
+            pacsv.write_csv(piece, tmp_path / f"data-{i}.csv")
         local = StreamingDataPipeline(chunk_size=7_000, num_workers=2)
-        p = self.pipeline(cluster, chunk_size=7_000)
+        p = self.pipeline(cluster, chunk_size=7_000, partitions=3)
         for pattern in ("data-*.parquet", "data-*.csv"):
             path = str(tmp_path / pattern)
             expected = pd.concat(list(local.process_file_stream(path, row_wise))).drop(columns="pid")
@@ -157,7 +157,7 @@ class DistributedCases:
             )
             assert len(got) == 90_000
         assert p.get_stats().total_rows_processed == 180_000
-        assert p.get_performance_stats()["distributed"]["partitions"] == 6
+        assert p.get_performance_stats()["distributed"]["partitions"] == 6  # one per file
 
         # sql= and output files: one manifest over the three files, absolute input rows.
         out = tmp_path / "out"
@@ -171,4 +171,25 @@ class DistributedCases:
         ]
         written = pd.concat(pq.read_table(out / x["file"]).to_pandas() for x in manifest["parts"])
         np.testing.assert_allclose(written["f"].to_numpy(), df["feature_1"].to_numpy() * 2)
+        p.cleanup()
+
+    def test_one_big_parquet_file_is_cut_by_row_groups(self, cluster, tmp_path):
+        df = small_frame(90_000, seed=6)
+        path = tmp_path / "big.parquet"
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=10_000)
+        p = self.pipeline(cluster, chunk_size=4_000, partitions=3)
+        out = tmp_path / "out"
+        got = pd.concat(list(p.process_file_stream(str(path), row_wise, output_path=out)))
+        expected = pd.concat(list(StreamingDataPipeline(chunk_size=4_000).process_file_stream(str(path), row_wise)))
+        pd.testing.assert_frame_equal(
+            got.drop(columns="pid").reset_index(drop=True), expected.drop(columns="pid").reset_index(drop=True)
+        )
+        assert len(set(got["pid"]) - {os.getpid()}) >= 1 and os.getpid() not in set(got["pid"])
+        manifest = json.loads((out / "_manifest.json").read_text())
+        assert [(x["file"], x["input_row_start"], x["input_row_end"]) for x in manifest["parts"]] == [
+            ("part-f00000g00000-00000.parquet", 0, 30_000),
+            ("part-f00000g00003-00000.parquet", 30_000, 60_000),
+            ("part-f00000g00006-00000.parquet", 60_000, 90_000),
+        ]
+        assert p.get_stats().total_rows_processed == 90_000
         p.cleanup()

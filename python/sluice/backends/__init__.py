@@ -68,10 +68,12 @@ def partition_error(error: BaseException) -> Optional[PartitionFailed]:
     if isinstance(error, PartitionFailed):
         return error
     text = str(error)
-    match = re.search(re.escape(PartitionFailed.MARKER) + r"[^\n]*", text)
+    # The traceback's last line names the exception ("...PartitionFailed: sluice partition
+    # ..."); source lines quoted above it may hold the marker too.
+    match = re.search(r"PartitionFailed: (" + re.escape(PartitionFailed.MARKER) + r"[^\n]*)", text)
     if match is None:
         return None
-    return PartitionFailed(match.group(0).strip())
+    return PartitionFailed(match.group(1).strip())
 
 
 class Backend:

@@ -23,7 +23,7 @@ from ._task import STAGING_DIR, LatencyHistogram, OutputSpec, Partition, Partiti
 # Extensions the engine reads (sluice::source::files::FileFormat::from_name).
 _DATA_EXTENSIONS = {"csv", "tsv", "parquet", "pq", "ndjson", "json", "jsonl", "ipc", "arrow", "feather", "arrows"}
 _MANIFEST_FORMAT = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "ipc": "ipc", "arrow": "ipc", "feather": "ipc"}
-_OUR_PART = re.compile(r"^part-[rf]\d+-\d{5}\.\w+$")
+_OUR_PART = re.compile(r"^part-(r\d+|f\d+(g\d+)?)-\d{5}\.\w+$")
 
 
 def plan_bounds(rows: int, partitions: int) -> List[Tuple[int, int]]:
@@ -68,8 +68,54 @@ def expand_paths(paths: List[str]) -> List[str]:
     return [p for p in out if not (p in seen or seen.add(p))]
 
 
-def file_partitions(paths: List[str]) -> List[Partition]:
-    return [Partition(index=i, key=f"f{i:05d}", describe=f"file {p}", paths=[p]) for i, p in enumerate(paths)]
+def file_partitions(paths: List[str], wanted: int, file_format: str = "auto") -> List[Partition]:
+    """One partition per file; with fewer files than ``wanted``, Parquet files with several
+    row groups are cut into runs of whole row groups (``f<file>g<first group>``), so one
+    big file still spreads over the cluster."""
+    parquet = file_format in ("parquet", "pq") or file_format == "auto"
+    pieces_per_file = max(1, -(-wanted // max(1, len(paths))))
+    out: List[Partition] = []
+    for i, path in enumerate(paths):
+        groups = _row_groups(path) if parquet and pieces_per_file > 1 else None
+        if not groups or len(groups) < 2:
+            out.append(Partition(index=len(out), key=f"f{i:05d}", describe=f"file {path}", paths=[path]))
+            continue
+        for first, last in _runs(groups, pieces_per_file):
+            rows = sum(groups[first:last])
+            out.append(
+                Partition(
+                    index=len(out),
+                    key=f"f{i:05d}g{first:05d}",
+                    describe=f"file {path} row groups {first}..{last}",
+                    rows=rows,
+                    paths=[path],
+                    row_groups=list(range(first, last)),
+                )
+            )
+    return out
+
+
+def _row_groups(path: str) -> Optional[List[int]]:
+    """Rows of each row group of a Parquet file (``None`` for any other file)."""
+    if not path.lower().endswith((".parquet", ".pq")):
+        return None
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+
+
+def _runs(groups: List[int], pieces: int) -> List[Tuple[int, int]]:
+    """Consecutive row groups in about ``pieces`` runs of similar row counts."""
+    target = sum(groups) / min(pieces, len(groups))
+    runs, first, rows = [], 0, 0
+    for g, n in enumerate(groups):
+        rows += n
+        if rows >= target * 0.999 and g + 1 < len(groups):
+            runs.append((first, g + 1))
+            first, rows = g + 1, 0
+    runs.append((first, len(groups)))
+    return runs
 
 
 def _driver_peak_mb() -> float:

@@ -54,6 +54,8 @@ class Partition:
     first_row: Optional[int] = None
     rows: Optional[int] = None
     paths: Optional[List[str]] = None
+    row_groups: Optional[List[int]] = None
+    """With one Parquet file in ``paths``: only these row groups (a big file in pieces)."""
 
 
 @dataclass
@@ -179,9 +181,7 @@ class PartitionRunner:
                 stats = pipeline.get_stats()
             except PartitionFailed:
                 raise
-            except BaseException as e:
-                if isinstance(e, GeneratorExit):
-                    raise
+            except Exception as e:
                 raise PartitionFailed(
                     f"{PartitionFailed.MARKER}{partition.index} ({partition.describe}) failed on worker "
                     f"{worker_name()}: {type(e).__name__}: {e}"
@@ -228,6 +228,12 @@ class PartitionRunner:
             rows_per_part=out.rows_per_part if out else None,
             with_info=True,
         )
+        if partition.row_groups is not None:
+            import pyarrow.parquet as pq
+
+            # A piece of a big Parquet file: its row groups, read here, in the worker.
+            data = pq.ParquetFile(partition.paths[0]).read_row_groups(partition.row_groups)
+            return pipeline.process_dataframe_stream(data, function, staging, **kwargs)
         if partition.paths is not None:
             return pipeline.process_file_stream(partition.paths, function, self.file_format, staging, **kwargs)
         return pipeline.process_dataframe_stream(data, function, staging, **kwargs)

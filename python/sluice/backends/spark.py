@@ -1,7 +1,9 @@
-"""Spark: ``mapInArrow`` on the session's DataFrame. A DataFrame becomes
-``spark.createDataFrame`` (from Arrow), files become one row per partition, and each Spark
-task runs the sluice engine over its partition's Arrow batches in a PySpark worker process;
-the output comes back to the driver as Arrow (``toLocalIterator``, partition by partition).
+"""Spark: ``mapInArrow`` on a session DataFrame of the partitions. A DataFrame's partitions
+travel as Arrow IPC, one per Spark partition and in input order (no shuffle, no sort, which
+``createDataFrame`` plus a range repartition would cost); files travel as one row per
+partition. Each Spark task runs the sluice engine over its partition in a PySpark worker
+process, and the output comes back to the driver as Arrow (``toLocalIterator``, partition
+by partition).
 
 Without a session, a ``local[num_workers]`` session is started on first use and stopped by
 ``close()``. Spark needs Java 17+ (``JAVA_HOME`` or ``java`` on the PATH).
@@ -82,8 +84,8 @@ class SparkBackend(Backend):
         # One Spark partition per planned piece, in order: the pieces are Arrow IPC, read
         # back as the partitions' rows by a first mapInArrow (no shuffle, no row sort).
         pieces = frame.pieces()
-        rdd = spark.sparkContext.parallelize([encode_table(p) for p in pieces], len(pieces))
-        rows = spark.createDataFrame(rdd.map(lambda b: (b,)), "piece binary")
+        rdd = spark.sparkContext.parallelize([(encode_table(p),) for p in pieces], len(pieces))
+        rows = spark.createDataFrame(rdd, "piece binary")
         out = rows.mapInArrow(_PieceTask(runner, frame), RECORD_DDL)
         return self._events(out, runner.chunk_format)
 
