@@ -89,3 +89,33 @@ def test_with_a_distributed_client():
         parts = list(dist.process(df, add_sum, npartitions=3, ordered=False))
         assert sum(map(len, parts)) == 6_000
         assert dist.get_stats().total_rows_processed == 6_000
+
+
+def _stopped(backend, pipeline, workers):
+    """Whether the local cluster the pipeline started is gone after cleanup()."""
+    import psutil
+
+    if backend == "dask":
+        gone, alive = psutil.wait_procs([psutil.Process(pid) for pid in workers if psutil.pid_exists(pid)], timeout=60)
+        return not alive
+    if backend == "ray":
+        import ray
+
+        return not ray.is_initialized()
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession() is None
+
+
+@pytest.mark.parametrize("backend", ["dask", "ray", "spark"])
+def test_without_a_cluster_a_local_one_starts_and_cleanup_stops_it(backend):
+    p = StreamingDataPipeline(chunk_size=2_000, num_workers=2, enable_distributed=True, distributed_backend=backend)
+    df = small_frame(20_000)
+    got = pd.concat(list(p.process_dataframe_stream(df, lambda c: c.assign(pid=os.getpid()))))
+    workers = set(got["pid"])
+    assert len(got) == 20_000 and os.getpid() not in workers
+    assert p.get_stats().total_rows_processed == 20_000
+    assert "not started" not in p.get_performance_stats()["distributed"]["cluster"]
+    p.cleanup()
+    assert _stopped(backend, p, workers)
+    assert "not started" in p._backend.describe()

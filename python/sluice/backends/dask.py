@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import Backend, Event
-from ._task import Partition, PartitionRunner
+from ._task import Partition
 
 
 def _slice(data: Any, start: int, end: int) -> Any:

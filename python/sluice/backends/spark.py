@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, Optional
 
 import pyarrow as pa
 
