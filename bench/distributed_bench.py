@@ -199,7 +199,7 @@ def run_variant(name: str, data: str, warm: str, out: str, workers: int) -> dict
 
         def go(path, dest):
             ddf = dd.read_parquet(path)
-            meta = data_preprocessing(ddf._meta_nonempty).iloc[:0]
+            meta = data_preprocessing(ddf.head(1000)).iloc[:0]
             ddf.map_partitions(data_preprocessing, meta=meta).to_parquet(dest, write_index=False)
 
         note = "dd.read_parquet partitions (row groups); the function per partition"

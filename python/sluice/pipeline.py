@@ -393,6 +393,10 @@ class StreamingDataPipeline:
         entirely in Rust. With ``output_path``, every chunk is also written to part files
         (``output_format``: parquet, csv or ipc) with a ``_manifest.json``. With
         ``with_info=True`` it yields :class:`ProcessedChunk` (data plus input rows).
+
+        Distributed, ``df`` may also be the backend's own DataFrame (a Dask DataFrame, a
+        Spark DataFrame such as ``spark.read.parquet(...)``): each of its partitions is one
+        task.
         """
         self._function(processing_function, sql)  # checks the arguments before converting
         out = _output_path(output_path)
@@ -488,6 +492,10 @@ class StreamingDataPipeline:
     ) -> "DistributedChunkIterator":
         import pyarrow as pa
 
+        if self._backend.accepts(df):
+            # The engine's own DataFrame (dd.read_parquet, spark.read...): its partitions.
+            runner = self._runner(function, sql, out, output_format, rows_per_part)
+            return self._distributed_iterator(runner, with_info, native=df)
         if isinstance(df, pa.RecordBatch):
             df = pa.Table.from_batches([df])
         range_index = None

@@ -102,6 +102,15 @@ class Backend:
         """Runs partitions that carry their own input (files) on the cluster."""
         raise NotImplementedError
 
+    def accepts(self, data: Any) -> bool:
+        """Whether ``data`` is this engine's own DataFrame (run by :meth:`run_native`)."""
+        return False
+
+    def run_native(self, runner: PartitionRunner, data: Any, ordered: bool) -> Iterator[Event]:
+        """Runs the engine's own DataFrame, partition by partition as the engine cut it
+        (partitions ``p<number>``; their rows' absolute positions are counted in order)."""
+        raise NotImplementedError
+
     def describe(self) -> str:
         raise NotImplementedError
 

@@ -23,7 +23,7 @@ from ._task import STAGING_DIR, LatencyHistogram, OutputSpec, Partition, Partiti
 # Extensions the engine reads (sluice::source::files::FileFormat::from_name).
 _DATA_EXTENSIONS = {"csv", "tsv", "parquet", "pq", "ndjson", "json", "jsonl", "ipc", "arrow", "feather", "arrows"}
 _MANIFEST_FORMAT = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "ipc": "ipc", "arrow": "ipc", "feather": "ipc"}
-_OUR_PART = re.compile(r"^part-(r\d+|f\d+(g\d+)?)-\d{5}\.\w+$")
+_OUR_PART = re.compile(r"^part-(r\d+|p\d+|f\d+(g\d+)?)-\d{5}\.\w+$")
 
 
 def plan_bounds(rows: int, partitions: int) -> List[Tuple[int, int]]:
@@ -200,6 +200,7 @@ class DistributedChunkIterator:
         *,
         frame: Optional[FrameInput] = None,
         partitions: Optional[List[Partition]] = None,
+        native: Any = None,
         ordered: bool,
         with_info: bool,
         wrap: Callable[..., Any],
@@ -209,6 +210,7 @@ class DistributedChunkIterator:
         self._runner = runner
         self._frame = frame
         self._partitions = partitions
+        self._native = native
         self._ordered = ordered
         self._with_info = with_info
         self._wrap = wrap
@@ -230,6 +232,8 @@ class DistributedChunkIterator:
                 self._write_manifest("running")
             if self._frame is not None:
                 self._events = self._backend.run_frame(self._runner, self._frame, self._ordered)
+            elif self._native is not None:
+                self._events = self._backend.run_native(self._runner, self._native, self._ordered)
             else:
                 self._events = self._backend.run_partitions(self._runner, self._partitions, self._ordered)
         return self._events

@@ -79,6 +79,21 @@ class DaskBackend(Backend):
         ]
         return self._results(futures, ordered)
 
+    def accepts(self, data: Any) -> bool:
+        return type(data).__module__.startswith("dask") and hasattr(data, "to_delayed")
+
+    def run_native(self, runner, data, ordered) -> Iterator[Event]:
+        import dask
+
+        parts = data.to_delayed()
+        tasks = [
+            dask.delayed(runner.collect, pure=False)(
+                Partition(index=i, key=f"p{i:05d}", describe=f"Dask partition {i}"), part
+            )
+            for i, part in enumerate(parts)
+        ]
+        return self._results(self.client.compute(tasks), ordered)
+
     def _results(self, futures: List[Any], ordered: bool) -> Iterator[Event]:
         from distributed import as_completed
 

@@ -97,6 +97,13 @@ class SparkBackend(Backend):
         out = rows.mapInArrow(_FileTask(runner), RECORD_DDL)
         return self._events(out, runner.chunk_format)
 
+    def accepts(self, data: Any) -> bool:
+        return type(data).__module__.startswith("pyspark.sql") and hasattr(data, "mapInArrow")
+
+    def run_native(self, runner, data, ordered) -> Iterator[Event]:
+        out = data.mapInArrow(_SparkPartitionTask(runner), RECORD_DDL)
+        return self._events(out, runner.chunk_format)
+
     def _events(self, out: Any, chunk_format: str) -> Iterator[Event]:
         try:
             for row in out.toLocalIterator(prefetchPartitions=True):
@@ -134,6 +141,26 @@ class _PieceTask:
                 table = decode_table(payload.as_buffer())
                 partition, data = piece_of_rows(table, self.runner.chunk_format, self.range_index, self.starts)
                 yield from to_records(partition.index, self.runner.run(partition, data))
+
+
+class _SparkPartitionTask:
+    """The mapInArrow function over a partition of the caller's own Spark DataFrame (e.g.
+    ``spark.read.parquet``), named by Spark's partition id (the same on a retry)."""
+
+    def __init__(self, runner: PartitionRunner):
+        self.runner = runner
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        batches = list(batches)
+        if not batches:
+            return
+        number = TaskContext.get().partitionId()
+        table = pa.Table.from_batches(batches)
+        data = table.to_pandas() if self.runner.chunk_format == "pandas" else table
+        partition = Partition(index=number, key=f"p{number:05d}", describe=f"Spark partition {number}", rows=table.num_rows)
+        yield from to_records(number, self.runner.run(partition, data))
 
 
 BACKEND = SparkBackend
