@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from . import _convert, _native
-from .backends import BACKENDS, FrameInput, open_backend
+from .backends import BACKENDS, open_backend
 from .backends._driver import (
     DistributedChunkIterator,
     DistributedStats,
     driver_memory_mb,
     expand_paths,
     file_partitions,
-    plan_bounds,
+    frame_input,
 )
 from .backends._task import OutputSpec, PartitionRunner
 from .controller import BackpressureController, _check_int, _check_mb
@@ -290,7 +290,8 @@ class StreamingDataPipeline:
         self.on_error = _normalize_on_error(on_error)
         min_rows = None if min_chunk_size is None else _check_int("min_chunk_size", min_chunk_size)
         max_rows = None if max_chunk_size is None else _check_int("max_chunk_size", max_chunk_size)
-        self._chunk_bounds = (min_rows, max_rows, None if max_queue_size is None else _check_int("max_queue_size", max_queue_size))
+        queue_rows = None if max_queue_size is None else _check_int("max_queue_size", max_queue_size)
+        self._chunk_bounds = (min_rows, max_rows, queue_rows)  # for the tasks' pipelines
 
         controller = backpressure_controller
         budget_mb = self.max_memory_mb
@@ -471,12 +472,13 @@ class StreamingDataPipeline:
     # Distributed runs (enable_distributed=True).
 
     def _runner(
-        self, function: Any, sql: Any, out: Optional[str], output_format: str, rows_per_part: Optional[int], file_format: str = "auto"
+        self, function: Any, sql: Any, out: Optional[str], output_format: str, rows: Optional[int], file_format: str = "auto"
     ) -> PartitionRunner:
+        """The task body every worker runs: a local pipeline with these settings."""
         output = None
         if out is not None:
             # Tasks write where the driver lists: the same absolute folder on every machine.
-            output = OutputSpec(os.path.abspath(out), output_format, rows_per_part)
+            output = OutputSpec(os.path.abspath(out), output_format, rows)
         return PartitionRunner(
             StreamingDataPipeline,
             self._settings(),
@@ -488,30 +490,13 @@ class StreamingDataPipeline:
         )
 
     def _distributed_frame(
-        self, df: Any, function: Any, sql: Any, out: Optional[str], output_format: str, rows_per_part: Optional[int], with_info: bool
+        self, df: Any, function: Any, sql: Any, out: Optional[str], output_format: str, rows: Optional[int], with_info: bool
     ) -> "DistributedChunkIterator":
-        import pyarrow as pa
-
+        runner = self._runner(function, sql, out, output_format, rows)
         if self._backend.accepts(df):
             # The engine's own DataFrame (dd.read_parquet, spark.read...): its partitions.
-            runner = self._runner(function, sql, out, output_format, rows_per_part)
             return self._distributed_iterator(runner, with_info, native=df)
-        if isinstance(df, pa.RecordBatch):
-            df = pa.Table.from_batches([df])
-        range_index = None
-        if _convert._is_pandas_frame(df):
-            _convert.check_frame(df, "the DataFrame given as df")
-            pd = _convert._pandas()
-            if type(df.index) is pd.RangeIndex:
-                range_index = (df.index.start, df.index.step, df.index.name)
-        elif not isinstance(df, pa.Table) and not _convert._is_polars_frame(df):
-            df, _ = _convert.input_to_arrow(df, keep_index=False)
-        rows = len(df) if not isinstance(df, pa.Table) else df.num_rows
-        wanted = self.partitions or 2 * self._backend.parallelism()
-        if self.partitions is None:
-            wanted = min(wanted, -(-rows // self.chunk_size))
-        frame = FrameInput(df, plan_bounds(rows, wanted), range_index)
-        runner = self._runner(function, sql, out, output_format, rows_per_part)
+        frame = frame_input(df, self._backend, self.partitions, self.chunk_size)
         return self._distributed_iterator(runner, with_info, frame=frame)
 
     def _distributed_iterator(self, runner: PartitionRunner, with_info: bool, **input: Any) -> "DistributedChunkIterator":

@@ -95,7 +95,11 @@ class DistributedCases:
     def test_on_error_skip_applies_in_the_workers(self, cluster):
         df = small_frame(40_000)
         p = self.pipeline(cluster, chunk_size=5_000, partitions=2, on_error="skip", adaptive_batching=False)
-        got = pd.concat(list(p.process_dataframe_stream(df, fails_on_row(12_345))))
+        chunks = list(p.process_dataframe_stream(df, fails_on_row(12_345), with_info=True))
+        # with_info: numbered at the driver, input rows absolute; the failed chunk's are gone.
+        assert [c.chunk for c in chunks] == list(range(7))
+        assert [c.input_rows for c in chunks] == [(a, a + 5_000) for a in range(0, 40_000, 5_000) if a != 10_000]
+        got = pd.concat(c.data for c in chunks)
         assert len(got) == 35_000
         assert not ((got.index >= 10_000) & (got.index < 15_000)).any()
         stats = p.get_stats()

@@ -38,6 +38,28 @@ def plan_bounds(rows: int, partitions: int) -> List[Tuple[int, int]]:
     return bounds
 
 
+def frame_input(df: Any, backend: Backend, partitions: Optional[int], chunk_size: int) -> FrameInput:
+    """``df`` (pandas, Polars, Arrow, or anything with ``__arrow_c_stream__``) cut into
+    ``partitions`` row ranges (default: twice the cluster's task slots, none smaller than
+    ``chunk_size``)."""
+    import pyarrow as pa
+
+    from .. import _convert
+
+    if isinstance(df, pa.RecordBatch):
+        df = pa.Table.from_batches([df])
+    range_index = None
+    if _convert._is_pandas_frame(df):
+        _convert.check_frame(df, "the DataFrame given as df")
+        if type(df.index) is _convert._pandas().RangeIndex:
+            range_index = (df.index.start, df.index.step, df.index.name)
+    elif not isinstance(df, pa.Table) and not _convert._is_polars_frame(df):
+        df, _ = _convert.input_to_arrow(df, keep_index=False)
+    rows = df.num_rows if isinstance(df, pa.Table) else len(df)
+    wanted = partitions or min(2 * backend.parallelism(), -(-rows // chunk_size))
+    return FrameInput(df, plan_bounds(rows, wanted), range_index)
+
+
 def expand_paths(paths: List[str]) -> List[str]:
     """Files, globs and folders as the engine expands them (sorted, de-duplicated; a
     folder's hidden and ``_`` files and unknown extensions left out), so that each file
@@ -221,6 +243,7 @@ class DistributedChunkIterator:
         self._finished = False
         self._manifest: Optional[dict] = None
         self._offset = 0  # input rows of the partitions done so far (file inputs, ordered)
+        self._handed = 0
         self.last_chunk: Any = None
 
     def _start(self) -> Iterator[Event]:
@@ -259,9 +282,11 @@ class DistributedChunkIterator:
                 if value.get("first_row") is None:
                     self._offset += value["input_rows"]
                 continue
-            seq, start, end, passed = meta
+            _, start, end, passed = meta
             base = self._base(index)
-            info = self._wrap(value, seq, (base + start, base + end), passed)
+            # Chunks are numbered as the driver hands them out (tasks number their own).
+            info = self._wrap(value, self._handed, (base + start, base + end), passed)
+            self._handed += 1
             self.last_chunk = info
             return info if self._with_info else value
 
