@@ -39,6 +39,12 @@ def fails_on_row(row):
     return function
 
 
+def times_two_arrow(table):
+    import pyarrow.compute as pc
+
+    return table.append_column("y", pc.multiply(table["feature_1"], 2))
+
+
 def doubled(chunk):
     return chunk.assign(y=chunk["feature_1"] * 2)
 
@@ -104,6 +110,22 @@ class DistributedCases:
         assert not ((got.index >= 10_000) & (got.index < 15_000)).any()
         stats = p.get_stats()
         assert stats.failed_chunks == 1 and stats.failed_rows == 5_000 and stats.errors_encountered == 1
+        p.cleanup()
+
+    def test_unordered_arrow_chunks(self, cluster):
+        df = small_frame(50_000)
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        p = self.pipeline(cluster, chunk_size=5_000, partitions=5, ordered=False, chunk_format="arrow")
+        chunks = list(p.process_dataframe_stream(table, times_two_arrow, with_info=True))
+        assert all(isinstance(c.data, pa.Table) for c in chunks)
+        # Every row exactly once, whatever order the partitions finished in.
+        got = sorted(chunks, key=lambda c: c.input_rows)
+        assert [c.input_rows[0] for c in got][0] == 0
+        assert all(a.input_rows[1] == b.input_rows[0] for a, b in zip(got, got[1:]))
+        assert got[-1].input_rows[1] == 50_000
+        joined = pa.concat_tables(c.data for c in got)
+        np.testing.assert_array_equal(joined.column("y").to_numpy(), df["feature_1"].to_numpy() * 2)
+        assert p.get_stats().total_rows_processed == 50_000
         p.cleanup()
 
     def test_output_files_and_a_task_run_twice_does_not_duplicate(self, cluster, tmp_path):

@@ -63,7 +63,9 @@ class DaskBackend(Backend):
             for i, (a, b) in enumerate(bounds)
         ]
         # Scattered straight to the workers instead of riding along in the task graph.
-        pieces = client.scatter([_slice(data, a, b) for a, b in bounds])
+        # hash=False: slices of one Arrow table share buffers, and Dask's content hash
+        # could give two of them one key.
+        pieces = client.scatter([_slice(data, a, b) for a, b in bounds], hash=False)
         futures = [
             client.submit(runner.collect, p, piece, pure=False, key=f"sluice-{p.key}-{os.urandom(4).hex()}")
             for p, piece in zip(partitions, pieces)
@@ -97,20 +99,23 @@ class DaskBackend(Backend):
     def _results(self, futures: List[Any], ordered: bool) -> Iterator[Event]:
         from distributed import as_completed
 
+        # Every task runs at once; a result is dropped (and freed on its worker) once
+        # handed on, so the driver holds one partition's output at a time.
+        pending = {f.key: f for f in futures}
+        order = [f.key for f in futures]
+        done = (pending[k] for k in order) if ordered else as_completed(futures)
+        del futures
         try:
-            if ordered:
-                # Every task runs at once; their results are taken (and released) in order.
-                done = (f for f in futures)
-            else:
-                done = as_completed(futures)
             for future in done:
                 result = future.result()
-                future.release()
+                pending.pop(future.key, None)
+                del future
                 for meta, chunk in result.chunks:
                     yield "chunk", result.index, meta, chunk
                 yield "done", result.index, None, result.info
+                del result
         finally:
-            for f in futures:
+            for f in pending.values():
                 if not f.done():
                     f.cancel()
 
