@@ -3,7 +3,7 @@ travel as Arrow IPC, one per Spark partition and in input order (no shuffle, no 
 ``createDataFrame`` plus a range repartition would cost); files travel as one row per
 partition. Each Spark task runs the sluice engine over its partition in a PySpark worker
 process, and the output comes back to the driver as Arrow (``toLocalIterator``, partition
-by partition).
+by partition, in partition order: ``ordered=False`` changes nothing here).
 
 Without a session, a ``local[num_workers]`` session is started on first use and stopped by
 ``close()``. Spark needs Java 17+ (``JAVA_HOME`` or ``java`` on the PATH).
