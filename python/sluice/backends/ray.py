@@ -1,7 +1,8 @@
 """Ray: Ray Data. A DataFrame becomes ``ray.data.from_arrow`` blocks (one per partition),
 files become one item per partition, and ``map_batches(..., batch_format="pyarrow")``
 runs the sluice engine per block in Ray's worker processes; the output comes back as
-Arrow through the object store, in input order unless ``ordered=False``.
+Arrow through the object store, in input order unless ``ordered=False``. A Dataset of
+the caller's (``ray.data.read_parquet``...) runs one Ray task per block.
 
 Without an address, ``ray.init()`` starts a local Ray with ``num_workers`` CPUs on first use
 and ``close()`` shuts it down.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, List, Optional
 
 import pyarrow as pa
 
@@ -44,6 +45,14 @@ class _FileItems:
             partition: Partition = pickle.loads(spec)
             for batch in to_records(partition.index, self.runner.run(partition)):
                 yield pa.Table.from_batches([batch])
+
+
+def _run_block(runner: PartitionRunner, partition: Partition, block: Any) -> pa.Table:
+    """A Ray task over one block of the caller's Dataset: its events as one Arrow table."""
+    if isinstance(block, pa.Table) and runner.chunk_format == "pandas":
+        block = block.to_pandas()
+    batches = list(to_records(partition.index, runner.run(partition, block)))
+    return pa.Table.from_batches(batches)
 
 
 class RayBackend(Backend):
@@ -99,6 +108,38 @@ class RayBackend(Backend):
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         out = ds.map_batches(_FileItems(runner), batch_format="pyarrow", batch_size=1)
         return self._events(out, runner.chunk_format)
+
+    def accepts(self, data: Any) -> bool:
+        return type(data).__module__.startswith("ray.data") and hasattr(data, "to_arrow_refs")
+
+    def run_native(self, runner, data, ordered) -> Iterator[Event]:
+        ray = self._ray()
+        task = ray.remote(_run_block)
+        # One task per block of the caller's Dataset (e.g. ray.data.read_parquet), named by
+        # its position; the blocks stay in the object store, the tasks run beside them.
+        refs = [
+            task.remote(runner, Partition(index=i, key=f"p{i:05d}", describe=f"Ray block {i}"), block)
+            for i, block in enumerate(data.to_arrow_refs())
+        ]
+        return self._task_events(ray, refs, ordered, runner.chunk_format)
+
+    def _task_events(self, ray: Any, refs: List[Any], ordered: bool, chunk_format: str) -> Iterator[Event]:
+        pending = list(refs)
+        try:
+            while pending:
+                if ordered:
+                    ref = pending.pop(0)
+                else:
+                    (ref,), pending = ray.wait(pending, num_returns=1)
+                yield from from_records(ray.get(ref), chunk_format)
+        except Exception as e:
+            failed = partition_error(e)
+            if failed is None:
+                raise
+            raise failed from e
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
 
     def _events(self, out: Any, chunk_format: str) -> Iterator[Event]:
         try:
