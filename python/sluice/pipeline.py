@@ -396,8 +396,8 @@ class StreamingDataPipeline:
         ``with_info=True`` it yields :class:`ProcessedChunk` (data plus input rows).
 
         Distributed, ``df`` may also be the backend's own DataFrame (a Dask DataFrame, a
-        Spark DataFrame such as ``spark.read.parquet(...)``): each of its partitions is one
-        task.
+        Ray Dataset, a Spark DataFrame such as ``spark.read.parquet(...)``): each of its
+        partitions (blocks) is one task.
         """
         self._function(processing_function, sql)  # checks the arguments before converting
         out = _output_path(output_path)
