@@ -292,10 +292,11 @@ class DistributedChunkIterator:
 
     def _base(self, index: int) -> int:
         """Absolute input row of a chunk's partition's first row: planned for DataFrame
-        partitions; for files, known in order (partition-relative with ordered=False)."""
+        partitions; otherwise counted in order (with ``ordered=False``, 0: the rows are
+        then the partition's own)."""
         if self._frame is not None:
             return self._frame.bounds[index][0]
-        return self._offset
+        return self._offset if self._ordered else 0
 
     def run_to_end(self) -> Optional[dict]:
         """Runs every partition without bringing chunks to the driver; returns the manifest
