@@ -479,9 +479,13 @@ class StreamingDataPipeline:
         if out is not None:
             # Tasks write where the driver lists: the same absolute folder on every machine.
             output = OutputSpec(os.path.abspath(out), output_format, rows)
+        settings = self._settings()
+        if self.on_error.startswith("dead_letter="):
+            # Workers have their own working folders: the driver's folder, absolute.
+            settings["on_error"] = "dead_letter:" + os.path.abspath(self.on_error[len("dead_letter=") :])
         return PartitionRunner(
             StreamingDataPipeline,
-            self._settings(),
+            settings,
             function,
             _sql_text(sql),
             self.chunk_format,

@@ -39,6 +39,15 @@ def fails_on_row(row):
     return function
 
 
+def fails_on_rows(*rows):
+    def function(chunk):
+        if chunk.index.isin(rows).any():
+            raise ValueError("bad value")
+        return chunk
+
+    return function
+
+
 def times_two_arrow(table):
     import pyarrow.compute as pc
 
@@ -218,4 +227,17 @@ class DistributedCases:
             ("part-f00000g00006-00000.parquet", 60_000, 90_000),
         ]
         assert p.get_stats().total_rows_processed == 90_000
+        p.cleanup()
+
+    def test_dead_letters_land_in_one_folder_per_partition(self, cluster, tmp_path):
+        df = small_frame(20_000)
+        letters = tmp_path / "letters"
+        p = self.pipeline(cluster, chunk_size=5_000, partitions=2, adaptive_batching=False, on_error=f"dead_letter:{letters}")
+        got = pd.concat(list(p.process_dataframe_stream(df, fails_on_rows(2_000, 12_000))))
+        assert len(got) == 10_000
+        # Chunk 0 of both partitions failed: each engine names its letters by its own
+        # chunk number, so a shared folder would have kept only one of them.
+        assert sorted(os.listdir(letters)) == ["r000000000000", "r000000010000"]
+        assert os.listdir(letters / "r000000000000") == os.listdir(letters / "r000000010000") != []
+        assert p.get_stats().failed_chunks == 2
         p.cleanup()

@@ -87,7 +87,8 @@ def expand_paths(paths: List[str]) -> List[str]:
                 raise FileNotFoundError(f"{path}: no such file")
             out.append(path)
     seen = set()
-    return [p for p in out if not (p in seen or seen.add(p))]
+    # Absolute: the workers read them from working folders of their own.
+    return [os.path.abspath(p) for p in out if not (p in seen or seen.add(p))]
 
 
 def file_partitions(paths: List[str], wanted: int, file_format: str = "auto") -> List[Partition]:

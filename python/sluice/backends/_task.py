@@ -174,7 +174,13 @@ class PartitionRunner:
         if self.output is not None:
             staging = os.path.join(self.output.path, STAGING_DIR, f"{partition.key}-{uuid.uuid4().hex}")
             os.makedirs(staging, exist_ok=True)
-        pipeline = self.pipeline_factory(**self.settings)
+        settings = self.settings
+        policy = settings.get("on_error", "")
+        if policy.startswith("dead_letter:"):
+            # Each engine names its dead letters by its own chunk numbers: one folder per
+            # partition keeps them apart (and a retry writes over its own).
+            settings = dict(settings, on_error="dead_letter:" + os.path.join(policy[len("dead_letter:") :], partition.key))
+        pipeline = self.pipeline_factory(**settings)
         input_end = 0
         try:
             try:
