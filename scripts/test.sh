@@ -25,6 +25,11 @@ if grep -q '\[\[bench\]\]' crates/*/Cargo.toml 2>/dev/null; then
 fi
 
 echo "== Python package (pip install ., built by maturin into the shared target dir)"
+# PySpark (a test requirement: the Spark backend's tests) needs a Java 17+ runtime.
+if ! command -v java >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
+java -version 2>&1 | head -n 1
 python3 -m pip install --quiet -r python/requirements-test.txt
 python3 -m pip install . 2>&1 | tail -n 20
 echo "== pytest"

@@ -12,11 +12,14 @@ on a Rust engine built on Apache Arrow::
     pipeline.cleanup()
 
 Files are read by the engine itself (``process_file_stream``), and a per-chunk SQL query
-(``sql=``) runs without Python at all. See ``sluice.distributed`` for Dask.
+(``sql=``) runs without Python at all. With ``enable_distributed=True`` and
+``distributed_backend='dask' | 'ray' | 'spark'`` the same calls run on a cluster, the engine
+inside each task (``sluice.backends``).
 """
 
 from . import _native
 from ._native import ChunkError, SluiceError, StoppedError
+from .backends._task import PartitionFailed as PartitionError
 from .controller import BackpressureController
 from .pipeline import ChunkIterator, ProcessedChunk, StreamingDataPipeline
 from .stats import StreamingStats
@@ -27,6 +30,7 @@ __all__ = [
     "BackpressureController",
     "ChunkError",
     "ChunkIterator",
+    "PartitionError",
     "ProcessedChunk",
     "SluiceError",
     "StoppedError",

@@ -141,10 +141,32 @@ class IndexInfo:
         self.name = name
 
 
+def aligned(table: pa.Table) -> pa.Table:
+    """``table``, copied once into fresh buffers if any of its buffers is not 8-byte
+    aligned. Tables that came through pickle protocol 5 (Dask ships partitions so) can
+    have buffers at any address, and the engine's Arrow import reads offsets as aligned
+    integers (arrow-rs ``ffi.rs``; a debug build aborts the process on a misaligned one)."""
+    for column in table.columns:
+        for chunk in column.chunks:
+            for buffer in chunk.buffers():
+                if buffer is not None and buffer.address % 8:
+                    # IPC pads every buffer to 8 bytes in an aligned allocation.
+                    sink = pa.BufferOutputStream()
+                    with pa.ipc.new_stream(sink, table.schema) as writer:
+                        writer.write_table(table)
+                    return pa.ipc.open_stream(sink.getvalue()).read_all()
+    return table
+
+
 def input_to_arrow(data: Any, *, keep_index: bool, argument: str = "df") -> Tuple[pa.Table, Optional[IndexInfo]]:
     """The data given to ``process_dataframe_stream`` as a pyarrow Table (zero-copy for
-    Arrow and Polars data and for pandas' numeric columns), and, with ``keep_index`` for a
-    pandas DataFrame, how its chunks get their index back."""
+    Arrow and Polars data and for pandas' numeric columns, unless a buffer is misaligned),
+    and, with ``keep_index`` for a pandas DataFrame, how its chunks get their index back."""
+    table, index = _input_to_arrow(data, keep_index=keep_index, argument=argument)
+    return aligned(table), index
+
+
+def _input_to_arrow(data: Any, *, keep_index: bool, argument: str) -> Tuple[pa.Table, Optional[IndexInfo]]:
     if isinstance(data, pa.Table):
         return data, None
     if isinstance(data, pa.RecordBatch):

@@ -8,8 +8,11 @@ as part files with a ``_manifest.json``. Python code runs only for the user's fu
 the pandas/Polars conversions; reading, decoding, per-chunk SQL, writing and waiting all
 run in Rust with the GIL released.
 
-Not here: conversions (``sluice._convert``), the controller (``sluice.controller``),
-Dask (``sluice.distributed``).
+With ``enable_distributed=True`` the same calls run on Dask, Ray or Spark: each task runs
+this engine over its partition in a worker process (``sluice.backends``).
+
+Not here: conversions (``sluice._convert``), the controller (``sluice.controller``), the
+distributed backends (``sluice.backends``).
 """
 
 from __future__ import annotations
@@ -24,12 +27,22 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from . import _convert, _native
 from ._native import StoppedError
+from .backends import BACKENDS, open_backend
+from .backends._driver import (
+    DistributedChunkIterator,
+    DistributedStats,
+    driver_memory_mb,
+    expand_paths,
+    file_partitions,
+    frame_input,
+)
+from .backends._task import OutputSpec, PartitionRunner
 from .controller import BackpressureController, _check_int, _check_mb
 from .stats import StreamingStats
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-DISTRIBUTED_BACKENDS = ("dask", "ray", "spark")
+DISTRIBUTED_BACKENDS = BACKENDS
 ON_ERROR = ("fail", "skip", "pass_through", "dead_letter:DIR")
 
 _live_pipelines: "weakref.WeakSet[StreamingDataPipeline]" = weakref.WeakSet()
@@ -40,6 +53,8 @@ def _stop_all_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
     for pipeline in list(_live_pipelines):
         try:
             pipeline._native.cleanup(5.0)
+            if pipeline._backend is not None:
+                pipeline._backend.close()
         except Exception:
             pass
 
@@ -206,10 +221,13 @@ class StreamingDataPipeline:
             chunks in flight, the reorder buffer, writers). The reader waits when it is full.
         enable_parallel: run the function on ``num_workers`` threads (else one).
         num_workers: worker threads; default: the machine's cores.
-        enable_distributed: accepted for the seed's API; see :attr:`distributed` for running
-            on Dask. Local runs are unchanged.
-        distributed_backend: ``'dask'`` (``'ray'`` and ``'spark'`` are accepted names with no
-            helper yet).
+        enable_distributed: run ``process_dataframe_stream`` and ``process_file_stream`` on
+            ``distributed_backend``: the input is cut into partitions (row ranges of a
+            DataFrame, or one per file), each task runs this engine over its partition in a
+            worker process with these settings (``max_memory_mb`` is per task), and the
+            chunks come back here in input order. The function (or SQL) must pickle.
+        distributed_backend: ``'dask'``, ``'ray'`` or ``'spark'``; its package must be
+            installed (the error says what to ``pip install``).
 
     Keyword-only:
         ordered: chunks come back in input order (default) or as completed.
@@ -226,6 +244,15 @@ class StreamingDataPipeline:
         min_chunk_size, max_chunk_size: bounds for adaptive batching.
         max_queue_size: chunks the engine may hold at once (default 100, or the
             controller's).
+        cluster: with ``enable_distributed``, the caller's own cluster: a
+            ``dask.distributed.Client`` or scheduler address (``'tcp://host:8786'``), a Ray
+            address (``'auto'``, ``'ray://host:10001'``), or a ``SparkSession`` or Spark master
+            URL (``'spark://host:7077'``). ``None``: a local cluster of ``num_workers`` worker
+            processes, started on the first run and stopped by :meth:`cleanup` (or at exit).
+        partitions: with ``enable_distributed``, how many partitions a DataFrame is cut into
+            (default: twice the cluster's task slots, none smaller than ``chunk_size``).
+            Files are one partition each; with fewer files than that, Parquet files are
+            cut into runs of whole row groups.
     """
 
     def __init__(
@@ -245,7 +272,10 @@ class StreamingDataPipeline:
         min_chunk_size: Optional[int] = None,
         max_chunk_size: Optional[int] = None,
         max_queue_size: Optional[int] = None,
+        cluster: Any = None,
+        partitions: Optional[int] = None,
     ):
+        self._backend = None
         self.chunk_size = _check_int("chunk_size", chunk_size)
         self.max_memory_mb = _check_mb("max_memory_mb", max_memory_mb)
         for name, value in (
@@ -266,6 +296,15 @@ class StreamingDataPipeline:
                 f"unknown distributed_backend {distributed_backend!r}; expected one of {DISTRIBUTED_BACKENDS}"
             )
         self.distributed_backend = distributed_backend
+        if cluster is not None and not enable_distributed:
+            raise ValueError("cluster= is for distributed runs; pass enable_distributed=True too")
+        if enable_distributed and backpressure_controller is not None:
+            raise ValueError(
+                "backpressure_controller cannot drive a distributed run: each task's engine has its "
+                "own controller in its worker process (max_memory_mb and max_queue_size apply per task)"
+            )
+        self.partitions = None if partitions is None else _check_int("partitions", partitions)
+        self.cluster = cluster
         if chunk_format not in _convert.CHUNK_FORMATS:
             raise ValueError(f"unknown chunk_format {chunk_format!r}; expected one of {_convert.CHUNK_FORMATS}")
         self.chunk_format = chunk_format
@@ -273,6 +312,8 @@ class StreamingDataPipeline:
         self.on_error = _normalize_on_error(on_error)
         min_rows = None if min_chunk_size is None else _check_int("min_chunk_size", min_chunk_size)
         max_rows = None if max_chunk_size is None else _check_int("max_chunk_size", max_chunk_size)
+        queue_rows = None if max_queue_size is None else _check_int("max_queue_size", max_queue_size)
+        self._chunk_bounds = (min_rows, max_rows, queue_rows)  # for the tasks' pipelines
 
         controller = backpressure_controller
         budget_mb = self.max_memory_mb
@@ -316,6 +357,10 @@ class StreamingDataPipeline:
         self.backpressure_controller = controller
         self._last_chunk: Optional[ProcessedChunk] = None
         self._distributed = None
+        self._distributed_stats = DistributedStats()
+        if enable_distributed:
+            # A missing package fails here, naming the pip install; nothing starts yet.
+            self._backend = open_backend(distributed_backend, cluster, self.num_workers)
         _live_pipelines.add(self)
 
     # Runs.
@@ -374,10 +419,16 @@ class StreamingDataPipeline:
         ``with_info=True`` it yields :class:`ProcessedChunk` (data plus input rows).
         A folder that already holds output (a manifest or part files) is refused with
         ``FileExistsError`` unless ``overwrite=True``.
+
+        Distributed, ``df`` may also be the backend's own DataFrame (a Dask DataFrame, a
+        Ray Dataset, a Spark DataFrame such as ``spark.read.parquet(...)``): each of its
+        partitions (blocks) is one task.
         """
         self._function(processing_function, sql)  # checks the arguments before converting
         out = _output_path(output_path)
         rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
+        if self.enable_distributed:
+            return self._distributed_frame(df, processing_function, sql, out, output_format, rows, with_info)
         if self._slices_frame(df, processing_function, sql):
             # The function gets `df.iloc[a:b]`, as in a plain loop: the engine chunks row
             # positions (it never needs the data itself), so nothing is converted on the way
@@ -438,22 +489,91 @@ class StreamingDataPipeline:
         out = _output_path(output_path)
         adapter, sql = self._function(processing_function, sql, hold_output=out is None)
         rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
+        if self.enable_distributed:
+            runner = self._runner(processing_function, sql, out, output_format, rows, file_format)
+            wanted = self.partitions or 2 * self._backend.parallelism()
+            partitions = file_partitions(expand_paths(paths), wanted, file_format)
+            return self._distributed_iterator(runner, with_info, partitions=partitions)
         fmt = None if file_format == "auto" else file_format
         run = self._native.run_files(paths, fmt, adapter, sql, out, output_format, rows, overwrite)
         return self._iterator(run, out, with_info)
 
+    # Distributed runs (enable_distributed=True).
+
+    def _runner(
+        self, function: Any, sql: Any, out: Optional[str], output_format: str, rows: Optional[int], file_format: str = "auto"
+    ) -> PartitionRunner:
+        """The task body every worker runs: a local pipeline with these settings."""
+        output = None
+        if out is not None:
+            # Tasks write where the driver lists: the same absolute folder on every machine.
+            output = OutputSpec(os.path.abspath(out), output_format, rows)
+        settings = self._settings()
+        if self.on_error.startswith("dead_letter="):
+            # Workers have their own working folders: the driver's folder, absolute.
+            settings["on_error"] = "dead_letter:" + os.path.abspath(self.on_error[len("dead_letter=") :])
+        return PartitionRunner(
+            StreamingDataPipeline,
+            settings,
+            function,
+            _sql_text(sql),
+            self.chunk_format,
+            file_format,
+            output,
+        )
+
+    def _distributed_frame(
+        self, df: Any, function: Any, sql: Any, out: Optional[str], output_format: str, rows: Optional[int], with_info: bool
+    ) -> "DistributedChunkIterator":
+        runner = self._runner(function, sql, out, output_format, rows)
+        if self._backend.accepts(df):
+            # The engine's own DataFrame (dd.read_parquet, spark.read...): its partitions.
+            return self._distributed_iterator(runner, with_info, native=df)
+        frame = frame_input(df, self._backend, self.partitions, self.chunk_size)
+        return self._distributed_iterator(runner, with_info, frame=frame)
+
+    def _distributed_iterator(self, runner: PartitionRunner, with_info: bool, **input: Any) -> "DistributedChunkIterator":
+        def wrap(data: Any, seq: int, rows: Tuple[int, int], passed: bool) -> ProcessedChunk:
+            info = ProcessedChunk(data, seq, rows, passed)
+            self._last_chunk = info
+            return info
+
+        return DistributedChunkIterator(
+            self._backend,
+            runner,
+            ordered=self.ordered,
+            with_info=with_info,
+            wrap=wrap,
+            stats=self._distributed_stats,
+            **input,
+        )
+
     # Statistics and control.
 
     def get_stats(self) -> StreamingStats:
-        """Statistics, cumulative over every run of this pipeline."""
+        """Statistics, cumulative over every run of this pipeline. Distributed: every
+        task's statistics merged (counts added, peaks the largest worker's, latency
+        percentiles from the tasks' merged histograms of function call times, time and
+        throughput over the driver's wall time)."""
+        if self.enable_distributed:
+            return self._distributed_stats.stats()
         return StreamingStats.from_json(self._native.stats_json())
 
     def get_performance_stats(self) -> dict:
-        """The statistics as a dict, plus the controller's state and the settings."""
+        """The statistics as a dict, plus the controller's state and the settings;
+        distributed, also one line per worker process under ``'distributed'``."""
         stats = self.get_stats().to_dict()
         stats["controller"] = self.backpressure_controller.state()
         stats["config"] = json.loads(self._native.config_json())
         stats["active_runs"] = self._native.active_runs
+        if self.enable_distributed:
+            stats["distributed"] = {
+                "backend": self.distributed_backend,
+                "cluster": self._backend.describe(),
+                "partitions": len(self._distributed_stats.infos),
+                "workers": self._distributed_stats.workers(),
+                "driver_memory_peak_mb": driver_memory_mb(),
+            }
         return stats
 
     @property
@@ -469,9 +589,13 @@ class StreamingDataPipeline:
         self._native.stop()
 
     def cleanup(self, timeout: float = 30.0) -> None:
-        """Stops every run, waits for their threads (GIL released) and collects garbage.
-        The pipeline can still be used afterwards."""
+        """Stops every run, waits for their threads (GIL released), stops the local cluster
+        a distributed pipeline started, and collects garbage. The pipeline can still be used
+        afterwards (a new local cluster starts on the next distributed run)."""
         self._native.cleanup(timeout)
+        if self._backend is not None:
+            # A local cluster this pipeline started stops here; the caller's is left alone.
+            self._backend.close()
         gc.collect()
 
     def __enter__(self) -> "StreamingDataPipeline":
@@ -482,16 +606,18 @@ class StreamingDataPipeline:
 
     @property
     def distributed(self):
-        """A :class:`sluice.distributed.DaskStreamingPipeline` with this pipeline's settings
-        (``distributed_backend='dask'``)."""
+        """The older Dask helper (``sluice.distributed.DaskStreamingPipeline``) with this
+        pipeline's settings; ``enable_distributed=True`` runs the pipeline's own calls on
+        the cluster instead."""
         if self.distributed_backend != "dask":
             raise NotImplementedError(
-                f"distributed_backend={self.distributed_backend!r} has no helper yet; use 'dask'"
+                f"the .distributed helper is Dask's; with distributed_backend={self.distributed_backend!r} "
+                "use enable_distributed=True and the pipeline's own process_* calls"
             )
         if self._distributed is None:
-            from .distributed import DaskStreamingPipeline
+            from .backends.dask import DaskStreamingPipeline
 
-            self._distributed = DaskStreamingPipeline(**self._settings())
+            self._distributed = DaskStreamingPipeline(pipeline_factory=StreamingDataPipeline, **self._settings())
         return self._distributed
 
     def _settings(self) -> dict:
@@ -505,6 +631,9 @@ class StreamingDataPipeline:
             on_error=self.on_error.replace("dead_letter=", "dead_letter:"),
             chunk_format=self.chunk_format,
             adaptive_batching=self.adaptive_batching,
+            min_chunk_size=self._chunk_bounds[0],
+            max_chunk_size=self._chunk_bounds[1],
+            max_queue_size=self._chunk_bounds[2],
         )
 
     def __repr__(self) -> str:

@@ -182,7 +182,7 @@ def test_arrow_chunk_format():
 
 
 def test_polars_chunk_format_and_polars_input():
-    pl = pytest.importorskip("polars")
+    import polars as pl  # in requirements-test.txt: missing fails, never skips
     df = pl.DataFrame({"x": np.arange(5_000), "s": ["a", "b"] * 2_500})
     pipeline = StreamingDataPipeline(chunk_size=1000, chunk_format="polars")
     out = list(pipeline.process_dataframe_stream(df, lambda c: c.with_columns((pl.col("x") * 2).alias("y"))))
@@ -567,3 +567,26 @@ def test_stats_merge():
 
 def test_version():
     assert sluice.__version__
+
+
+def test_arrow_input_with_misaligned_buffers_is_realigned():
+    # Tables that travelled through pickle protocol 5 (Dask ships partitions that way) can
+    # have buffers at any address; the engine's Arrow import reads string offsets as
+    # aligned integers (and aborted the process on a misaligned one). In a subprocess, so
+    # a regression fails this test instead of killing pytest.
+    import subprocess
+    import sys
+
+    code = """
+import pyarrow as pa
+from sluice import StreamingDataPipeline
+s = pa.array(["a", "bb", "ccc"] * 1000)
+raw = pa.py_buffer(b"\\0" + s.buffers()[1].to_pybytes())
+arr = pa.Array.from_buffers(pa.string(), len(s), [None, raw.slice(1), s.buffers()[2]])
+assert arr.buffers()[1].address % 4 != 0
+out = pa.concat_tables(StreamingDataPipeline(chunk_size=1000, chunk_format="arrow").process_dataframe_stream(pa.table({"s": arr}), lambda t: t))
+assert out.column("s").to_pylist() == s.to_pylist()
+print("ok")
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
