@@ -271,8 +271,13 @@ impl<'a> Reader<'a> {
             // Until data arrives, read as if the chunk were of the current size.
             let rows = target.unwrap_or_else(|| self.controller().current_batch_size());
             let mut blocked = false;
+            // A live source may ask for a short chunk once its rows waited long enough.
+            let flush = self.source.flush_requested()
+                && self.pending.is_empty()
+                && self.decodes_in_flight == 0;
             if target.is_some()
-                && (self.chunker.rows() >= rows || (input_drained && self.chunker.rows() > 0))
+                && (self.chunker.rows() >= rows
+                    || ((input_drained || flush) && self.chunker.rows() > 0))
             {
                 if self.awaiting_weighed_outputs() {
                     // Not backpressure: the guessed chunks are being processed and will wake

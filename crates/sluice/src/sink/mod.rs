@@ -253,6 +253,11 @@ impl PartSink {
         self.manifest.write_to(&self.options.dir)
     }
 
+    /// Closes the open part now, if any (a stream also commits on a timer).
+    pub fn commit(&mut self) -> Result<()> {
+        self.close_part()
+    }
+
     /// Closes the open part and writes the final manifest.
     pub fn finish(
         &mut self,

@@ -14,6 +14,7 @@ pub mod ipc;
 pub mod memory;
 pub mod ndjson;
 pub mod parquet;
+pub mod push;
 pub mod skip;
 
 use arrow::datatypes::SchemaRef;
@@ -27,6 +28,7 @@ pub use self::ipc::{IpcFileSource, IpcStreamSource};
 pub use self::memory::{IterSource, MemorySource};
 pub use self::ndjson::{NdjsonOptions, NdjsonSource};
 pub use self::parquet::{ParquetOptions, ParquetSource};
+pub use self::push::{push_channel, PushSender, PushSource};
 pub use self::skip::SkipRows;
 
 /// A decode job run by a worker; returns the part's batches in order.
@@ -64,6 +66,11 @@ pub trait Source: Send {
     /// The next part in input order, or `None` at the end. The second value is the raw
     /// input bytes this part consumed (for progress).
     fn next_part(&mut self, hint: PartHint) -> Result<Option<(SourcePart, u64)>>;
+    /// True right after a `next_part` that asks the engine to cut a chunk from the rows it
+    /// holds now, even a short one (a live source whose oldest row waited long enough).
+    fn flush_requested(&self) -> bool {
+        false
+    }
 }
 
 impl<S: Source + ?Sized> Source for Box<S> {
@@ -78,5 +85,8 @@ impl<S: Source + ?Sized> Source for Box<S> {
     }
     fn next_part(&mut self, hint: PartHint) -> Result<Option<(SourcePart, u64)>> {
         (**self).next_part(hint)
+    }
+    fn flush_requested(&self) -> bool {
+        (**self).flush_requested()
     }
 }
