@@ -20,6 +20,7 @@ from ._native import ChunkError, SluiceError
 from .controller import BackpressureController
 from .pipeline import ChunkIterator, ProcessedChunk, StreamingDataPipeline
 from .stats import StreamingStats
+from .stream import StreamHandle
 
 __version__ = _native.__version__
 
@@ -30,6 +31,7 @@ __all__ = [
     "ProcessedChunk",
     "SluiceError",
     "StreamingDataPipeline",
+    "StreamHandle",
     "StreamingStats",
     "__version__",
 ]
