@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-WORKSPACE_TESTS = ["-p", "sluice", "-p", "sluice-sql", "-p", "sluice-cli"]
+WORKSPACE_TESTS = ["-p", "sluice", "-p", "sluice-sql", "-p", "sluice-cli", "-p", "sluice-stream"]
 
 
 def features(packages, edges):

@@ -23,6 +23,7 @@ from .backends._task import PartitionFailed as PartitionError
 from .controller import BackpressureController
 from .pipeline import ChunkIterator, ProcessedChunk, StreamingDataPipeline
 from .stats import StreamingStats
+from .stream import StreamHandle
 
 __version__ = _native.__version__
 
@@ -35,6 +36,7 @@ __all__ = [
     "SluiceError",
     "StoppedError",
     "StreamingDataPipeline",
+    "StreamHandle",
     "StreamingStats",
     "__version__",
 ]

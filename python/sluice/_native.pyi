@@ -48,6 +48,14 @@ class NativeController:
     @property
     def attached(self) -> bool: ...
 
+class NativePushSender:
+    """The sending end of a push stream."""
+
+    def send(self, data: Any) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+
 class NativeRun:
     """One run: iterate for ``(chunk, input_start, input_end, passed_through,
     from_function, data)``; ``data`` is what the function returned when ``from_function``,
@@ -90,6 +98,16 @@ class NativePipeline:
         output_format: str = "parquet",
         rows_per_part: Optional[int] = None,
     ) -> NativeRun: ...
+    def open_push(
+        self,
+        first: Any,
+        function: Optional[Callable[[pa.RecordBatch], Tuple[Any, Any]]] = None,
+        sql: Optional[str] = None,
+        output_path: Optional[str] = None,
+        output_format: str = "parquet",
+        rows_per_part: Optional[int] = None,
+        max_latency: float = 0.1,
+    ) -> Tuple[NativePushSender, NativeRun]: ...
     def run_files(
         self,
         paths: list[str],

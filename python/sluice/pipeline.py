@@ -37,6 +37,7 @@ from .backends._driver import (
     frame_input,
 )
 from .backends._task import OutputSpec, PartitionRunner
+from .stream import StreamHandle
 from .controller import BackpressureController, _check_int, _check_mb
 from .stats import StreamingStats
 
@@ -546,6 +547,31 @@ class StreamingDataPipeline:
             wrap=wrap,
             stats=self._distributed_stats,
             **input,
+        )
+
+    def open_stream(
+        self,
+        processing_function: Optional[Callable[[Any], Any]] = None,
+        *,
+        sql: Optional[str] = None,
+        max_latency: float = 0.1,
+        output_path: Optional[PathLike] = None,
+        output_format: str = "parquet",
+        rows_per_part: Optional[int] = None,
+    ) -> "StreamHandle":
+        """Opens a stream fed while it runs: ``handle.send(frame)`` from any thread (blocks
+        while the budget is full), ``handle.results()`` for the processed chunks in send
+        order, ``handle.close()`` (or leaving a ``with`` block) to finish. Small frames are
+        joined into chunks of up to ``chunk_size`` rows or ``max_latency`` seconds,
+        whichever comes first; large ones are split. Latency statistics are per row, from
+        ``send`` to the hand-over (or the write, with ``output_path``).
+        """
+        self._function(processing_function, sql)  # checks the arguments now
+        if isinstance(max_latency, bool) or not isinstance(max_latency, (int, float)) or not max_latency >= 0:
+            raise ValueError(f"max_latency must be a number of seconds >= 0, got {max_latency!r}")
+        rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
+        return StreamHandle(
+            self, processing_function, sql, float(max_latency), _output_path(output_path), output_format, rows
         )
 
     # Statistics and control.

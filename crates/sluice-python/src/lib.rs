@@ -43,6 +43,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<pipeline::NativePipeline>()?;
     m.add_class::<run::NativeRun>()?;
+    m.add_class::<pipeline::NativePushSender>()?;
     m.add_class::<controller::NativeController>()?;
     m.add("SluiceError", py.get_type::<errors::SluiceError>())?;
     m.add("ChunkError", py.get_type::<errors::ChunkError>())?;

@@ -13,10 +13,10 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use sluice::source::MemorySource;
+use sluice::source::{push_channel, MemorySource, PushSender};
 use sluice::{
-    BoxError, ErrorPolicy, FileFormat, FilesSource, OutputFormat, OutputOptions, Source,
-    StreamingDataPipeline,
+    BoxError, Deliveries, ErrorPolicy, FileFormat, FilesSource, OutputFormat, OutputOptions,
+    Source, StreamingDataPipeline,
 };
 use sluice_sql::ChunkSql;
 
@@ -48,6 +48,7 @@ impl NativePipeline {
         function: Option<Py<PyAny>>,
         sql: Option<String>,
         output: Option<OutputOptions>,
+        deliveries: Option<Deliveries>,
     ) -> PyResult<NativeRun> {
         let errors = Arc::new(ErrorStore::default());
         let stash = Arc::new(Stash::default());
@@ -84,7 +85,7 @@ impl NativePipeline {
         let stream = py
             .detach(|| engine.start_boxed(source, chunk_fn, output))
             .map_err(errors::to_py)?;
-        let run = NativeRun::spawn(stream, self.engine.clone(), errors, stash, lane)?;
+        let run = NativeRun::spawn(stream, self.engine.clone(), errors, stash, lane, deliveries)?;
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         runs.retain(|r| r.strong_count() > 0);
         runs.push(Arc::downgrade(&run.shared()));
@@ -195,8 +196,8 @@ impl NativePipeline {
         let (schema, batches) = import_stream(data)?;
         let source = MemorySource::try_new(schema, batches).map_err(errors::to_py)?;
         let output = output_options(output_path, output_format, rows_per_part, overwrite)?;
-        self.start(py, Box::new(source), function, sql, output)
-    }
+        self.start(py, Box::new(source), function, sql, output, None)
+            }
 
     /// Starts a run over files (paths, globs or folders), read and decoded by the engine.
     #[pyo3(signature = (paths, file_format = None, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None, overwrite = false))]
@@ -221,7 +222,45 @@ impl NativePipeline {
             .detach(|| FilesSource::open(&paths, format))
             .map_err(errors::to_py)?;
         let output = output_options(output_path, output_format, rows_per_part, overwrite)?;
-        self.start(py, Box::new(source), function, sql, output)
+        self.start(py, Box::new(source), function, sql, output, None)
+            }
+
+    /// Opens a push stream whose columns are `first`'s (anything with
+    /// `__arrow_c_stream__`), sends `first`, and returns the sender and the run's results.
+    #[pyo3(signature = (first, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None, max_latency = 0.1))]
+    #[allow(clippy::too_many_arguments)]
+    fn open_push(
+        &self,
+        py: Python<'_>,
+        first: &Bound<'_, PyAny>,
+        function: Option<Py<PyAny>>,
+        sql: Option<String>,
+        output_path: Option<String>,
+        output_format: &str,
+        rows_per_part: Option<u64>,
+        max_latency: f64,
+    ) -> PyResult<(NativePushSender, NativeRun)> {
+        if !max_latency.is_finite() || max_latency < 0.0 {
+            return Err(PyValueError::new_err(format!(
+                "max_latency must be a number of seconds >= 0, got {max_latency}"
+            )));
+        }
+        let (schema, batches) = import_stream(first)?;
+        let capacity = self.engine.config().effective_workers().max(2);
+        let (sender, source) = push_channel(schema, Duration::from_secs_f64(max_latency), capacity);
+        let deliveries = self.engine.deliveries(&sender);
+        let output = output_options(output_path, output_format, rows_per_part, false)?;
+        let run = self.start(
+            py,
+            Box::new(source),
+            function,
+            sql,
+            output,
+            Some(deliveries),
+        )?;
+        let sender = NativePushSender { sender };
+        sender.send_batches(py, batches)?;
+        Ok((sender, run))
     }
 
     /// Statistics, cumulative over every run, as JSON (`StreamingStats`' fields).
@@ -291,5 +330,43 @@ impl NativePipeline {
             .filter_map(Weak::upgrade)
             .filter(|r| r.is_running())
             .count()
+    }
+}
+
+/// The sending end of a push stream (`StreamHandle.send`).
+#[pyclass(frozen, module = "sluice._native")]
+pub struct NativePushSender {
+    sender: PushSender,
+}
+
+impl NativePushSender {
+    fn send_batches(&self, py: Python<'_>, batches: Vec<RecordBatch>) -> PyResult<()> {
+        // Blocks while the engine is full: never with the GIL held, a worker may need it.
+        py.detach(|| {
+            batches
+                .into_iter()
+                .try_for_each(|batch| self.sender.send(batch))
+        })
+        .map_err(errors::to_py)
+    }
+}
+
+#[pymethods]
+impl NativePushSender {
+    /// Sends a table-like object (anything with `__arrow_c_stream__`); blocks while the
+    /// engine is full.
+    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (_, batches) = import_stream(data)?;
+        self.send_batches(py, batches)
+    }
+
+    /// No more input: the run drains what was sent and ends.
+    fn close(&self) {
+        self.sender.close();
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.sender.is_closed()
     }
 }

@@ -22,7 +22,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use sluice::{ChunkStream, ProcessedChunk, SluiceError as EngineError, StreamingDataPipeline};
+use sluice::{
+    ChunkStream, Deliveries, ProcessedChunk, SluiceError as EngineError, StreamingDataPipeline,
+};
 
 use crate::arrow_io::batch_to_pyarrow;
 use crate::errors::{self, ErrorStore};
@@ -134,6 +136,7 @@ impl NativeRun {
         errors: Arc<ErrorStore>,
         stash: Arc<Stash>,
         lane: Option<(Arc<CallerLane>, Arc<PyFunction>)>,
+        deliveries: Option<Deliveries>,
     ) -> PyResult<Self> {
         let (sender, receiver) = crossbeam_channel::bounded(1);
         let shared = Arc::new(RunShared {
@@ -146,7 +149,7 @@ impl NativeRun {
         let pump_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("sluice-py-pump".into())
-            .spawn(move || pump(stream, sender, &pump_shared))
+            .spawn(move || pump(stream, sender, &pump_shared, deliveries))
             .map_err(|e| errors::SluiceError::new_err(format!("cannot start a thread: {e}")))?;
         *shared.pump.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(NativeRun {
@@ -294,9 +297,18 @@ impl NativeRun {
     }
 }
 
-fn pump(mut stream: ChunkStream, sender: Sender<Msg>, shared: &RunShared) {
+fn pump(
+    mut stream: ChunkStream,
+    sender: Sender<Msg>,
+    shared: &RunShared,
+    deliveries: Option<Deliveries>,
+) {
     let mut complete = true;
     for item in stream.by_ref() {
+        if let (Some(d), Ok(chunk)) = (&deliveries, &item) {
+            // A push stream's rows: their time since `send` is their end-to-end latency.
+            d.delivered(&chunk.input_rows);
+        }
         if !send(&sender, shared, Msg::Chunk(item)) {
             complete = false;
             break;

@@ -283,18 +283,18 @@ impl<'a> Reader<'a> {
     /// A resumed run: jumps over whole parts of the committed prefix where the source can
     /// (no decoding), and leaves the rest of the prefix to be decoded and dropped.
     fn start_at_resume_row(&mut self) -> ReaderResult {
-        let resume_row = self.source.resume_row();
-        if resume_row == 0 {
+        self.next_row = self.source.resume_row();
+        let committed = self.source.committed_rows_ahead();
+        if committed == 0 {
             return Ok(());
         }
-        let (skipped, bytes) = match self.source.skip_whole_parts(resume_row) {
+        let (skipped, bytes) = match self.source.skip_whole_parts(committed) {
             Ok(skipped) => skipped,
             Err(e) => return self.fail(e),
         };
         self.shared.stats.input_bytes(bytes);
         self.shared.stats.source_bytes_processed(bytes as f64);
-        self.next_row = resume_row;
-        self.skip_remaining = resume_row - skipped.min(resume_row);
+        self.skip_remaining = committed - skipped.min(committed);
         Ok(())
     }
 
@@ -323,8 +323,13 @@ impl<'a> Reader<'a> {
             // Until data arrives, read as if the chunk were of the current size.
             let rows = target.unwrap_or_else(|| self.controller().current_batch_size());
             let mut blocked = false;
+            // A live source may ask for a short chunk once its rows waited long enough.
+            let flush = self.source.flush_requested()
+                && self.pending.is_empty()
+                && self.decodes_in_flight == 0;
             if target.is_some()
-                && (self.chunker.rows() >= rows || (input_drained && self.chunker.rows() > 0))
+                && (self.chunker.rows() >= rows
+                    || ((input_drained || flush) && self.chunker.rows() > 0))
             {
                 if self.awaiting_weighed_outputs() {
                     // Not backpressure: the guessed chunks are being processed and will wake

@@ -24,6 +24,7 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod pipeline;
+pub mod push;
 pub mod rss;
 pub mod sink;
 pub mod sizer;
@@ -36,6 +37,7 @@ pub use chunk::{batch_memory, ProcessedChunk, HELD_BYTES_METADATA_KEY};
 pub use config::{ControllerHooks, ErrorPolicy, PipelineBuilder, PipelineConfig};
 pub use error::{BoxError, Result, SluiceError};
 pub use pipeline::StreamingDataPipeline;
+pub use push::{Deliveries, PushStream, StreamOptions, StreamResults};
 pub use sink::{
     DeadLetter, LetterKind, Manifest, OutputFormat, OutputMode, OutputOptions, PartInfo, RunStatus,
 };

@@ -186,6 +186,10 @@ impl StreamingDataPipeline {
         runs.push(Arc::downgrade(control));
     }
 
+    pub(crate) fn stats_collector(&self) -> Arc<StatsCollector> {
+        self.stats.clone()
+    }
+
     /// Statistics, cumulative over every run of this pipeline.
     pub fn stats(&self) -> StreamingStats {
         self.stats.snapshot(&self.controller)

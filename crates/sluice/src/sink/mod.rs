@@ -295,6 +295,11 @@ impl PartSink {
         self.manifest.write_to(&self.options.dir)
     }
 
+    /// Closes the open part now, if any (a stream also commits on a timer).
+    pub fn commit(&mut self) -> Result<()> {
+        self.close_part()
+    }
+
     /// Writes the final manifest. A complete or stopped run commits its open part first
     /// (its chunks are a finished prefix of the output); a failed run drops it, so nothing
     /// it had not committed before the failure becomes output.

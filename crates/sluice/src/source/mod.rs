@@ -14,6 +14,7 @@ pub mod ipc;
 pub mod memory;
 pub mod ndjson;
 pub mod parquet;
+pub mod push;
 mod records;
 pub mod skip;
 
@@ -30,6 +31,7 @@ pub use self::ipc::{IpcFileSource, IpcStreamSource};
 pub use self::memory::{IterSource, MemorySource};
 pub use self::ndjson::{NdjsonOptions, NdjsonSource};
 pub use self::parquet::{ParquetOptions, ParquetSource};
+pub use self::push::{push_channel, PushSender, PushSource};
 pub use self::skip::SkipRows;
 
 /// A decode job run by a worker; returns the part's batches in order, and the records of
@@ -160,7 +162,7 @@ pub trait Source: Send {
     fn next_part(&mut self, hint: PartHint) -> Result<Option<(SourcePart, u64)>>;
     /// Absolute input row of the first row to hand on: rows before it were committed by an
     /// earlier run (see [`SkipRows`]). The engine numbers rows from the start of the whole
-    /// input, and drops the rows the source yields before this one.
+    /// input.
     fn resume_row(&self) -> u64 {
         0
     }
@@ -169,6 +171,18 @@ pub trait Source: Send {
     /// input bytes they took (progress counts them as processed).
     fn skip_whole_parts(&mut self, _max_rows: u64) -> Result<(u64, u64)> {
         Ok((0, 0))
+    }
+    /// Rows at the front of what this source yields that an earlier run already committed:
+    /// the engine drops them (after [`Self::skip_whole_parts`]). [`SkipRows`]: its count; a
+    /// source that itself starts past the committed rows (a broker redelivering only what
+    /// is not committed, numbered from [`Self::resume_row`]): 0.
+    fn committed_rows_ahead(&self) -> u64 {
+        0
+    }
+    /// True right after a `next_part` that asks the engine to cut a chunk from the rows it
+    /// holds now, even a short one (a live source whose oldest row waited long enough).
+    fn flush_requested(&self) -> bool {
+        false
     }
 }
 
@@ -190,5 +204,11 @@ impl<S: Source + ?Sized> Source for Box<S> {
     }
     fn skip_whole_parts(&mut self, max_rows: u64) -> Result<(u64, u64)> {
         (**self).skip_whole_parts(max_rows)
+    }
+    fn committed_rows_ahead(&self) -> u64 {
+        (**self).committed_rows_ahead()
+    }
+    fn flush_requested(&self) -> bool {
+        (**self).flush_requested()
     }
 }

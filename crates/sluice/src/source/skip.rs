@@ -54,4 +54,8 @@ impl<S: Source> Source for SkipRows<S> {
     fn skip_whole_parts(&mut self, max_rows: u64) -> Result<(u64, u64)> {
         self.inner.skip_whole_parts(max_rows)
     }
+
+    fn committed_rows_ahead(&self) -> u64 {
+        self.inner.committed_rows_ahead() + self.skip
+    }
 }

