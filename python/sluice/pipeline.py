@@ -162,6 +162,13 @@ def _output_path(output_path: Any) -> Optional[str]:
     return os.fspath(output_path)
 
 
+def _check_sql_windows(sql_windows: Any, sql: Any) -> None:
+    if sql_windows not in ("chunk", "global"):
+        raise ValueError(f"sql_windows must be 'chunk' or 'global', got {sql_windows!r}")
+    if sql_windows == "global" and sql is None:
+        raise ValueError("sql_windows='global' needs sql=")
+
+
 def _sql_text(sql: Any) -> Optional[str]:
     if sql is None:
         return None
@@ -340,6 +347,7 @@ class StreamingDataPipeline:
         output_format: str = "parquet",
         rows_per_part: Optional[int] = None,
         with_info: bool = False,
+        sql_windows: str = "chunk",
     ) -> ChunkIterator:
         """Processes ``df`` (pandas DataFrame, pyarrow Table or Polars DataFrame) chunk by
         chunk and yields the processed chunks in input order, in ``chunk_format``.
@@ -349,7 +357,12 @@ class StreamingDataPipeline:
         entirely in Rust. With ``output_path``, every chunk is also written to part files
         (``output_format``: parquet, csv or ipc) with a ``_manifest.json``. With
         ``with_info=True`` it yields :class:`ProcessedChunk` (data plus input rows).
+
+        ``sql_windows="global"`` makes ``AGG(x) OVER ()`` in ``sql`` cover the whole input
+        instead of each chunk: a first pass computes those values exactly, then the query
+        runs per chunk with them (see the README, "Two meanings of OVER ()").
         """
+        _check_sql_windows(sql_windows, sql)
         self._function(processing_function, sql)  # checks the arguments before converting
         out = _output_path(output_path)
         rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
@@ -370,7 +383,7 @@ class StreamingDataPipeline:
         )
         table, index = _convert.input_to_arrow(df, keep_index=keep_index)
         adapter, sql = self._function(processing_function, sql, index)
-        run = self._native.run_table(table, adapter, sql, out, output_format, rows)
+        run = self._native.run_table(table, adapter, sql, out, output_format, rows, sql_windows)
         return self._iterator(run, out, with_info, index)
 
     def _slices_frame(self, df: Any, processing_function: Any, sql: Any) -> bool:
@@ -395,14 +408,18 @@ class StreamingDataPipeline:
         output_format: str = "parquet",
         rows_per_part: Optional[int] = None,
         with_info: bool = False,
+        sql_windows: str = "chunk",
     ) -> ChunkIterator:
         """Processes files (a path, a glob, a folder, or a list of them; CSV, TSV, Parquet,
         NDJSON or Arrow IPC) read and decoded in parallel by the Rust engine, and yields the
         processed chunks in order. ``file_format='auto'`` goes by each file's extension.
 
         With ``sql=`` the whole run stays in Rust; use ``.run_to_end()`` on the result to
-        only write ``output_path``.
+        only write ``output_path``. ``sql_windows="global"``: ``AGG(x) OVER ()`` covers
+        every file's rows (two passes; the files must be regular files, unchanged between
+        the passes).
         """
+        _check_sql_windows(sql_windows, sql)
         paths = _paths(file_path)
         if not isinstance(file_format, str):
             raise TypeError(f"file_format must be a string, got {type(file_format).__name__}")
@@ -410,7 +427,7 @@ class StreamingDataPipeline:
         adapter, sql = self._function(processing_function, sql, hold_output=out is None)
         rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
         fmt = None if file_format == "auto" else file_format
-        run = self._native.run_files(paths, fmt, adapter, sql, out, output_format, rows)
+        run = self._native.run_files(paths, fmt, adapter, sql, out, output_format, rows, sql_windows)
         return self._iterator(run, out, with_info)
 
     # Statistics and control.
