@@ -68,8 +68,10 @@ class Tool:
     notes: str
     needs: tuple[str, ...] = ()
     output_is_dir: bool = False
-    group: str = "main"  # "main": the per-format tables; "sweep", "baseline": their own tables
+    group: str = "main"  # "main": the per-format tables; "sweep", "baseline", "scale": their own tables
     params: dict = field(default_factory=dict)
+    # Whole-input results: also checked equal (1e-9) to Polars' output of the same run.
+    compare_to_polars: bool = False
 
 
 PEERS = [
@@ -107,6 +109,14 @@ SLUICE_BINARIES = {
                    "target": ["--example", "seed_basic"]},
 }
 SLUICE_SQL = "examples/seed_preprocessing.sql"
+SLUICE_GLOBAL_SQL = "examples/seed_preprocessing_global.sql"
+# The whole-input (two-pass) row runs at the budget its issue names: peak RSS must stay
+# under 320 MB at every input size.
+GLOBAL_BUDGET_MB = 256
+GLOBAL_RSS_LIMIT_MB = 320
+GLOBAL_NAME = "sluice run --sql, global windows (2 passes)"
+GLOBAL_CMD = ["{sluice}", "run", "--windows", "global", "--input", "{input}", "--output", "{output}",
+              "--sql", SLUICE_GLOBAL_SQL, "--max-memory", f"{GLOBAL_BUDGET_MB}MB", "--quiet"]
 # The budget of the main rows. Throughput is flat from 64 MB up (see the sweep), and the
 # process's RSS is about 75 MB (binary, allocator) plus the budget, so 64 MB is the
 # setting that keeps sluice under the leanest peer (pandas in chunks, ~185-225 MB).
@@ -116,6 +126,10 @@ SLUICE = [
                               "--sql", SLUICE_SQL, "--max-memory", f"{MAIN_BUDGET_MB}MB", "--quiet"],
          "preprocess", "per-chunk", f"CLI, seed_preprocessing.sql on DataFusion per chunk; {MAIN_BUDGET_MB} MB budget",
          needs=(SLUICE_BINARIES["sluice"]["path"], SLUICE_SQL), output_is_dir=True),
+    Tool(GLOBAL_NAME, GLOBAL_CMD, "preprocess", "global",
+         f"CLI, --windows global: pass 1 exact whole-input mean/std (Parquet: 3 columns), pass 2 per chunk; "
+         f"{GLOBAL_BUDGET_MB} MB budget; output checked equal to Polars' (1e-9)",
+         needs=(SLUICE_BINARIES["sluice"]["path"], SLUICE_GLOBAL_SQL), output_is_dir=True, compare_to_polars=True),
     Tool("sluice seed_basic (Rust fn)", ["{seed_basic}", "--input", "{input}", "--output", "{output}", "--max-memory-mb", str(MAIN_BUDGET_MB)],
          "preprocess", "per-chunk", f"compiled Rust example, the seed's function in Rust; {MAIN_BUDGET_MB} MB budget",
          needs=(SLUICE_BINARIES["seed_basic"]["path"],), output_is_dir=True),
@@ -129,6 +143,18 @@ SWEEP_WORKERS = [1, 2]
 SWEEP_CMD = ["{sluice}", "run", "--input", "{input}", "--output", "{output}", "--sql", SLUICE_SQL,
              "--max-memory", "{mem}MB", "--workers", "{workers}", "--quiet"]
 # ---------------------------------------------------------------------------------------
+
+
+# The scale pair: the whole-input z-score at growing sizes, each tool's wall time and RSS.
+SCALE_PEERS = ("polars streaming", "duckdb (window OVER ())", "duckdb (stats join)")
+
+
+def scale_tools(rows: int) -> list[Tool]:
+    peers = [t for t in PEERS if t.name in SCALE_PEERS]
+    sluice = next(t for t in SLUICE if t.name == GLOBAL_NAME)
+    return [Tool(t.name, t.cmd, t.kind, t.stats, t.notes, needs=t.needs, output_is_dir=t.output_is_dir,
+                 group="scale", params={"rows": rows}, compare_to_polars=t.compare_to_polars)
+            for t in (*peers, sluice)]
 
 
 def sweep_tools() -> list[Tool]:
@@ -316,6 +342,32 @@ def check_output(tool: Tool, output: Path, stdout: str, rows: int) -> str:
     return "ok"
 
 
+def compare_with(output: Path, reference: Path, rtol: float = 1e-9) -> str:
+    """'ok' when every column of `output` (part files in manifest order) equals Polars'
+    `reference` to `rtol` (relative, with 1e-12 absolute for values near 0), row by row."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    if not reference.exists():
+        return "no Polars output of this run to compare with (run the polars streaming row first)"
+    manifest = output / "_manifest.json"
+    parts = [output / p["file"] for p in json.loads(manifest.read_text())["parts"]] if manifest.exists() \
+        else parquet_files(output)
+    want_file = pq.ParquetFile(reference)
+    for column in sorted(PREPROCESS_COLUMNS):
+        got = np.concatenate([pq.read_table(p, columns=[column]).column(0).to_numpy(zero_copy_only=False)
+                              for p in parts])
+        want = want_file.read(columns=[column]).column(0).to_numpy(zero_copy_only=False)
+        if len(got) != len(want):
+            return f"{column}: {len(got)} rows, Polars {len(want)}"
+        got, want = got.astype(np.float64), want.astype(np.float64)
+        bad = ~(np.abs(got - want) <= rtol * np.abs(want) + 1e-12)
+        if bad.any():
+            i = int(np.argmax(bad))
+            return f"{column} differs from Polars at row {i}: {got[i]!r} vs {want[i]!r} ({int(bad.sum())} rows)"
+    return "ok"
+
+
 def measure(tool: Tool, fmt: str, input_path: Path, rows: int, args, binaries: dict[str, str]) -> Result:
     res = Result(tool, fmt)
     missing = [n for n in tool.needs if not (REPO / n).exists()]
@@ -330,6 +382,7 @@ def measure(tool: Tool, fmt: str, input_path: Path, rows: int, args, binaries: d
     argv = [part.format(**values) for part in tool.cmd]
     res.command = shlex.join(argv)
     logfile = args.out_dir / "logs" / f"{slug}.{fmt}.log"
+    reference = args.out_dir / f"reference-polars.{fmt}.{rows}.parquet"
     for i in range(args.runs):
         remove(output)
         rc, wall, rss, stdout = run_once(argv, args.timeout, logfile)
@@ -340,9 +393,15 @@ def measure(tool: Tool, fmt: str, input_path: Path, rows: int, args, binaries: d
         res.rss_mb.append(rss)
         if i == 0 and tool.kind != "none":
             verdict = check_output(tool, output, stdout, rows)
+            if verdict == "ok" and tool.compare_to_polars:
+                verdict = compare_with(output, reference)
             if verdict != "ok":
                 res.status = f"wrong output: {verdict}"
                 break
+            if tool.name == "polars streaming":
+                # The whole-input reference the two-pass sluice row is checked against.
+                remove(reference)
+                shutil.move(str(output), reference)
     remove(output)
     remove(Path(str(output) + ".tmp"))  # DuckDB's spill directory
     shown = f"{statistics.median(res.walls):.2f} s, {statistics.median(res.rss_mb):.0f} MiB" if res.walls else ""
@@ -427,8 +486,12 @@ def target_checks(results: list[Result], formats: list[str]) -> list[str]:
                 checks.append(("time ≤ pandas / 3", wall, med(by["pandas (chunks of 100k)"])[0] / 3))
             if ceiling is not None:
                 checks.append(("time ≤ 2 × own no-SQL ceiling", wall, 2 * med(ceiling)[0]))
+            if s.tool.compare_to_polars:
+                checks.append((f"peak RSS < {GLOBAL_RSS_LIMIT_MB} MB at --max-memory {GLOBAL_BUDGET_MB}MB", rss,
+                               GLOBAL_RSS_LIMIT_MB))
             for label, got, need in checks:
-                L.append(f"| {fmt} | {s.tool.name} | {label} | {got:.2f} s | {need:.2f} s | "
+                unit = "MiB" if label.startswith("peak RSS") else "s"
+                L.append(f"| {fmt} | {s.tool.name} | {label} | {got:.2f} {unit} | {need:.2f} {unit} | "
                          f"{'yes' if got <= need else f'no, {got / need:.2f}x over'} |")
             if peers:
                 leanest = min(peers, key=lambda r: med(r)[1])
@@ -479,6 +542,17 @@ def write_markdown(path: Path, results: list[Result], ctx: dict) -> None:
             L.append("| " + " | ".join([r.fmt, f"{r.tool.params['mem']} MB", str(r.tool.params["workers"]),
                                         *cells(r, rows), r.status]) + " |")
         L.append("")
+    scale = [r for r in results if r.tool.group == "scale"]
+    if scale:
+        L += ["## Scale: the whole-input z-score as the input grows", "",
+              f"Same query (global mean and std) at each size; sluice: `{' '.join(GLOBAL_CMD)}`. "
+              f"Target: sluice's peak RSS under {GLOBAL_RSS_LIMIT_MB} MB at every size.", "",
+              "| input | rows | tool | rows/s | wall s | peak RSS MiB | status |",
+              "|---|---:|---|---:|---:|---:|---|"]
+        for r in scale:
+            n = r.tool.params["rows"]
+            L.append("| " + " | ".join([r.fmt, f"{n:,}", r.tool.name, *cells(r, n), r.status]) + " |")
+        L.append("")
     base = [r for r in results if r.tool.group == "baseline"]
     if base:
         L += ["## Runtime baseline: start-up and imports, no data", "",
@@ -489,12 +563,14 @@ def write_markdown(path: Path, results: list[Result], ctx: dict) -> None:
         "## Reading the numbers",
         "",
         "- **Per-chunk vs global statistics.** The seed's `data_preprocessing` computes mean and "
-        "std *per chunk*; pandas (chunks of 100k rows) and sluice do the same, so their z-scores "
+        "std *per chunk*; pandas (chunks of 100k rows) and `sluice run --sql` do the same, so their z-scores "
         "depend on the chunking. Polars and DuckDB normalize with *global* mean and std over the "
         "whole file, because that is what the expression means there: they must see every row "
         "before emitting the first one (DuckDB's window buffers all rows; the stats-join variant "
-        "reads the input twice). Both are correct for what they compute; they are not the same "
-        "result, and the global version has a harder memory problem.",
+        "reads the input twice). `sluice run --windows global` computes the *same* global result "
+        "in two passes (pass 1 reads only the three feature columns of a Parquet file; a CSV is "
+        "parsed twice) inside its memory budget, and its output is checked equal to Polars' to 1e-9 "
+        "in the same run; compare it with the peers' rows, not with the per-chunk rows.",
         "- **The seed's `time.sleep(0.01)`** per chunk is left out everywhere: it would only measure sleep.",
         "- **Ceilings.** pyarrow read-only is how fast the input can be parsed at all; pyarrow "
         "read+write adds writing Parquet. sluice's no-SQL run is the same read→write through the engine.",
@@ -584,6 +660,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", type=Path, help="benchmark this existing CSV instead of generating one")
     ap.add_argument("--parquet", type=Path, help="benchmark this existing Parquet file instead of generating one")
     ap.add_argument("--no-sweep", action="store_true", help="skip the sluice memory × workers sweep")
+    ap.add_argument("--scale-rows", default="",
+                    help="comma-separated row counts (e.g. 10000000,30000000) for the whole-input scale table")
+    ap.add_argument("--scale-formats", default="parquet", help="input formats of the scale table (default parquet)")
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build for sluice")
     ap.add_argument("--no-install", action="store_true", help="do not pip/apt-get install missing tools")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds before a run is killed")
@@ -638,6 +717,18 @@ def main(argv: list[str] | None = None) -> int:
         for tool in tools:
             if tool.group != "baseline":
                 results.append(measure(tool, fmt, inputs[fmt], rows, args, binaries))
+
+    scale_rows = [int(n) for n in args.scale_rows.split(",") if n.strip()]
+    if scale_rows:
+        sys.path.insert(0, str(BENCH))
+        from gen_data import ensure_rows
+        for n in scale_rows:
+            csv_path, pq_path = ensure_rows(n, args.data_dir, log=log)
+            for fmt in [f.strip() for f in args.scale_formats.split(",") if f.strip()]:
+                path = {"csv": csv_path, "parquet": pq_path}[fmt]
+                log(f"scale: {n:,} rows, {fmt}")
+                for tool in scale_tools(n):
+                    results.append(measure(tool, fmt, path, n, args, binaries))
 
     invoked = os.environ.get("SLUICE_BENCH_INVOKED_AS", f"python {Path(__file__).relative_to(REPO)}")
     ctx = {

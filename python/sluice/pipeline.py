@@ -200,6 +200,13 @@ def _output_path(output_path: Any) -> Optional[str]:
     return os.fspath(output_path)
 
 
+def _check_sql_windows(sql_windows: Any, sql: Any) -> None:
+    if sql_windows not in ("chunk", "global"):
+        raise ValueError(f"sql_windows must be 'chunk' or 'global', got {sql_windows!r}")
+    if sql_windows == "global" and sql is None:
+        raise ValueError("sql_windows='global' needs sql=")
+
+
 def _sql_text(sql: Any) -> Optional[str]:
     if sql is None:
         return None
@@ -409,6 +416,7 @@ class StreamingDataPipeline:
         rows_per_part: Optional[int] = None,
         with_info: bool = False,
         overwrite: bool = False,
+        sql_windows: str = "chunk",
     ) -> ChunkIterator:
         """Processes ``df`` (pandas DataFrame, pyarrow Table or Polars DataFrame) chunk by
         chunk and yields the processed chunks in input order, in ``chunk_format``.
@@ -424,7 +432,12 @@ class StreamingDataPipeline:
         Distributed, ``df`` may also be the backend's own DataFrame (a Dask DataFrame, a
         Ray Dataset, a Spark DataFrame such as ``spark.read.parquet(...)``): each of its
         partitions (blocks) is one task.
+
+        ``sql_windows="global"`` makes ``AGG(x) OVER ()`` in ``sql`` cover the whole input
+        instead of each chunk: a first pass computes those values exactly, then the query
+        runs per chunk with them (see the README, "Two meanings of OVER ()").
         """
+        _check_sql_windows(sql_windows, sql)
         self._function(processing_function, sql)  # checks the arguments before converting
         out = _output_path(output_path)
         rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
@@ -449,7 +462,7 @@ class StreamingDataPipeline:
         )
         table, index = _convert.input_to_arrow(df, keep_index=keep_index)
         adapter, sql = self._function(processing_function, sql, index)
-        run = self._native.run_table(table, adapter, sql, out, output_format, rows, overwrite)
+        run = self._native.run_table(table, adapter, sql, out, output_format, rows, overwrite, sql_windows)
         return self._iterator(run, out, with_info, index)
 
     def _slices_frame(self, df: Any, processing_function: Any, sql: Any) -> bool:
@@ -475,6 +488,7 @@ class StreamingDataPipeline:
         rows_per_part: Optional[int] = None,
         with_info: bool = False,
         overwrite: bool = False,
+        sql_windows: str = "chunk",
     ) -> ChunkIterator:
         """Processes files (a path, a glob, a folder, or a list of them; CSV, TSV, Parquet,
         NDJSON or Arrow IPC) read and decoded in parallel by the Rust engine, and yields the
@@ -483,7 +497,11 @@ class StreamingDataPipeline:
         With ``sql=`` the whole run stays in Rust; use ``.run_to_end()`` on the result to
         only write ``output_path``. A folder that already holds output is refused with
         ``FileExistsError`` unless ``overwrite=True``.
+        only write ``output_path``. ``sql_windows="global"``: ``AGG(x) OVER ()`` covers
+        every file's rows (two passes; the files must be regular files, unchanged between
+        the passes).
         """
+        _check_sql_windows(sql_windows, sql)
         paths = _paths(file_path)
         if not isinstance(file_format, str):
             raise TypeError(f"file_format must be a string, got {type(file_format).__name__}")
@@ -496,7 +514,7 @@ class StreamingDataPipeline:
             partitions = file_partitions(expand_paths(paths), wanted, file_format)
             return self._distributed_iterator(runner, with_info, partitions=partitions)
         fmt = None if file_format == "auto" else file_format
-        run = self._native.run_files(paths, fmt, adapter, sql, out, output_format, rows, overwrite)
+        run = self._native.run_files(paths, fmt, adapter, sql, out, output_format, rows, overwrite, sql_windows)
         return self._iterator(run, out, with_info)
 
     # Distributed runs (enable_distributed=True).

@@ -55,6 +55,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SQL")]
     pub sql_text: Option<String>,
 
+    /// What `AGG(x) OVER ()` covers: `chunk` (each chunk's rows, the specification's
+    /// behaviour) or `global` (the whole input's rows, in two passes over the files).
+    #[arg(long, value_enum, default_value = "chunk")]
+    pub windows: WindowsArg,
+
     /// Input format [default: from each file's extension].
     #[arg(long, value_enum)]
     pub format: Option<InputFormat>,
@@ -161,6 +166,12 @@ impl InputFormat {
             InputFormat::Ipc => "ipc",
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WindowsArg {
+    Chunk,
+    Global,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

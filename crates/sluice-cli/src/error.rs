@@ -81,6 +81,10 @@ pub enum CliError {
     #[error("cannot serve metrics on {addr}: {message}")]
     Metrics { addr: SocketAddr, message: String },
 
+    /// An input file changed between the two passes of `--windows global`.
+    #[error("{path} changed during the run ({detail}); the whole-input statistics of pass 1 no longer describe it")]
+    InputChanged { path: PathBuf, detail: String },
+
     /// SIGINT or SIGTERM stopped the run; what was complete is kept.
     #[error("stopped by a signal before the run finished")]
     Interrupted,
@@ -130,7 +134,7 @@ impl CliError {
                 SluiceError::InvalidSetting { .. } => EXIT_USAGE,
                 _ => EXIT_FAILED,
             },
-            CliError::Io { .. } => EXIT_FAILED,
+            CliError::Io { .. } | CliError::InputChanged { .. } => EXIT_FAILED,
             CliError::Interrupted => EXIT_INTERRUPTED,
         }
     }

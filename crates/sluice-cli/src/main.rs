@@ -5,6 +5,7 @@
 mod cli;
 mod demo;
 mod error;
+mod global;
 mod inspect;
 mod metrics;
 mod progress;

@@ -49,6 +49,17 @@ impl Progress {
         pipeline: Arc<StreamingDataPipeline>,
         total_bytes: Option<u64>,
     ) -> Self {
+        Self::start_labelled(mode, pipeline, total_bytes, "")
+    }
+
+    /// [`start`](Self::start), with every line and the bar's message led by `label`
+    /// (e.g. "pass 1/2" for the two passes of `--windows global`).
+    pub fn start_labelled(
+        mode: Mode,
+        pipeline: Arc<StreamingDataPipeline>,
+        total_bytes: Option<u64>,
+        label: &'static str,
+    ) -> Self {
         if mode == Mode::Off {
             return Progress {
                 stop: None,
@@ -64,7 +75,7 @@ impl Progress {
                 } else {
                     LINE_EVERY
                 };
-                let mut reporter = Reporter::new(mode, total_bytes);
+                let mut reporter = Reporter::new(mode, total_bytes, label);
                 // A message or a dropped sender both mean the run is over.
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
                     reporter.update(&pipeline.stats());
@@ -97,12 +108,13 @@ impl Drop for Progress {
 
 struct Reporter {
     bar: Option<ProgressBar>,
+    label: &'static str,
     total_bytes: Option<u64>,
     started: Instant,
 }
 
 impl Reporter {
-    fn new(mode: Mode, total_bytes: Option<u64>) -> Self {
+    fn new(mode: Mode, total_bytes: Option<u64>, label: &'static str) -> Self {
         let bar = (mode == Mode::Bar).then(|| {
             let template = if total_bytes.is_some() {
                 "{spinner} {elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} ETA {eta}\n  {msg}"
@@ -118,6 +130,7 @@ impl Reporter {
         });
         Reporter {
             bar,
+            label,
             total_bytes,
             started: Instant::now(),
         }
@@ -129,6 +142,11 @@ impl Reporter {
         let done = match self.total_bytes {
             Some(total) => stats.input_bytes_processed.min(total),
             None => stats.input_bytes_processed,
+        };
+        let lead = if self.label.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", self.label)
         };
         let detail = format!(
             "{} rows, {:.0} rows/s, chunk {} rows, memory {:.1} of {:.0} MiB, {} backpressure events",
@@ -142,9 +160,9 @@ impl Reporter {
         match &self.bar {
             Some(bar) => {
                 bar.set_position(done);
-                bar.set_message(detail);
+                bar.set_message(format!("{lead}{detail}"));
             }
-            None => eprintln!("progress: {}, {detail}", self.done_line(done)),
+            None => eprintln!("progress: {lead}{}, {detail}", self.done_line(done)),
         }
     }
 

@@ -26,6 +26,9 @@ pub struct RunRecord {
     pub inputs: Vec<InputFile>,
     pub sql: Option<String>,
     pub ordered: bool,
+    /// `--windows global`: pass 1's values and the inputs they describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global: Option<crate::global::GlobalRecord>,
 }
 
 impl RunRecord {
@@ -41,6 +44,7 @@ impl RunRecord {
             inputs,
             sql: sql.map(str::to_string),
             ordered,
+            global: None,
         }
     }
 
@@ -51,7 +55,7 @@ impl RunRecord {
         std::fs::write(&path, text).map_err(|e| CliError::io("write", &path, e))
     }
 
-    fn read_from(dir: &Path) -> Result<Option<Self>, CliError> {
+    pub fn read_from(dir: &Path) -> Result<Option<Self>, CliError> {
         let path = dir.join(RUN_FILE);
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text)
@@ -89,6 +93,14 @@ impl RunRecord {
         }
         if self.sql != earlier.sql {
             return Some("the SQL differs from the earlier run's".into());
+        }
+        if self.global.is_some() != earlier.global.is_some() {
+            let mode = |r: &RunRecord| if r.global.is_some() { "global" } else { "chunk" };
+            return Some(format!(
+                "the earlier run used --windows {}, this one --windows {}",
+                mode(earlier),
+                mode(self)
+            ));
         }
         None
     }
@@ -332,6 +344,7 @@ mod tests {
             }],
             sql: None,
             ordered: true,
+            global: None,
         };
         let mut b = a.clone();
         assert_eq!(a.difference(&b), None);

@@ -14,8 +14,9 @@ use sluice::{
 };
 use sluice_sql::ChunkSql;
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, WindowsArg};
 use crate::error::CliError;
+use crate::global::{self, GlobalRun, PassStats};
 use crate::metrics::MetricsServer;
 use crate::progress::{self, Progress};
 use crate::resume::{self, Plan, RunRecord};
@@ -76,7 +77,10 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
         .transpose()
         .map_err(|e| CliError::setup("bad --format", e))?;
 
-    let source = FilesSource::open(&args.input, format)
+    if args.windows == WindowsArg::Global {
+        global::refuse_unrepeatable(&args.input)?;
+    }
+    let source = FilesSource::open(&args.input, format.clone())
         .map_err(|e| CliError::setup("cannot open the input", e))?;
     let paths = source.paths().to_vec();
     let input_schema = source.schema();
@@ -88,14 +92,28 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
     ));
 
     let sql_text = read_sql(&args)?;
+    // --windows global: planned for two passes (see global.rs); no ChunkSql of its own.
+    let global = match args.windows {
+        WindowsArg::Global => Some(GlobalRun::new(
+            &args,
+            sql_text.as_deref(),
+            input_schema.clone(),
+            &paths,
+        )?),
+        WindowsArg::Chunk => None,
+    };
     let chunk_sql = sql_text
         .as_deref()
+        .filter(|_| global.is_none())
         .map(|sql| ChunkSql::new(sql, input_schema.clone()))
         .transpose()
         .map_err(|source| CliError::Sql { source })?;
-    let output_schema = chunk_sql
-        .as_ref()
-        .map_or(input_schema.clone(), |s| s.output_schema());
+    let output_schema = match &global {
+        Some(run) => run.sql.output_schema(),
+        None => chunk_sql
+            .as_ref()
+            .map_or(input_schema.clone(), |s| s.output_schema()),
+    };
 
     let mut builder = StreamingDataPipeline::builder()
         .ordered(!args.unordered)
@@ -116,7 +134,9 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
             .map_err(|e| CliError::setup("bad settings", e))?,
     );
 
-    let record = RunRecord::new(&paths, sql_text.as_deref(), !args.unordered);
+    let mut record = RunRecord::new(&paths, sql_text.as_deref(), !args.unordered);
+    record.global = global.as_ref().map(GlobalRun::pending_record);
+    let mut resuming = false;
     let letters_dir = match &policy {
         ErrorPolicy::DeadLetter(dir) => Some(dir.clone()),
         _ => None,
@@ -142,6 +162,7 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
                 check_resumable(&args, &manifest, &input_schema, &output_schema)?;
                 keep_letters =
                     resume::split_dead_letters(&manifest, skip_rows, letters_dir.as_deref())?;
+                resuming = true;
                 (manifest.format, manifest.parts, skip_rows)
             }
             Plan::Fresh => (
@@ -150,6 +171,19 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
                 0,
             ),
         };
+
+    // Pass 1 (or its saved values), before the output folder is touched.
+    let mut passes: Vec<PassStats> = Vec::new();
+    let global_function = match &global {
+        Some(run) => {
+            let (function, saved) =
+                global_pass1(run, &args, max_memory, format.as_ref(), resuming, ui)?;
+            record.global = Some(saved.0);
+            passes.push(saved.1);
+            Some(function)
+        }
+        None => None,
+    };
 
     // Bound before the folder is touched, so a bad address leaves nothing behind.
     let metrics = args
@@ -180,15 +214,16 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
     } else {
         Box::new(source)
     };
-    let function: ChunkFunction = match chunk_sql {
-        Some(sql) => {
+    let function: ChunkFunction = match (global_function, chunk_sql) {
+        (Some(function), _) => function,
+        (None, Some(sql)) => {
             let sql = Arc::new(sql);
             Arc::new(move |batch: RecordBatch| sql.apply(&batch).map_err(BoxError::from))
         }
-        None => Arc::new(|batch: RecordBatch| Ok::<_, BoxError>(batch)),
+        (None, None) => Arc::new(|batch: RecordBatch| Ok::<_, BoxError>(batch)),
     };
 
-    let outcome = execute(
+    let outcome = execute_labelled(
         &pipeline,
         source,
         function,
@@ -196,11 +231,29 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
         total_bytes,
         progress::Mode::detect(ui.quiet),
         || record.write_to(&args.output),
+        if global.is_some() { "pass 2/2" } else { "" },
     );
     drop(metrics);
     let stats = pipeline.stats();
+    // An input that changed during pass 2 fails the run like bad data does.
+    let outcome = match (&global, outcome) {
+        (Some(run), Ok(summary)) => match run.check_unchanged() {
+            Ok(()) => Ok(summary),
+            Err(error) => {
+                global::mark_failed(&args.output, &error)?;
+                Err(error)
+            }
+        },
+        (_, outcome) => outcome,
+    };
+    if global.is_some() {
+        passes.push(global::pass2_stats(&stats));
+        if !ui.quiet {
+            print!("{}", global::report(&passes));
+        }
+    }
     if let Some(path) = &args.stats_json {
-        write_stats_json(path, &stats)?;
+        write_stats_json(path, &stats, &passes)?;
     }
     // A failed run keeps the parts it committed before the failure (its manifest says
     // `failed`, with the error): `--resume` goes on from there.
@@ -289,12 +342,36 @@ pub fn execute(
     progress: progress::Mode,
     started: impl FnOnce() -> Result<(), CliError>,
 ) -> Result<RunSummary, CliError> {
+    execute_labelled(
+        pipeline,
+        source,
+        function,
+        output,
+        total_bytes,
+        progress,
+        started,
+        "",
+    )
+}
+
+/// [`execute`] with the progress led by `label`.
+#[allow(clippy::too_many_arguments)]
+pub fn execute_labelled(
+    pipeline: &Arc<StreamingDataPipeline>,
+    source: Box<dyn Source>,
+    function: ChunkFunction,
+    output: OutputOptions,
+    total_bytes: Option<u64>,
+    progress: progress::Mode,
+    started: impl FnOnce() -> Result<(), CliError>,
+    label: &'static str,
+) -> Result<RunSummary, CliError> {
     let stream = pipeline
         .start_boxed(source, function, Some(output))
         .map_err(|e| CliError::setup("cannot start the run", e))?;
     signals::watch(pipeline);
     started()?;
-    let mut bar = Progress::start(progress, pipeline.clone(), total_bytes);
+    let mut bar = Progress::start_labelled(progress, pipeline.clone(), total_bytes, label);
     let mut stream = stream;
     let mut failure = None;
     for chunk in stream.by_ref() {
@@ -344,8 +421,54 @@ fn finish(
     Ok(())
 }
 
-fn write_stats_json(path: &Path, stats: &StreamingStats) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(stats)
+/// The run's statistics; with `--windows global` also `passes`: each pass's rows, time and
+/// bytes (pass 2's are the top-level figures).
+fn write_stats_json(
+    path: &Path,
+    stats: &StreamingStats,
+    passes: &[PassStats],
+) -> Result<(), CliError> {
+    let mut value = serde_json::to_value(stats)
+        .map_err(|e| CliError::io("write", path, std::io::Error::other(e)))?;
+    if let (false, Some(object)) = (passes.is_empty(), value.as_object_mut()) {
+        let passes = serde_json::to_value(passes)
+            .map_err(|e| CliError::io("write", path, std::io::Error::other(e)))?;
+        object.insert("passes".into(), passes);
+    }
+    let text = serde_json::to_string_pretty(&value)
         .map_err(|e| CliError::io("write", path, std::io::Error::other(e)))?;
     std::fs::write(path, text + "\n").map_err(|e| CliError::io("write", path, e))
+}
+
+/// Pass 1 of `--windows global`, or the values a stopped run saved when resuming it; gives
+/// pass 2's function and what the run record keeps.
+fn global_pass1(
+    run: &GlobalRun,
+    args: &RunArgs,
+    max_memory: Option<u64>,
+    format: Option<&FileFormat>,
+    resuming: bool,
+    ui: Ui,
+) -> Result<(ChunkFunction, (global::GlobalRecord, PassStats)), CliError> {
+    let earlier = if resuming {
+        RunRecord::read_from(&args.output)?.and_then(|r| r.global)
+    } else {
+        None
+    };
+    let (values, pass) = match run.saved_values(earlier.as_ref(), &args.output)? {
+        Some(values) => {
+            ui.say("resuming pass 2/2 with the whole-input values saved by pass 1");
+            let pass = PassStats {
+                pass: 1,
+                reused: true,
+                ..PassStats::default()
+            };
+            (values, pass)
+        }
+        None => run.pass1(args, max_memory, format, ui)?,
+    };
+    run.check_unchanged()?;
+    ui.say("pass 2/2: the query per chunk, with the whole-input values");
+    let record = run.record(&values)?;
+    Ok((run.pass2_function(&values)?, (record, pass)))
 }

@@ -31,6 +31,7 @@ mod controller;
 mod errors;
 mod function;
 mod gate;
+mod global;
 mod lane;
 mod pipeline;
 mod run;

@@ -18,12 +18,13 @@ use sluice::{
     BoxError, Deliveries, ErrorPolicy, FileFormat, FilesSource, OutputFormat, OutputOptions,
     Source, StreamingDataPipeline,
 };
-use sluice_sql::ChunkSql;
+use sluice_sql::{ChunkSql, GlobalSql, Windows};
 
 use crate::arrow_io::import_stream;
 use crate::controller::{HookFlags, NativeController, PyHooks};
 use crate::errors::{self, ErrorStore};
 use crate::function::{PyFunction, Stash};
+use crate::global;
 use crate::gate::CallGate;
 use crate::lane::CallerLane;
 use crate::run::{NativeRun, RunShared};
@@ -41,6 +42,7 @@ pub struct NativePipeline {
 }
 
 impl NativePipeline {
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
         py: Python<'_>,
@@ -49,17 +51,20 @@ impl NativePipeline {
         sql: Option<String>,
         output: Option<OutputOptions>,
         deliveries: Option<Deliveries>,
+        pass2: Option<ChunkFn>,
     ) -> PyResult<NativeRun> {
         let errors = Arc::new(ErrorStore::default());
         let stash = Arc::new(Stash::default());
         let mut lane = None;
-        let chunk_fn: ChunkFn = match (function, sql) {
-            (Some(_), Some(_)) => {
+        let chunk_fn: ChunkFn = match (function, sql, pass2) {
+            // sql_windows="global": the query already planned with pass 1's values.
+            (None, Some(_), Some(planned)) => planned,
+            (Some(_), Some(_), _) => {
                 return Err(PyValueError::new_err(
                     "give either processing_function or sql, not both",
                 ))
             }
-            (Some(adapter), None) => {
+            (Some(adapter), None, _) => {
                 let workers = self.engine.config().effective_workers();
                 let caller_lane = Arc::new(CallerLane::default());
                 let f = PyFunction::new(adapter, stash.clone(), errors.clone(), self.keep_errors)
@@ -69,14 +74,14 @@ impl NativePipeline {
                 lane = Some((caller_lane, f.clone()));
                 Arc::new(move |batch: RecordBatch| f.call(batch))
             }
-            (None, Some(sql)) => {
+            (None, Some(sql), None) => {
                 let schema = source.schema();
                 let planned = py
                     .detach(|| ChunkSql::new(&sql, schema))
                     .map_err(|e| PyValueError::new_err(e.to_string()))?;
                 Arc::new(move |batch: RecordBatch| planned.apply(&batch).map_err(BoxError::from))
             }
-            (None, None) => Arc::new(|batch: RecordBatch| Ok(batch)),
+            (None, None, _) => Arc::new(|batch: RecordBatch| Ok(batch)),
         };
         if let Some(controller) = &self.controller {
             controller.get().run_started();
@@ -180,7 +185,7 @@ impl NativePipeline {
 
     /// Starts a run over table-like Arrow data (anything with `__arrow_c_stream__`).
     /// `function` is the Python adapter; `sql` a per-chunk query; neither: chunks as they are.
-    #[pyo3(signature = (data, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None, overwrite = false))]
+    #[pyo3(signature = (data, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None, overwrite = false, sql_windows = None))]
     #[allow(clippy::too_many_arguments)]
     fn run_table(
         &self,
@@ -192,15 +197,31 @@ impl NativePipeline {
         output_format: &str,
         rows_per_part: Option<u64>,
         overwrite: bool,
+        sql_windows: Option<String>,
     ) -> PyResult<NativeRun> {
         let (schema, batches) = import_stream(data)?;
+        let windows = global::mode(sql_windows.as_deref()).map_err(PyValueError::new_err)?;
+        let pass2 = match (&sql, windows) {
+            (Some(sql), Windows::Global) => {
+                // In memory, so read twice as it is.
+                let again = MemorySource::try_new(schema.clone(), batches.clone())
+                    .map_err(errors::to_py)?;
+                let engine = self.engine.clone();
+                let planned = py.detach(|| {
+                    let global = GlobalSql::new(sql, schema.clone()).map_err(|e| e.to_string())?;
+                    global::two_pass_function(&engine, global, Box::new(again))
+                });
+                Some(planned.map_err(PyValueError::new_err)?)
+            }
+            _ => None,
+        };
         let source = MemorySource::try_new(schema, batches).map_err(errors::to_py)?;
         let output = output_options(output_path, output_format, rows_per_part, overwrite)?;
-        self.start(py, Box::new(source), function, sql, output, None)
-            }
+        self.start(py, Box::new(source), function, sql, output, None, pass2)
+    }
 
     /// Starts a run over files (paths, globs or folders), read and decoded by the engine.
-    #[pyo3(signature = (paths, file_format = None, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None, overwrite = false))]
+    #[pyo3(signature = (paths, file_format = None, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None, overwrite = false, sql_windows = None))]
     #[allow(clippy::too_many_arguments)]
     fn run_files(
         &self,
@@ -213,17 +234,33 @@ impl NativePipeline {
         output_format: &str,
         rows_per_part: Option<u64>,
         overwrite: bool,
+        sql_windows: Option<String>,
     ) -> PyResult<NativeRun> {
         let format = file_format
             .map(|f| FileFormat::from_name(&f))
             .transpose()
             .map_err(errors::to_py)?;
+        let windows = global::mode(sql_windows.as_deref()).map_err(PyValueError::new_err)?;
+        if let (Some(_), Windows::Global) = (&sql, windows) {
+            global::stamps(&paths).map_err(PyValueError::new_err)?;
+        }
         let source = py
-            .detach(|| FilesSource::open(&paths, format))
+            .detach(|| FilesSource::open(&paths, format.clone()))
             .map_err(errors::to_py)?;
-        let output = output_options(output_path, output_format, rows_per_part, overwrite)?;
-        self.start(py, Box::new(source), function, sql, output, None)
+        let pass2 = match (&sql, windows) {
+            (Some(sql), Windows::Global) => {
+                let engine = self.engine.clone();
+                let schema = source.schema();
+                let planned = py.detach(|| {
+                    global::files_function(&engine, sql, &paths, format.as_ref(), schema)
+                });
+                Some(planned.map_err(PyValueError::new_err)?)
             }
+            _ => None,
+        };
+        let output = output_options(output_path, output_format, rows_per_part, overwrite)?;
+        self.start(py, Box::new(source), function, sql, output, None, pass2)
+    }
 
     /// Opens a push stream whose columns are `first`'s (anything with
     /// `__arrow_c_stream__`), sends `first`, and returns the sender and the run's results.
@@ -257,6 +294,7 @@ impl NativePipeline {
             sql,
             output,
             Some(deliveries),
+            None,
         )?;
         let sender = NativePushSender { sender };
         sender.send_batches(py, batches)?;

@@ -41,6 +41,22 @@ pub enum SqlError {
         hint: String,
     },
 
+    /// A window that `--windows global` cannot compute over the whole input.
+    #[error("whole-input windows (--windows global) cannot compute `{window}`: {reason}")]
+    GlobalWindow {
+        /// The window expression, as DataFusion shows it.
+        window: String,
+        /// Why, and what to write instead.
+        reason: String,
+    },
+
+    /// Pass 1 of a whole-input query failed on a chunk, or its results cannot be used.
+    #[error("whole-input statistics (pass 1): {detail}")]
+    GlobalPass {
+        /// What failed, with the window or chunk it concerns.
+        detail: String,
+    },
+
     /// A chunk whose columns are not those the query was planned for.
     #[error("chunk does not match the schema the SQL was planned for: {detail}")]
     SchemaMismatch {

@@ -13,6 +13,7 @@
 //! ```
 
 mod error;
+mod global;
 mod plan;
 mod scan;
 mod stddev;
@@ -29,6 +30,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 
 pub use error::SqlError;
+pub use global::{GlobalPartial, GlobalSql, GlobalValues, Windows};
 
 /// A SQL query planned once for chunks of one schema, ready to run on each chunk.
 ///
@@ -55,7 +57,17 @@ impl ChunkSql {
     pub fn new(sql: &str, input_schema: SchemaRef) -> Result<Self, SqlError> {
         let scans_planned = Arc::new(AtomicUsize::new(0));
         let planned = plan::plan(sql, &input_schema, Arc::clone(&scans_planned))?;
-        Ok(Self {
+        Ok(Self::from_planned(sql, input_schema, planned, scans_planned))
+    }
+
+    /// A query already planned (by [`GlobalSql`]) from `sql` against `input_schema`.
+    pub(crate) fn from_planned(
+        sql: &str,
+        input_schema: SchemaRef,
+        planned: plan::Planned,
+        scans_planned: Arc<AtomicUsize>,
+    ) -> Self {
+        Self {
             sql: sql.to_string(),
             input_schema,
             output_schema: planned.template.schema(),
@@ -63,7 +75,7 @@ impl ChunkSql {
             task_ctx: planned.task_ctx,
             exclusive: planned.exclusive.then(|| Mutex::new(())),
             scans_planned,
-        })
+        }
     }
 
     /// The schema of every batch [`apply`](Self::apply) returns.

@@ -11,6 +11,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::analyze::AnalyzeExec;
 use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
@@ -37,24 +38,43 @@ pub(crate) fn plan(
     input_schema: &SchemaRef,
     scans_planned: Arc<AtomicUsize>,
 ) -> Result<Planned, SqlError> {
+    let ctx = session(input_schema, scans_planned)?;
+    let logical = logical(&ctx, sql)?;
+    physical(&ctx, &logical)
+}
+
+/// A session with the table `chunk` of `input_schema` and sluice's functions registered.
+pub(crate) fn session(
+    input_schema: &SchemaRef,
+    scans_planned: Arc<AtomicUsize>,
+) -> Result<SessionContext, SqlError> {
     let ctx = SessionContext::new_with_config(session_config());
     // Replaces DataFusion's value-by-value `stddev` / `stddev_samp` (see `stddev.rs`).
     ctx.register_udaf(crate::stddev::sample_stddev_udaf());
     let table = ChunkTable::new(Arc::clone(input_schema), scans_planned);
     ctx.register_table(TABLE_NAME, Arc::new(table))
         .map_err(SqlError::from_planning)?;
+    Ok(ctx)
+}
 
+/// Parses `sql` into its (unoptimized) logical plan; queries only.
+pub(crate) fn logical(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, SqlError> {
     // Queries only: no CREATE, INSERT, COPY ... TO a file, SET or transactions.
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let template = futures::executor::block_on(async {
+    futures::executor::block_on(async {
         let frame = ctx.sql_with_options(sql, options).await?;
-        frame.create_physical_plan().await
+        Ok(frame.into_unoptimized_plan())
     })
-    .map_err(SqlError::from_planning)?;
+    .map_err(SqlError::from_planning)
+}
 
+/// Optimizes a logical plan, makes it physical and checks it can run per chunk.
+pub(crate) fn physical(ctx: &SessionContext, logical: &LogicalPlan) -> Result<Planned, SqlError> {
+    let template = futures::executor::block_on(ctx.state().create_physical_plan(logical))
+        .map_err(SqlError::from_planning)?;
     let exclusive = check_plan(&template)?;
     Ok(Planned {
         template,

@@ -208,3 +208,63 @@ pub(crate) fn bind_chunk(
         })
         .map(|t| t.data)
 }
+
+/// Like [`bind_chunk`], for a chunk that may hold only some of the input's columns (a
+/// projected read): every scan takes its columns from `chunk` by name.
+pub(crate) fn bind_chunk_by_name(
+    template: &Arc<dyn ExecutionPlan>,
+    chunk: &RecordBatch,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    Arc::clone(template)
+        .transform_up(|node| {
+            let bound = match node.downcast_ref::<ChunkScanExec>() {
+                Some(scan) => {
+                    let schema = scan.schema();
+                    let mut columns = Vec::with_capacity(schema.fields().len());
+                    for field in schema.fields() {
+                        let index = chunk.schema_ref().index_of(field.name()).map_err(|_| {
+                            DataFusionError::Plan(format!(
+                                "the chunk has no column `{}` (it has {:?})",
+                                field.name(),
+                                chunk
+                                    .schema_ref()
+                                    .fields()
+                                    .iter()
+                                    .map(|f| f.name())
+                                    .collect::<Vec<_>>()
+                            ))
+                        })?;
+                        columns.push(Arc::clone(chunk.column(index)));
+                    }
+                    let options = arrow::record_batch::RecordBatchOptions::new()
+                        .with_row_count(Some(chunk.num_rows()));
+                    let projected = RecordBatch::try_new_with_options(schema, columns, &options)?;
+                    Arc::new(ChunkScanExec {
+                        projection: None,
+                        chunk: Some(projected),
+                        properties: Arc::clone(&scan.properties),
+                    }) as Arc<dyn ExecutionPlan>
+                }
+                None => node.reset_state()?,
+            };
+            Ok(Transformed::yes(bound))
+        })
+        .map(|t| t.data)
+}
+
+/// The input columns the scans of `plan` read, by name, in first-seen order.
+pub(crate) fn scanned_columns(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    // The closure never fails.
+    let _ = plan.apply(|node| {
+        if let Some(scan) = node.downcast_ref::<ChunkScanExec>() {
+            for field in scan.schema().fields() {
+                if !names.contains(field.name()) {
+                    names.push(field.name().clone());
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    names
+}

@@ -1,0 +1,668 @@
+//! Whole-input window aggregates (`--windows global`): every `AGG(x) OVER ()` of a query is
+//! computed over all the input's rows in a first pass (exact partial states per chunk,
+//! merged), then the query runs per chunk with those values as constants. Both passes are
+//! planned once, on DataFusion's logical plan: the window's input becomes pass 1's query,
+//! and pass 2 replaces the window operator by a projection of typed literals.
+
+mod exact;
+mod state;
+
+use std::fmt;
+use std::io::Cursor;
+use std::str::FromStr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::{
+    lit, Expr, LogicalPlan, Projection, Window, WindowFrameBound, WindowFunctionDefinition,
+};
+
+use self::state::{ColumnState, Kind, Needs, Numeric};
+use crate::plan::{self, Planned};
+use crate::{scan, ChunkSql, SqlError};
+
+/// What `AGG(x) OVER ()` means: the chunk's rows (the specification's behaviour) or the
+/// whole input's (two passes, [`GlobalSql`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Windows {
+    #[default]
+    Chunk,
+    Global,
+}
+
+impl Windows {
+    pub fn name(self) -> &'static str {
+        match self {
+            Windows::Chunk => "chunk",
+            Windows::Global => "global",
+        }
+    }
+}
+
+impl FromStr for Windows {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "chunk" => Ok(Windows::Chunk),
+            "global" => Ok(Windows::Global),
+            other => Err(format!("unknown windows mode {other:?}; expected chunk or global")),
+        }
+    }
+}
+
+/// A query whose whole-input windows are computed in a first pass over the input.
+///
+/// [`partial`](Self::partial) runs pass 1 on one chunk (any thread, any order; it reads only
+/// [`pass1_columns`](Self::pass1_columns), by name); [`GlobalPartial::merge`] combines
+/// chunks exactly; [`finish`](Self::finish) gives the values; [`pass2`](Self::pass2) plans
+/// the query with them as constants, to run per chunk like any [`ChunkSql`].
+pub struct GlobalSql {
+    sql: String,
+    input_schema: SchemaRef,
+    ctx: SessionContext,
+    /// The query's unoptimized plan, window operators still in it.
+    logical: LogicalPlan,
+    sites: Vec<Site>,
+    columns: Vec<String>,
+    scans_planned: Arc<AtomicUsize>,
+}
+
+/// One window operator of the query, all of whose windows are whole-input aggregates.
+struct Site {
+    /// Evaluates the aggregates' arguments over the window's input rows, per chunk.
+    pass1: Planned,
+    /// Pass 1's output columns: the distinct arguments.
+    args: Vec<Arg>,
+    calls: Vec<Call>,
+}
+
+struct Arg {
+    numeric: Numeric,
+    needs: Needs,
+}
+
+struct Call {
+    kind: Kind,
+    arg: usize,
+    /// The window's type in the query, which its literal takes.
+    data_type: DataType,
+    description: String,
+}
+
+/// Pass 1's state after some chunks: merge chunks' states in any order.
+#[derive(Debug, Clone, Default)]
+pub struct GlobalPartial {
+    sites: Vec<Vec<ColumnState>>,
+    rows: u64,
+}
+
+impl GlobalPartial {
+    /// Adds `other`'s rows; exact, so the order of merges does not change the result.
+    pub fn merge(&mut self, other: &GlobalPartial) {
+        if self.sites.is_empty() {
+            self.sites = other.sites.clone();
+        } else {
+            for (mine, theirs) in self.sites.iter_mut().zip(&other.sites) {
+                for (a, b) in mine.iter_mut().zip(theirs) {
+                    a.merge(b);
+                }
+            }
+        }
+        self.rows += other.rows;
+    }
+
+    /// Input rows seen by pass 1.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
+/// The whole-input value of every window, in the query's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalValues {
+    values: Vec<ScalarValue>,
+}
+
+impl GlobalValues {
+    pub fn values(&self) -> &[ScalarValue] {
+        &self.values
+    }
+
+    /// The values as one Arrow IPC row: exact for every type, for a run record.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, SqlError> {
+        let failed = |e: &dyn fmt::Display| SqlError::GlobalPass {
+            detail: format!("cannot save the values: {e}"),
+        };
+        let mut fields = Vec::with_capacity(self.values.len());
+        let mut columns = Vec::with_capacity(self.values.len());
+        for (i, value) in self.values.iter().enumerate() {
+            fields.push(Field::new(format!("v{i}"), value.data_type(), true));
+            columns.push(value.to_array().map_err(|e| failed(&e))?);
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(1));
+        let batch = RecordBatch::try_new_with_options(Arc::clone(&schema), columns, &options)
+            .map_err(|e| failed(&e))?;
+        let mut bytes = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut bytes, &schema).map_err(|e| failed(&e))?;
+        writer.write(&batch).map_err(|e| failed(&e))?;
+        writer.finish().map_err(|e| failed(&e))?;
+        drop(writer);
+        Ok(bytes)
+    }
+
+    /// Values saved by [`to_bytes`](Self::to_bytes).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SqlError> {
+        let failed = |e: &dyn fmt::Display| SqlError::GlobalPass {
+            detail: format!("the saved values cannot be read: {e}"),
+        };
+        let mut reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| failed(&e))?;
+        let batch = match reader.next() {
+            Some(batch) => batch.map_err(|e| failed(&e))?,
+            None => return Err(failed(&"no row")),
+        };
+        let values = batch
+            .columns()
+            .iter()
+            .map(|column| ScalarValue::try_from_array(column, 0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| failed(&e))?;
+        Ok(GlobalValues { values })
+    }
+}
+
+impl GlobalSql {
+    /// Plans `sql` against a table `chunk` of `input_schema` for whole-input windows.
+    ///
+    /// Fails, naming the window and the reason, on any window it cannot compute exactly over
+    /// the whole input: PARTITION BY, ORDER BY, frames, ranking functions, DISTINCT or
+    /// FILTER, windows inside subqueries, and windows over rows that are not a row-by-row
+    /// function of the input (after GROUP BY, a join, LIMIT or another window).
+    pub fn new(sql: &str, input_schema: SchemaRef) -> Result<Self, SqlError> {
+        let scans_planned = Arc::new(AtomicUsize::new(0));
+        let ctx = plan::session(&input_schema, Arc::clone(&scans_planned))?;
+        let logical = plan::logical(&ctx, sql)?;
+        refuse_windows_in_subqueries(&logical)?;
+
+        // In the order the pass-2 rewrite (`transform_up`) meets them.
+        let mut windows = Vec::new();
+        logical
+            .clone()
+            .transform_up(|node| {
+                if let LogicalPlan::Window(window) = &node {
+                    windows.push(window.clone());
+                }
+                Ok(Transformed::no(node))
+            })
+            .map_err(SqlError::from_planning)?;
+
+        let mut sites = Vec::with_capacity(windows.len());
+        for window in &windows {
+            sites.push(analyse(&ctx, window)?);
+        }
+        let mut columns: Vec<String> = Vec::new();
+        for site in &sites {
+            for name in scan::scanned_columns(&site.pass1.template) {
+                if !columns.contains(&name) {
+                    columns.push(name);
+                }
+            }
+        }
+        Ok(GlobalSql {
+            sql: sql.to_string(),
+            input_schema,
+            ctx,
+            logical,
+            sites,
+            columns,
+            scans_planned,
+        })
+    }
+
+    /// True when the query has whole-input windows, so pass 1 is needed.
+    pub fn has_windows(&self) -> bool {
+        !self.sites.is_empty()
+    }
+
+    /// The input columns pass 1 reads (a chunk given to [`partial`](Self::partial) needs
+    /// only these, in any order).
+    pub fn pass1_columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// The windows computed over the whole input, as DataFusion shows them.
+    pub fn windows(&self) -> Vec<String> {
+        self.calls().map(|c| c.description.clone()).collect()
+    }
+
+    /// The query text as given.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// The schema of every batch pass 2 returns (names and types).
+    pub fn output_schema(&self) -> SchemaRef {
+        Arc::new(self.logical.schema().as_arrow().clone())
+    }
+
+    /// The schema of the input table `chunk`.
+    pub fn input_schema(&self) -> SchemaRef {
+        Arc::clone(&self.input_schema)
+    }
+
+    /// Pass 1 on one chunk: the partial states of every window's aggregates.
+    pub fn partial(&self, chunk: &RecordBatch) -> Result<GlobalPartial, SqlError> {
+        let rows = chunk.num_rows();
+        let failed = |source| SqlError::Execute { rows, source };
+        let mut partial = GlobalPartial {
+            sites: Vec::with_capacity(self.sites.len()),
+            rows: rows as u64,
+        };
+        for site in &self.sites {
+            let plan = scan::bind_chunk_by_name(&site.pass1.template, chunk).map_err(failed)?;
+            let batches = plan::run(plan, Arc::clone(&site.pass1.task_ctx)).map_err(failed)?;
+            let mut states = vec![ColumnState::default(); site.args.len()];
+            for batch in &batches {
+                for (i, arg) in site.args.iter().enumerate() {
+                    states[i]
+                        .update(batch.column(i), arg.needs)
+                        .map_err(failed)?;
+                }
+            }
+            partial.sites.push(states);
+        }
+        Ok(partial)
+    }
+
+    /// Pass 1 over every chunk of `chunks`, on this thread.
+    pub fn compute<I>(&self, chunks: I) -> Result<GlobalValues, SqlError>
+    where
+        I: IntoIterator<Item = RecordBatch>,
+    {
+        let mut total = self.empty_partial();
+        for chunk in chunks {
+            total.merge(&self.partial(&chunk)?);
+        }
+        self.finish(&total)
+    }
+
+    /// The state of no rows.
+    pub fn empty_partial(&self) -> GlobalPartial {
+        GlobalPartial {
+            sites: self
+                .sites
+                .iter()
+                .map(|s| vec![ColumnState::default(); s.args.len()])
+                .collect(),
+            rows: 0,
+        }
+    }
+
+    /// The windows' values from the merged states of every chunk.
+    pub fn finish(&self, partial: &GlobalPartial) -> Result<GlobalValues, SqlError> {
+        let empty = self.empty_partial();
+        let partial = if partial.sites.is_empty() {
+            &empty
+        } else {
+            partial
+        };
+        let mut values = Vec::new();
+        for (site, states) in self.sites.iter().zip(&partial.sites) {
+            for call in &site.calls {
+                let numeric = site.args[call.arg].numeric;
+                let value = states[call.arg]
+                    .finish(call.kind, numeric)
+                    .and_then(|v| v.cast_to(&call.data_type).map_err(|e| e.to_string()))
+                    .map_err(|reason| SqlError::GlobalPass {
+                        detail: format!("{}: {reason}", call.description),
+                    })?;
+                values.push(value);
+            }
+        }
+        Ok(GlobalValues { values })
+    }
+
+    /// Pass 2: the query planned with every whole-input window replaced by its value.
+    pub fn pass2(&self, values: &GlobalValues) -> Result<ChunkSql, SqlError> {
+        let calls: Vec<&Call> = self.calls().collect();
+        if values.values.len() != calls.len() {
+            return Err(SqlError::GlobalPass {
+                detail: format!(
+                    "{} values for {} windows; were they saved for another query?",
+                    values.values.len(),
+                    calls.len()
+                ),
+            });
+        }
+        let mut next = 0;
+        let rewritten = self
+            .logical
+            .clone()
+            .transform_up(|node| match node {
+                LogicalPlan::Window(window) => {
+                    let input = Arc::clone(&window.input);
+                    let input_len = input.schema().fields().len();
+                    let mut exprs: Vec<Expr> = input
+                        .schema()
+                        .iter()
+                        .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+                        .collect();
+                    for j in 0..window.window_expr.len() {
+                        let (qualifier, field) = window.schema.qualified_field(input_len + j);
+                        let value = values.values[next].cast_to(field.data_type())?;
+                        next += 1;
+                        exprs.push(lit(value).alias_qualified(qualifier.cloned(), field.name()));
+                    }
+                    let projection = Projection::try_new(exprs, input)?;
+                    Ok(Transformed::yes(LogicalPlan::Projection(projection)))
+                }
+                other => Ok(Transformed::yes(other.recompute_schema()?)),
+            })
+            .map_err(SqlError::from_planning)?
+            .data;
+        let planned = plan::physical(&self.ctx, &rewritten)?;
+        Ok(ChunkSql::from_planned(
+            &self.sql,
+            Arc::clone(&self.input_schema),
+            planned,
+            Arc::clone(&self.scans_planned),
+        ))
+    }
+
+    /// Each window with its value, for reports.
+    pub fn describe(&self, values: &GlobalValues) -> Vec<(String, String)> {
+        self.calls()
+            .zip(&values.values)
+            .map(|(c, v)| (c.description.clone(), v.to_string()))
+            .collect()
+    }
+
+    fn calls(&self) -> impl Iterator<Item = &Call> {
+        self.sites.iter().flat_map(|s| s.calls.iter())
+    }
+}
+
+impl fmt::Debug for GlobalSql {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GlobalSql")
+            .field("sql", &self.sql)
+            .field("windows", &self.windows())
+            .field("pass1_columns", &self.columns)
+            .finish_non_exhaustive()
+    }
+}
+
+fn refuse(window: &Expr, reason: impl Into<String>) -> SqlError {
+    SqlError::GlobalWindow {
+        window: window.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn has_subquery(expr: &Expr) -> bool {
+    expr.exists(|e| {
+        Ok(matches!(
+            e,
+            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::SetComparison(_)
+        ))
+    })
+    .unwrap_or(true)
+}
+
+/// Windows in a subquery would need their own input rows, which pass 1 does not see.
+fn refuse_windows_in_subqueries(logical: &LogicalPlan) -> Result<(), SqlError> {
+    let count = |with_subqueries: bool| {
+        let mut found: Option<Expr> = None;
+        let mut n = 0usize;
+        let mut visit = |node: &LogicalPlan| {
+            if let LogicalPlan::Window(w) = node {
+                n += 1;
+                found = w.window_expr.first().cloned();
+            }
+            Ok(TreeNodeRecursion::Continue)
+        };
+        let _ = if with_subqueries {
+            logical.apply_with_subqueries(&mut visit)
+        } else {
+            logical.apply(&mut visit)
+        };
+        (n, found)
+    };
+    let (top, _) = count(false);
+    let (all, example) = count(true);
+    if all != top {
+        let window = example.unwrap_or_else(|| lit("window"));
+        return Err(refuse(
+            &window,
+            "it is inside a subquery; whole-input windows are computed only in the query's \
+             own SELECTs (move the window out of the subquery, or use --windows chunk)",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one window operator and plans its pass-1 query.
+fn analyse(ctx: &SessionContext, window: &Window) -> Result<Site, SqlError> {
+    let mut args: Vec<Expr> = Vec::new();
+    let mut calls = Vec::with_capacity(window.window_expr.len());
+    let input_len = window.input.schema().fields().len();
+    for (j, expr) in window.window_expr.iter().enumerate() {
+        let inner = match expr {
+            Expr::Alias(alias) => alias.expr.as_ref(),
+            other => other,
+        };
+        let Expr::WindowFunction(function) = inner else {
+            return Err(refuse(expr, "it is not a window function call"));
+        };
+        let (kind, arg) = check_call(expr, function)?;
+        let index = match args.iter().position(|a| *a == arg) {
+            Some(i) => i,
+            None => {
+                args.push(arg);
+                args.len() - 1
+            }
+        };
+        calls.push(Call {
+            kind,
+            arg: index,
+            data_type: window.schema.field(input_len + j).data_type().clone(),
+            description: expr.to_string(),
+        });
+    }
+    if let Err(reason) = check_rowwise(&window.input) {
+        let first = window.window_expr.first().cloned().unwrap_or(lit("window"));
+        return Err(refuse(&first, reason));
+    }
+
+    let aliased: Vec<Expr> = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| a.clone().alias(format!("__sluice_arg_{i}")))
+        .collect();
+    let projection = Projection::try_new(aliased, Arc::clone(&window.input))
+        .map_err(SqlError::from_planning)?;
+    let pass1 = plan::physical(ctx, &LogicalPlan::Projection(projection))?;
+    let schema = pass1.template.schema();
+
+    let mut arg_states: Vec<Arg> = schema
+        .fields()
+        .iter()
+        .map(|f| Arg {
+            numeric: Numeric::of(f.data_type()),
+            needs: Needs::default(),
+        })
+        .collect();
+    if arg_states.len() != args.len() {
+        return Err(SqlError::GlobalPass {
+            detail: format!(
+                "pass 1 has {} columns for {} arguments (a bug; please report the query)",
+                arg_states.len(),
+                args.len()
+            ),
+        });
+    }
+    for (call, expr) in calls.iter().zip(&window.window_expr) {
+        let arg = &mut arg_states[call.arg];
+        let summed = !matches!(call.kind, Kind::Count | Kind::Min | Kind::Max);
+        if summed && arg.numeric == Numeric::Other {
+            return Err(refuse(
+                expr,
+                format!(
+                    "its argument is of type {}; whole-input SUM, AVG, STDDEV and VAR are \
+                     computed exactly for integer and floating-point arguments only (CAST \
+                     it to DOUBLE)",
+                    schema.field(call.arg).data_type()
+                ),
+            ));
+        }
+        arg.needs.add(call.kind);
+    }
+    Ok(Site {
+        pass1,
+        args: arg_states,
+        calls,
+    })
+}
+
+/// The aggregate and its one argument, or why this window is not a whole-input aggregate.
+fn check_call(expr: &Expr, function: &WindowFunction) -> Result<(Kind, Expr), SqlError> {
+    let WindowFunctionDefinition::AggregateUDF(udf) = &function.fun else {
+        return Err(refuse(
+            expr,
+            format!(
+                "{} is a ranking or offset function, which depends on the order of the whole \
+                 input; only AVG, SUM, COUNT, MIN, MAX, STDDEV*, VAR* OVER () are computed \
+                 over the whole input",
+                function.fun
+            ),
+        ));
+    };
+    let Some(kind) = Kind::from_name(udf.name()) else {
+        return Err(refuse(
+            expr,
+            format!(
+                "{} has no exact whole-input merge here; only AVG, SUM, COUNT, MIN, MAX, \
+                 STDDEV, STDDEV_SAMP, STDDEV_POP, VAR, VAR_SAMP, VAR_POP OVER () are supported",
+                udf.name()
+            ),
+        ));
+    };
+    let params = &function.params;
+    if !params.partition_by.is_empty() {
+        return Err(refuse(
+            expr,
+            "PARTITION BY computes one value per group of the whole input, which needs every \
+             group's rows at once; only OVER () (the whole input) is supported",
+        ));
+    }
+    if !params.order_by.is_empty() {
+        return Err(refuse(
+            expr,
+            "ORDER BY inside OVER makes a running aggregate over the whole input's order; \
+             only OVER () (the whole input) is supported",
+        ));
+    }
+    let frame = &params.window_frame;
+    let unbounded = |b: &WindowFrameBound| match b {
+        WindowFrameBound::Preceding(v) | WindowFrameBound::Following(v) => v.is_null(),
+        WindowFrameBound::CurrentRow => false,
+    };
+    let whole = matches!(frame.start_bound, WindowFrameBound::Preceding(_))
+        && matches!(frame.end_bound, WindowFrameBound::Following(_))
+        && unbounded(&frame.start_bound)
+        && unbounded(&frame.end_bound);
+    if !whole {
+        return Err(refuse(
+            expr,
+            format!(
+                "its frame ({frame}) is a sliding window over the whole input's rows; only \
+                 OVER () (the whole input) is supported"
+            ),
+        ));
+    }
+    if params.filter.is_some() {
+        return Err(refuse(
+            expr,
+            "FILTER (WHERE ...) is not supported over the whole input; use CASE WHEN ... \
+             THEN x END as the argument",
+        ));
+    }
+    if params.distinct {
+        return Err(refuse(
+            expr,
+            "DISTINCT needs every distinct value of the whole input at once",
+        ));
+    }
+    let [arg] = params.args.as_slice() else {
+        return Err(refuse(expr, "only one-argument aggregates are supported"));
+    };
+    if has_subquery(arg) {
+        return Err(refuse(expr, "its argument holds a subquery, which runs per chunk"));
+    }
+    Ok((kind, arg.clone()))
+}
+
+/// Whether the rows of `plan` are a row-by-row function of the input's rows (projections,
+/// filters, aliases, UNION ALL of such), so the whole input's rows are the union of every
+/// chunk's; otherwise why not.
+fn check_rowwise(plan: &LogicalPlan) -> Result<(), String> {
+    let mut problem: Option<String> = None;
+    let walk = plan.apply(|node| {
+        let bad = match node {
+            LogicalPlan::Projection(p) => p
+                .expr
+                .iter()
+                .any(has_subquery)
+                .then(|| "a subquery in the SELECT list it reads from".to_string()),
+            LogicalPlan::Filter(f) => has_subquery(&f.predicate)
+                .then(|| "a subquery in the WHERE clause of the rows it reads".to_string()),
+            LogicalPlan::SubqueryAlias(_) | LogicalPlan::Union(_) => None,
+            LogicalPlan::Sort(s) if s.fetch.is_none() => None,
+            LogicalPlan::TableScan(scan) if scan.table_name.table() == plan::TABLE_NAME => None,
+            LogicalPlan::Window(_) => Some(
+                "its rows come from another window; nested windows need more than two passes"
+                    .to_string(),
+            ),
+            LogicalPlan::Aggregate(_) => Some(
+                "its rows come from GROUP BY or an aggregate, which runs per chunk".to_string(),
+            ),
+            LogicalPlan::Join(_) => {
+                Some("its rows come from a join, which runs per chunk".to_string())
+            }
+            LogicalPlan::Limit(_) | LogicalPlan::Sort(_) => Some(
+                "its rows come from LIMIT, which runs per chunk".to_string(),
+            ),
+            LogicalPlan::Distinct(_) => {
+                Some("its rows come from DISTINCT, which runs per chunk".to_string())
+            }
+            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Some(
+                "its rows do not come from the input table `chunk`".to_string(),
+            ),
+            other => Some(format!(
+                "its rows come from {}, which is not a row-by-row function of the input",
+                other.display()
+            )),
+        };
+        if bad.is_some() {
+            problem = bad;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if let Err(e) = walk {
+        return Err(e.to_string());
+    }
+    match problem {
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    }
+}
