@@ -455,7 +455,11 @@ impl<'a> Reader<'a> {
         let dropped_source = (*source_bytes as f64 * fraction) as u64;
         *source_bytes -= dropped_source;
         self.shared.stats.source_bytes_processed(dropped_source as f64);
-        part.rejects.retain(|r| r.position >= drop_rows as u64);
+        // A reject before the first kept row was committed with the rows before it; when the
+        // prefix goes on into the next part, every reject of this one is before it.
+        let prefix_ends_here = self.skip_remaining == 0;
+        part.rejects
+            .retain(|r| prefix_ends_here && r.position >= drop_rows as u64);
         for r in &mut part.rejects {
             r.position -= drop_rows as u64;
         }
