@@ -60,7 +60,7 @@ pub struct GlobalRun {
 impl GlobalRun {
     /// Plans the query for whole-input windows, refusing what cannot be read twice.
     pub fn new(
-        args: &RunArgs,
+        _args: &RunArgs,
         sql: Option<&str>,
         schema: SchemaRef,
         paths: &[PathBuf],

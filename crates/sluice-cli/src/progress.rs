@@ -43,17 +43,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Starts reporting; `total_bytes` is the input's size when known.
-    pub fn start(
-        mode: Mode,
-        pipeline: Arc<StreamingDataPipeline>,
-        total_bytes: Option<u64>,
-    ) -> Self {
-        Self::start_labelled(mode, pipeline, total_bytes, "")
-    }
-
-    /// [`start`](Self::start), with every line and the bar's message led by `label`
-    /// (e.g. "pass 1/2" for the two passes of `--windows global`).
+    /// Starts reporting; `total_bytes` is the input's size when known. Every line and the
+    /// bar's message are led by `label` when it is not empty (e.g. "pass 1/2" for the two
+    /// passes of `--windows global`).
     pub fn start_labelled(
         mode: Mode,
         pipeline: Arc<StreamingDataPipeline>,

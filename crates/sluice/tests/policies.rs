@@ -232,7 +232,14 @@ fn cleanup_is_idempotent_and_stops_a_run() {
     pipeline.cleanup();
     pipeline.cleanup();
     held.open();
-    let rest: Vec<_> = stream
+    let mut rest: Vec<_> = stream.collect();
+    // A stopped run says so last, so it never looks like a finished one.
+    assert!(
+        matches!(rest.pop(), Some(Err(SluiceError::Stopped))),
+        "the stream must end with Stopped"
+    );
+    let rest: Vec<_> = rest
+        .into_iter()
         .map(|c| c.expect("the call under way ends normally"))
         .map(|c| (c.seq, c.input_rows))
         .collect();
