@@ -146,7 +146,12 @@ impl GlobalRun {
         let projected = if all_parquet(&self.stamps, format) {
             // With no column needed (COUNT(*) only) one column still gives the row counts.
             let columns = if columns.is_empty() {
-                let first = self.sql.input_schema().fields().first().map(|f| f.name().clone());
+                let first = self
+                    .sql
+                    .input_schema()
+                    .fields()
+                    .first()
+                    .map(|f| f.name().clone());
                 first.into_iter().collect()
             } else {
                 columns.clone()
@@ -308,12 +313,9 @@ fn stamps(paths: &[PathBuf]) -> Result<Vec<Stamp>, CliError> {
 fn all_parquet(stamps: &[Stamp], format: Option<&FileFormat>) -> bool {
     match format {
         Some(f) => matches!(f, FileFormat::Parquet(_)),
-        None => stamps.iter().all(|s| {
-            matches!(
-                FileFormat::from_path(&s.path),
-                Ok(FileFormat::Parquet(_))
-            )
-        }),
+        None => stamps
+            .iter()
+            .all(|s| matches!(FileFormat::from_path(&s.path), Ok(FileFormat::Parquet(_)))),
     }
 }
 

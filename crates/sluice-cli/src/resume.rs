@@ -95,7 +95,13 @@ impl RunRecord {
             return Some("the SQL differs from the earlier run's".into());
         }
         if self.global.is_some() != earlier.global.is_some() {
-            let mode = |r: &RunRecord| if r.global.is_some() { "global" } else { "chunk" };
+            let mode = |r: &RunRecord| {
+                if r.global.is_some() {
+                    "global"
+                } else {
+                    "chunk"
+                }
+            };
             return Some(format!(
                 "the earlier run used --windows {}, this one --windows {}",
                 mode(earlier),

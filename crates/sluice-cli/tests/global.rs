@@ -139,20 +139,43 @@ fn the_whole_input_zscore_is_exact_and_the_same_for_every_chunking_and_order() -
         for chunk in ["1", "7", "100000"] {
             for workers in ["1", "2"] {
                 for unordered in [false, true] {
-                    let what = format!("{format}, chunks of {chunk}, {workers} workers, unordered {unordered}");
-                    let out = dir.path().join(format!("out-{format}-{chunk}-{workers}-{unordered}"));
-                    let mut extra = vec!["--fixed-chunks", "--chunk-size", chunk, "--workers", workers];
+                    let what = format!(
+                        "{format}, chunks of {chunk}, {workers} workers, unordered {unordered}"
+                    );
+                    let out = dir
+                        .path()
+                        .join(format!("out-{format}-{chunk}-{workers}-{unordered}"));
+                    let mut extra = vec![
+                        "--fixed-chunks",
+                        "--chunk-size",
+                        chunk,
+                        "--workers",
+                        workers,
+                    ];
                     if unordered {
                         extra.push("--unordered");
                     }
                     let output = sluice().args(run_args(&input, &out, &extra)).output()?;
-                    assert_eq!(output.status.code(), Some(0), "{what}: {}", stderr_of(&output));
+                    assert_eq!(
+                        output.status.code(),
+                        Some(0),
+                        "{what}: {}",
+                        stderr_of(&output)
+                    );
                     let rows = read_scores(&out)?;
                     assert_eq!(rows.len(), ROWS, "{what}");
                     for (i, &(id, zx, zbig)) in rows.iter().enumerate() {
                         assert_eq!(id, i as i64, "{what}: every row once");
-                        assert!(close(zx, want_x[i]), "{what}: zx[{i}] {zx} vs {}", want_x[i]);
-                        assert!(close(zbig, want_b[i]), "{what}: zbig[{i}] {zbig} vs {}", want_b[i]);
+                        assert!(
+                            close(zx, want_x[i]),
+                            "{what}: zx[{i}] {zx} vs {}",
+                            want_x[i]
+                        );
+                        assert!(
+                            close(zbig, want_b[i]),
+                            "{what}: zbig[{i}] {zbig} vs {}",
+                            want_b[i]
+                        );
                     }
                     let bits: Vec<(i64, u64, u64)> = rows
                         .iter()
@@ -212,7 +235,9 @@ fn a_run_killed_in_pass_2_resumes_pass_2_with_the_saved_values() -> TestResult {
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("_sluice_run.json"))?)?;
     assert!(
-        record["global"]["values"].as_str().is_some_and(|v| !v.is_empty()),
+        record["global"]["values"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
         "pass 1's values are in the run record: {record}"
     );
 
@@ -228,10 +253,15 @@ fn a_run_killed_in_pass_2_resumes_pass_2_with_the_saved_values() -> TestResult {
         stderr_of(&output)
     );
     let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats)?)?;
-    assert_eq!(stats["passes"][0]["reused"], true, "pass 1 was not run again: {stats}");
+    assert_eq!(
+        stats["passes"][0]["reused"], true,
+        "pass 1 was not run again: {stats}"
+    );
     assert_eq!(stats["passes"][1]["pass"], 2);
     assert!(
-        stats["passes"][1]["rows"].as_u64().is_some_and(|r| r < ROWS as u64),
+        stats["passes"][1]["rows"]
+            .as_u64()
+            .is_some_and(|r| r < ROWS as u64),
         "pass 2 skipped the rows of the kept parts: {stats}"
     );
     assert_eq!(manifest(&out)?["status"], "complete");
@@ -239,9 +269,14 @@ fn a_run_killed_in_pass_2_resumes_pass_2_with_the_saved_values() -> TestResult {
     let want = read_scores(&whole)?;
     assert_eq!(got.len(), ROWS);
     let bits = |rows: &[(i64, f64, f64)]| -> Vec<(i64, u64, u64)> {
-        rows.iter().map(|&(i, a, b)| (i, a.to_bits(), b.to_bits())).collect()
+        rows.iter()
+            .map(|&(i, a, b)| (i, a.to_bits(), b.to_bits()))
+            .collect()
     };
-    assert!(bits(&got) == bits(&want), "the resumed output differs from a whole run's");
+    assert!(
+        bits(&got) == bits(&want),
+        "the resumed output differs from a whole run's"
+    );
     Ok(())
 }
 
@@ -323,22 +358,45 @@ fn stdin_and_windows_it_cannot_compute_are_refused() -> TestResult {
         ])
         .output()?;
     let err = one_line_error(&output, 2);
-    assert!(err.contains("--windows global") && err.contains("PARTITION BY"), "{err}");
+    assert!(
+        err.contains("--windows global") && err.contains("PARTITION BY"),
+        "{err}"
+    );
     assert!(!out.exists(), "nothing written");
 
     // A chunk-mode run cannot be resumed in global mode.
     let output = sluice()
-        .args(["run", "--quiet", "--input", path_str(&input), "--output", path_str(&out)])
-        .args(["--sql-text", "SELECT id, x - AVG(x) OVER () AS d FROM chunk"])
+        .args([
+            "run",
+            "--quiet",
+            "--input",
+            path_str(&input),
+            "--output",
+            path_str(&out),
+        ])
+        .args([
+            "--sql-text",
+            "SELECT id, x - AVG(x) OVER () AS d FROM chunk",
+        ])
         .output()?;
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
-    let text = std::fs::read_to_string(out.join("_manifest.json"))?
-        .replace("\"complete\"", "\"stopped\"");
+    let text =
+        std::fs::read_to_string(out.join("_manifest.json"))?.replace("\"complete\"", "\"stopped\"");
     std::fs::write(out.join("_manifest.json"), text)?;
     let output = sluice()
-        .args(["run", "--resume", "--windows", "global", "--input", path_str(&input)])
+        .args([
+            "run",
+            "--resume",
+            "--windows",
+            "global",
+            "--input",
+            path_str(&input),
+        ])
         .args(["--output", path_str(&out)])
-        .args(["--sql-text", "SELECT id, x - AVG(x) OVER () AS d FROM chunk"])
+        .args([
+            "--sql-text",
+            "SELECT id, x - AVG(x) OVER () AS d FROM chunk",
+        ])
         .output()?;
     let err = one_line_error(&output, 2);
     assert!(err.contains("--windows chunk"), "{err}");

@@ -61,7 +61,12 @@ pub fn pass1_format(
     }
     let mut columns = sql.pass1_columns().to_vec();
     if columns.is_empty() {
-        columns.extend(sql.input_schema().fields().first().map(|f| f.name().clone()));
+        columns.extend(
+            sql.input_schema()
+                .fields()
+                .first()
+                .map(|f| f.name().clone()),
+        );
     }
     Some(FileFormat::Parquet(ParquetOptions {
         columns: Some(columns),

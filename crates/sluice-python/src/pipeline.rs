@@ -24,8 +24,8 @@ use crate::arrow_io::import_stream;
 use crate::controller::{HookFlags, NativeController, PyHooks};
 use crate::errors::{self, ErrorStore};
 use crate::function::{PyFunction, Stash};
-use crate::global;
 use crate::gate::CallGate;
+use crate::global;
 use crate::lane::CallerLane;
 use crate::run::{NativeRun, RunShared};
 

@@ -57,7 +57,12 @@ impl ChunkSql {
     pub fn new(sql: &str, input_schema: SchemaRef) -> Result<Self, SqlError> {
         let scans_planned = Arc::new(AtomicUsize::new(0));
         let planned = plan::plan(sql, &input_schema, Arc::clone(&scans_planned))?;
-        Ok(Self::from_planned(sql, input_schema, planned, scans_planned))
+        Ok(Self::from_planned(
+            sql,
+            input_schema,
+            planned,
+            scans_planned,
+        ))
     }
 
     /// A query already planned (by [`GlobalSql`]) from `sql` against `input_schema`.

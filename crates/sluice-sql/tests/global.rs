@@ -75,7 +75,9 @@ fn generate(rows: usize) -> Data {
 }
 
 fn batch(data: &Data, range: std::ops::Range<usize>) -> RecordBatch {
-    let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(range.clone().map(|i| i as i64)));
+    let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(
+        range.clone().map(|i| i as i64),
+    ));
     let x: ArrayRef = Arc::new(Float64Array::from_iter(
         data.kx[range.clone()]
             .iter()
@@ -158,12 +160,8 @@ fn whole_input_zscore_equals_the_exact_reference_for_any_chunking() {
     let sql = GlobalSql::new(ZSCORE_SQL, schema()).unwrap();
     assert_eq!(sql.windows().len(), 13);
 
-    let (mx, vx_samp, vx_pop) =
-        exact_stats(data.kx.iter().flatten().map(|&k| k as i128), SCALE);
-    let (mb, vb_samp, _) = exact_stats(
-        data.kb.iter().map(|&k| (OFFSET + k) as i128),
-        SCALE,
-    );
+    let (mx, vx_samp, vx_pop) = exact_stats(data.kx.iter().flatten().map(|&k| k as i128), SCALE);
+    let (mb, vb_samp, _) = exact_stats(data.kb.iter().map(|&k| (OFFSET + k) as i128), SCALE);
     let (mn, _, vn_pop) = exact_stats(data.n.iter().flatten().map(|&k| k as i128), 1.0);
     let (sx, sb) = (vx_samp.sqrt(), vb_samp.sqrt());
 
@@ -184,15 +182,24 @@ fn whole_input_zscore_equals_the_exact_reference_for_any_chunking() {
             }
             let non_null_x = data.kx.iter().flatten().count() as i64;
             assert!(ints(&out, "cx").iter().all(|&c| c == Some(non_null_x)));
-            assert!(ints(&out, "all_rows").iter().all(|&c| c == Some(ROWS as i64)));
+            assert!(ints(&out, "all_rows")
+                .iter()
+                .all(|&c| c == Some(ROWS as i64)));
             let sum_n: i64 = data.n.iter().flatten().sum();
             assert!(ints(&out, "sn").iter().all(|&s| s == Some(sum_n)));
             let min_x = data.kx.iter().flatten().min().unwrap();
             assert_eq!(floats(&out, "mnx")[0], Some(*min_x as f64 / SCALE));
             let max_b = data.kb.iter().max().unwrap();
-            assert_eq!(floats(&out, "mxb")[0], Some((OFFSET + max_b) as f64 / SCALE));
+            assert_eq!(
+                floats(&out, "mxb")[0],
+                Some((OFFSET + max_b) as f64 / SCALE)
+            );
             close(floats(&out, "vpn")[0].unwrap(), vn_pop, "var_pop(n)");
-            close(floats(&out, "sdpx")[0].unwrap(), vx_pop.sqrt(), "stddev_pop(x)");
+            close(
+                floats(&out, "sdpx")[0].unwrap(),
+                vx_pop.sqrt(),
+                "stddev_pop(x)",
+            );
             close(floats(&out, "avgn")[0].unwrap(), mn, "avg(n)");
             let mxl = out.column_by_name("mxl").unwrap();
             let mxl = mxl.as_any().downcast_ref::<StringArray>().unwrap();
@@ -204,9 +211,18 @@ fn whole_input_zscore_equals_the_exact_reference_for_any_chunking() {
     let (_, _, first) = &outputs[0];
     for (size, reverse, out) in &outputs[1..] {
         for column in ["zx", "zbig", "vpn", "sdpx", "avgn"] {
-            let a: Vec<Option<u64>> = floats(first, column).iter().map(|v| v.map(f64::to_bits)).collect();
-            let b: Vec<Option<u64>> = floats(out, column).iter().map(|v| v.map(f64::to_bits)).collect();
-            assert!(a == b, "{column} differs for chunks of {size} (reversed: {reverse})");
+            let a: Vec<Option<u64>> = floats(first, column)
+                .iter()
+                .map(|v| v.map(f64::to_bits))
+                .collect();
+            let b: Vec<Option<u64>> = floats(out, column)
+                .iter()
+                .map(|v| v.map(f64::to_bits))
+                .collect();
+            assert!(
+                a == b,
+                "{column} differs for chunks of {size} (reversed: {reverse})"
+            );
         }
     }
 }
@@ -226,7 +242,10 @@ fn partial_states_merged_from_two_threads_give_the_same_values() {
         });
         let b = s.spawn(|| {
             let mut p = sql.empty_partial();
-            right.iter().rev().for_each(|c| p.merge(&sql.partial(c).unwrap()));
+            right
+                .iter()
+                .rev()
+                .for_each(|c| p.merge(&sql.partial(c).unwrap()));
             p
         });
         let (a, b) = (a.join().unwrap(), b.join().unwrap());
@@ -304,7 +323,11 @@ fn nulls_single_rows_and_empty_input_follow_sql() {
     data.kx[11] = Some(3 * 1024);
     let values = global.compute(chunks(&data, 3)).unwrap();
     assert_eq!(value(&values, 0), ScalarValue::Float64(Some(3.0)));
-    assert_eq!(value(&values, 1), ScalarValue::Float64(None), "STDDEV of one value");
+    assert_eq!(
+        value(&values, 1),
+        ScalarValue::Float64(None),
+        "STDDEV of one value"
+    );
     assert_eq!(value(&values, 2), ScalarValue::Float64(Some(0.0)));
     assert_eq!(value(&values, 3), ScalarValue::Int64(Some(1)));
     assert_eq!(value(&values, 4), ScalarValue::Int64(Some(40)));
@@ -339,7 +362,11 @@ fn the_seed_query_reads_only_the_columns_its_windows_need() {
     let f = |v: Vec<f64>| Arc::new(Float64Array::from(v)) as ArrayRef;
     let projected = RecordBatch::try_new(
         Arc::new(schema.project(&[2, 0, 1]).unwrap()),
-        vec![f(vec![1.0, 2.0, 4.0]), f(vec![1.0, 2.0, 3.0]), f(vec![0.5, 0.5, 2.0])],
+        vec![
+            f(vec![1.0, 2.0, 4.0]),
+            f(vec![1.0, 2.0, 3.0]),
+            f(vec![0.5, 0.5, 2.0]),
+        ],
     )
     .unwrap();
     let values = global.compute([projected]).unwrap();
@@ -353,14 +380,23 @@ fn the_seed_query_reads_only_the_columns_its_windows_need() {
 #[test]
 fn windows_it_cannot_compute_exactly_are_refused_with_the_reason() {
     let cases = [
-        ("SELECT AVG(x) OVER (PARTITION BY n) FROM chunk", "PARTITION BY"),
+        (
+            "SELECT AVG(x) OVER (PARTITION BY n) FROM chunk",
+            "PARTITION BY",
+        ),
         ("SELECT SUM(x) OVER (ORDER BY id) FROM chunk", "ORDER BY"),
         (
             "SELECT AVG(x) OVER (ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) FROM chunk",
             "sliding window",
         ),
-        ("SELECT ROW_NUMBER() OVER () FROM chunk", "ranking or offset"),
-        ("SELECT MEDIAN(x) OVER () FROM chunk", "no exact whole-input merge"),
+        (
+            "SELECT ROW_NUMBER() OVER () FROM chunk",
+            "ranking or offset",
+        ),
+        (
+            "SELECT MEDIAN(x) OVER () FROM chunk",
+            "no exact whole-input merge",
+        ),
         (
             "SELECT AVG(s) OVER () FROM (SELECT SUM(x) AS s FROM chunk GROUP BY n)",
             "GROUP BY",
@@ -381,10 +417,17 @@ fn windows_it_cannot_compute_exactly_are_refused_with_the_reason() {
     ];
     for (sql, reason) in cases {
         match GlobalSql::new(sql, schema()) {
-            Err(SqlError::GlobalWindow { window, reason: why }) => {
+            Err(SqlError::GlobalWindow {
+                window,
+                reason: why,
+            }) => {
                 assert!(why.contains(reason), "{sql}: {why}");
                 assert!(!window.is_empty(), "{sql}");
-                let message = SqlError::GlobalWindow { window, reason: why }.to_string();
+                let message = SqlError::GlobalWindow {
+                    window,
+                    reason: why,
+                }
+                .to_string();
                 assert!(message.contains("--windows global"), "{message}");
             }
             Err(other) if reason == "Utf8" => {

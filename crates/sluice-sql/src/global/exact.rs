@@ -139,7 +139,11 @@ mod tests {
                 part.iter().for_each(|&v| s.add(v));
                 merged.merge(&s);
             }
-            assert_eq!(merged.value().to_bits(), whole.to_bits(), "chunks of {size}");
+            assert_eq!(
+                merged.value().to_bits(),
+                whole.to_bits(),
+                "chunks of {size}"
+            );
         }
     }
 

@@ -54,7 +54,9 @@ impl FromStr for Windows {
         match text.to_ascii_lowercase().as_str() {
             "chunk" => Ok(Windows::Chunk),
             "global" => Ok(Windows::Global),
-            other => Err(format!("unknown windows mode {other:?}; expected chunk or global")),
+            other => Err(format!(
+                "unknown windows mode {other:?}; expected chunk or global"
+            )),
         }
     }
 }
@@ -412,7 +414,10 @@ fn has_subquery(expr: &Expr) -> bool {
     expr.exists(|e| {
         Ok(matches!(
             e,
-            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::SetComparison(_)
+            Expr::ScalarSubquery(_)
+                | Expr::Exists(_)
+                | Expr::InSubquery(_)
+                | Expr::SetComparison(_)
         ))
     })
     .unwrap_or(true)
@@ -488,8 +493,8 @@ fn analyse(ctx: &SessionContext, window: &Window) -> Result<Site, SqlError> {
         .enumerate()
         .map(|(i, a)| a.clone().alias(format!("__sluice_arg_{i}")))
         .collect();
-    let projection = Projection::try_new(aliased, Arc::clone(&window.input))
-        .map_err(SqlError::from_planning)?;
+    let projection =
+        Projection::try_new(aliased, Arc::clone(&window.input)).map_err(SqlError::from_planning)?;
     let pass1 = plan::physical(ctx, &LogicalPlan::Projection(projection))?;
     let schema = pass1.template.schema();
 
@@ -606,7 +611,10 @@ fn check_call(expr: &Expr, function: &WindowFunction) -> Result<(Kind, Expr), Sq
         return Err(refuse(expr, "only one-argument aggregates are supported"));
     };
     if has_subquery(arg) {
-        return Err(refuse(expr, "its argument holds a subquery, which runs per chunk"));
+        return Err(refuse(
+            expr,
+            "its argument holds a subquery, which runs per chunk",
+        ));
     }
     Ok((kind, arg.clone()))
 }
@@ -638,15 +646,15 @@ fn check_rowwise(plan: &LogicalPlan) -> Result<(), String> {
             LogicalPlan::Join(_) => {
                 Some("its rows come from a join, which runs per chunk".to_string())
             }
-            LogicalPlan::Limit(_) | LogicalPlan::Sort(_) => Some(
-                "its rows come from LIMIT, which runs per chunk".to_string(),
-            ),
+            LogicalPlan::Limit(_) | LogicalPlan::Sort(_) => {
+                Some("its rows come from LIMIT, which runs per chunk".to_string())
+            }
             LogicalPlan::Distinct(_) => {
                 Some("its rows come from DISTINCT, which runs per chunk".to_string())
             }
-            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Some(
-                "its rows do not come from the input table `chunk`".to_string(),
-            ),
+            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+                Some("its rows do not come from the input table `chunk`".to_string())
+            }
             other => Some(format!(
                 "its rows come from {}, which is not a row-by-row function of the input",
                 other.display()

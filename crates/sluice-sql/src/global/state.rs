@@ -46,7 +46,12 @@ impl Kind {
     fn needs_sum(self) -> bool {
         matches!(
             self,
-            Kind::Sum | Kind::Avg | Kind::StddevSamp | Kind::StddevPop | Kind::VarSamp | Kind::VarPop
+            Kind::Sum
+                | Kind::Avg
+                | Kind::StddevSamp
+                | Kind::StddevPop
+                | Kind::VarSamp
+                | Kind::VarPop
         )
     }
 
@@ -209,9 +214,10 @@ impl ColumnState {
             Kind::Max => self.max.clone().unwrap_or(ScalarValue::Null),
             Kind::Sum if n == 0 => ScalarValue::Null,
             Kind::Sum => match numeric {
-                Numeric::Signed => ScalarValue::Int64(Some(i64::try_from(self.int_sum).map_err(
-                    |_| format!("the sum {} does not fit in BIGINT", self.int_sum),
-                )?)),
+                Numeric::Signed => ScalarValue::Int64(Some(
+                    i64::try_from(self.int_sum)
+                        .map_err(|_| format!("the sum {} does not fit in BIGINT", self.int_sum))?,
+                )),
                 Numeric::Unsigned => {
                     ScalarValue::UInt64(Some(u64::try_from(self.int_sum).map_err(|_| {
                         format!("the sum {} does not fit in BIGINT UNSIGNED", self.int_sum)
