@@ -264,18 +264,26 @@ fn check_corrupted(
                 exact || harmless,
                 "{} rows that neither a direct reader nor the original give (reference: {:?})",
                 got.len(),
-                reference(format, &path).map(|r| r.map(|b| b.iter().map(|b| b.num_rows()).sum::<usize>()))
+                reference(format, &path)
+                    .map(|r| r.map(|b| b.iter().map(|b| b.num_rows()).sum::<usize>()))
             );
         }
     }
     // Nothing partial: no part outside the manifest; parts hold a prefix of what came out.
     if out.exists() {
         let strays = stray_files(&out);
-        prop_assert!(strays.is_empty(), "files outside the manifest: {:?}", strays);
+        prop_assert!(
+            strays.is_empty(),
+            "files outside the manifest: {:?}",
+            strays
+        );
         if let Ok(manifest) = sluice::Manifest::read_from(&out) {
             let schemas: Vec<_> = run.chunks.first().map(|b| b.schema()).into_iter().collect();
             let parts = plain_keys(&read_parts_any(&out, &schemas));
-            prop_assert!(got.starts_with(&parts), "parts hold rows that did not come out");
+            prop_assert!(
+                got.starts_with(&parts),
+                "parts hold rows that did not come out"
+            );
             if run.error.is_some() {
                 prop_assert_ne!(manifest.status, RunStatus::Complete);
             } else {
@@ -288,7 +296,11 @@ fn check_corrupted(
 }
 
 fn format_strategy() -> impl Strategy<Value = Format> {
-    prop_oneof![Just(Format::Csv), Just(Format::Ndjson), Just(Format::Parquet)]
+    prop_oneof![
+        Just(Format::Csv),
+        Just(Format::Ndjson),
+        Just(Format::Parquet)
+    ]
 }
 
 proptest! {

@@ -115,16 +115,24 @@ fn stop_and_resume(
     prop_assert!(got.len() <= full.delivered.len());
     for (g, e) in got.iter().zip(&full.delivered) {
         prop_assert_eq!(&g.input_rows, &e.rows);
-        prop_assert_eq!(row_keys(&g.batch, g.passed_through), row_keys(&e.batch, e.passed_through));
+        prop_assert_eq!(
+            row_keys(&g.batch, g.passed_through),
+            row_keys(&e.batch, e.passed_through)
+        );
     }
     let strays = stray_files(&out);
-    prop_assert!(strays.is_empty(), "files outside the manifest: {:?}", strays);
+    prop_assert!(
+        strays.is_empty(),
+        "files outside the manifest: {:?}",
+        strays
+    );
     let manifest = Manifest::read_from(&out).expect("manifest");
     let skip = manifest.parts.last().map_or(0, |p| p.input_row_end);
     // The resume point is a chunk boundary of the first run.
     prop_assert!(
         skip == 0 || skip == rows || skip % setup.chunk as u64 == 0,
-        "resume point {} is not a chunk boundary", skip
+        "resume point {} is not a chunk boundary",
+        skip
     );
 
     if manifest.status != RunStatus::Complete {
@@ -150,16 +158,30 @@ fn stop_and_resume(
         let offsets: Vec<u64> = resumed
             .chunks
             .iter()
-            .filter_map(|c| ids_of(&c.batch).first().map(|&id| (id as u64).wrapping_sub(c.input_rows.start)))
+            .filter_map(|c| {
+                ids_of(&c.batch)
+                    .first()
+                    .map(|&id| (id as u64).wrapping_sub(c.input_rows.start))
+            })
             .collect();
         prop_assert!(
-            offsets.iter().all(|&o| o == offsets[0]) && offsets.first().is_none_or(|&o| o == 0 || o == skip),
-            "resumed chunk rows vs ids: offsets {:?}, skip {}", offsets, skip
+            offsets.iter().all(|&o| o == offsets[0])
+                && offsets.first().is_none_or(|&o| o == 0 || o == skip),
+            "resumed chunk rows vs ids: offsets {:?}, skip {}",
+            offsets,
+            skip
         );
         let got_rest: Vec<RecordBatch> = resumed.chunks.iter().map(|c| c.batch.clone()).collect();
-        let want_rest: Vec<RecordBatch> =
-            expected_rest.delivered.iter().map(|c| c.batch.clone()).collect();
-        prop_assert_eq!(plain_keys(&got_rest), plain_keys(&want_rest), "resumed run's chunks");
+        let want_rest: Vec<RecordBatch> = expected_rest
+            .delivered
+            .iter()
+            .map(|c| c.batch.clone())
+            .collect();
+        prop_assert_eq!(
+            plain_keys(&got_rest),
+            plain_keys(&want_rest),
+            "resumed run's chunks"
+        );
     }
 
     // The folder holds the model's output: the first run's chunks before the resume point,
@@ -167,7 +189,11 @@ fn stop_and_resume(
     let manifest = Manifest::read_from(&out).expect("manifest");
     prop_assert_eq!(manifest.status, RunStatus::Complete);
     let strays = stray_files(&out);
-    prop_assert!(strays.is_empty(), "files outside the manifest: {:?}", strays);
+    prop_assert!(
+        strays.is_empty(),
+        "files outside the manifest: {:?}",
+        strays
+    );
     let rest = all.slice(skip as usize, (rows - skip) as usize);
     let expected_rest = model(&rest, skip, setup.chunk, poison, setup.policy, setup.func);
     let mut want: Vec<RecordBatch> = full
@@ -178,7 +204,11 @@ fn stop_and_resume(
         .collect();
     want.extend(expected_rest.delivered.iter().map(|c| c.batch.clone()));
     let parts = read_parts_any(&out, &part_schemas(setup.func));
-    prop_assert_eq!(plain_keys(&parts), plain_keys(&want), "the folder after the resume");
+    prop_assert_eq!(
+        plain_keys(&parts),
+        plain_keys(&want),
+        "the folder after the resume"
+    );
     let mut end = 0;
     for p in &manifest.parts {
         prop_assert!(p.input_row_start >= end, "{:?} overlaps the part before", p);

@@ -206,12 +206,12 @@ fn decode_block(
     loop {
         let consumed = decoder
             .decode(rest)
-            .map_err(|e| located_error(path, block.first_line, e))?;
+            .map_err(|e| located_error(path, &block, options.quote, e))?;
         rest = &rest[consumed..];
         if consumed == 0 || decoder.capacity() == 0 {
             match decoder
                 .flush()
-                .map_err(|e| located_error(path, block.first_line, e))?
+                .map_err(|e| located_error(path, &block, options.quote, e))?
             {
                 Some(batch) => batches.push(batch),
                 None => break,
@@ -244,10 +244,12 @@ fn inference_error(path: &Path, e: ArrowError) -> SluiceError {
     }
 }
 
-/// Rewrites arrow-csv's block-relative line numbers into the file's own (1-based) lines.
+/// Rewrites arrow-csv's block-relative record numbers into the file's own (1-based) lines.
 /// Parse errors count records from 0 ("at line N"); record errors count from 1 ("for line
-/// N", "at line N" of unequal lengths).
-fn located_error(path: &Path, first_line: u64, e: ArrowError) -> SluiceError {
+/// N", "at line N" of unequal lengths). A record is not a line: quoted fields may hold
+/// newlines, so the line is found by counting the newlines before the record.
+fn located_error(path: &Path, block: &Block, quote: u8, e: ArrowError) -> SluiceError {
+    let first_line = block.first_line;
     let message = e.to_string();
     let zero_based =
         message.contains("Error while parsing value") || message.contains("Error parsing column");
@@ -261,11 +263,12 @@ fn located_error(path: &Path, first_line: u64, e: ArrowError) -> SluiceError {
                 .take_while(|c| c.is_ascii_digit())
                 .collect();
             if let Ok(relative) = digits.parse::<u64>() {
-                let line = if zero_based {
-                    first_line + relative
+                let record = if zero_based {
+                    relative
                 } else {
-                    first_line + relative.saturating_sub(1)
+                    relative.saturating_sub(1)
                 };
+                let line = first_line + lines_before_record(&block.bytes, quote, record);
                 location = format!("line {line}");
                 rewritten = format!(
                     "{}{}{}",
@@ -282,4 +285,23 @@ fn located_error(path: &Path, first_line: u64, e: ArrowError) -> SluiceError {
         location,
         message: rewritten,
     }
+}
+
+/// Newlines in `bytes` before the start of record `record` (0-based), quoted ones included.
+fn lines_before_record(bytes: &[u8], quote: u8, record: u64) -> u64 {
+    let (mut records, mut lines, mut in_quotes) = (0, 0, false);
+    for &b in bytes {
+        if records == record {
+            break;
+        }
+        if b == quote {
+            in_quotes = !in_quotes;
+        } else if b == b'\n' {
+            lines += 1;
+            if !in_quotes {
+                records += 1;
+            }
+        }
+    }
+    lines
 }

@@ -11,7 +11,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::array_value_to_string;
 use proptest::prelude::*;
-use sluice::source::{CsvOptions, CsvSource, FileFormat, MemorySource, NdjsonOptions, NdjsonSource};
+use sluice::source::{
+    CsvOptions, CsvSource, FileFormat, MemorySource, NdjsonOptions, NdjsonSource,
+};
 use sluice::{ErrorPolicy, ProcessedChunk, SluiceError, Source};
 
 use super::{ids_of, schema, transform};
@@ -83,7 +85,12 @@ pub fn apply(func: Func, batch: &RecordBatch) -> RecordBatch {
         .iter()
         .map(|id| Some(format!("{id}:{}", "w".repeat(width))))
         .collect();
-    let mut fields: Vec<Field> = out.schema().fields().iter().map(|f| (**f).clone()).collect();
+    let mut fields: Vec<Field> = out
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (**f).clone())
+        .collect();
     fields.push(Field::new("pad", DataType::Utf8, true));
     let mut columns = out.columns().to_vec();
     columns.push(Arc::new(pad));
@@ -210,7 +217,10 @@ pub fn row_keys(batch: &RecordBatch, passed_through: bool) -> Vec<String> {
                     if col.is_null(row) {
                         "\u{2205}".to_string()
                     } else {
-                        format!("{:?}", array_value_to_string(col, row).expect("displayable"))
+                        format!(
+                            "{:?}",
+                            array_value_to_string(col, row).expect("displayable")
+                        )
                     }
                 })
                 .collect();
@@ -287,7 +297,11 @@ impl Input {
                 Kind::Parquet => write_parquet_groups(path, &batches, row_group_rows, flush),
             }
         }
-        Input { kind, batches, path }
+        Input {
+            kind,
+            batches,
+            path,
+        }
     }
 
     pub fn all_rows(&self) -> RecordBatch {
@@ -297,7 +311,10 @@ impl Input {
     /// Opens the input with the source of its kind (files decode on the workers).
     pub fn open(&self) -> Result<Box<dyn Source>, SluiceError> {
         let Some(path) = &self.path else {
-            return Ok(Box::new(MemorySource::try_new(schema(), self.batches.clone())?));
+            return Ok(Box::new(MemorySource::try_new(
+                schema(),
+                self.batches.clone(),
+            )?));
         };
         Ok(match self.kind {
             // The schema is given: a short file's all-null column would be inferred as text.
@@ -323,8 +340,7 @@ fn write_parquet_groups(path: &Path, batches: &[RecordBatch], rows: usize, flush
     let props = parquet::file::properties::WriterProperties::builder()
         .set_max_row_group_row_count(Some(rows.max(1)))
         .build();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(file, schema(), Some(props)).expect("writer");
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema(), Some(props)).expect("writer");
     for (i, b) in batches.iter().enumerate() {
         w.write(b).expect("write");
         if flush.get(i).copied().unwrap_or(false) {
@@ -374,7 +390,11 @@ pub fn read_parts_any(dir: &Path, schemas: &[SchemaRef]) -> Vec<RecordBatch> {
             }
         };
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        assert_eq!(rows as u64, part.rows, "{}: rows differ from the manifest", part.file);
+        assert_eq!(
+            rows as u64, part.rows,
+            "{}: rows differ from the manifest",
+            part.file
+        );
         out.extend(batches);
     }
     out
@@ -530,8 +550,18 @@ pub fn check_dead_letters(
             hi
         );
     }
-    let got = sorted(letters.iter().flat_map(|(_, b)| row_keys(b, false)).collect());
-    let expected = sorted(failed.iter().flat_map(|(_, b)| row_keys(b, false)).collect());
+    let got = sorted(
+        letters
+            .iter()
+            .flat_map(|(_, b)| row_keys(b, false))
+            .collect(),
+    );
+    let expected = sorted(
+        failed
+            .iter()
+            .flat_map(|(_, b)| row_keys(b, false))
+            .collect(),
+    );
     prop_assert_eq!(got, expected, "dead-letter rows");
     Ok(())
 }
@@ -642,7 +672,11 @@ pub fn check_run(
     let all = model(input, 0, chunk, poison, Policy::Skip, func);
     for c in &run.chunks {
         let m = all.delivered.iter().find(|m| m.rows == c.input_rows);
-        prop_assert!(m.is_some(), "chunk {:?} is not one of the model's", c.input_rows);
+        prop_assert!(
+            m.is_some(),
+            "chunk {:?} is not one of the model's",
+            c.input_rows
+        );
         let m = m.expect("checked");
         prop_assert!(!c.passed_through);
         prop_assert_eq!(row_keys(&c.batch, false), row_keys(&m.batch, false));
