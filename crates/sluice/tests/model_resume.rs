@@ -130,7 +130,7 @@ fn stop_and_resume(
     let skip = manifest.parts.last().map_or(0, |p| p.input_row_end);
     // The resume point is a chunk boundary of the first run.
     prop_assert!(
-        skip == 0 || skip == rows || skip % setup.chunk as u64 == 0,
+        skip == 0 || skip == rows || skip.is_multiple_of(setup.chunk as u64),
         "resume point {} is not a chunk boundary",
         skip
     );

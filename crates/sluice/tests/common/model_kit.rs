@@ -24,7 +24,7 @@ pub fn rich_batch(start: i64, n: usize) -> RecordBatch {
     let ids: Vec<i64> = (start..start + n as i64).collect();
     let values: Vec<Option<f64>> = ids
         .iter()
-        .map(|&i| (i % 17 != 0).then(|| i as f64 * 0.5 - 3.25))
+        .map(|&i| (i % 17 != 0).then_some(i as f64 * 0.5 - 3.25))
         .collect();
     let labels: Vec<Option<String>> = ids
         .iter()
@@ -591,7 +591,7 @@ pub fn failing_fn(
     quiet_poison_panics();
     move |b: RecordBatch| {
         if poisoned(&b, &poison) {
-            if b.num_rows() % 2 == 0 {
+            if b.num_rows().is_multiple_of(2) {
                 panic!("{POISON_PANIC}");
             }
             return Err(SluiceError::Source {
