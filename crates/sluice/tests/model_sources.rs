@@ -128,4 +128,30 @@ proptest! {
         }
         prop_assert_eq!(pipeline.controller().used_bytes(), 0, "every reservation returned");
     }
+    /// A CSV file larger than one read block (64 KiB) whose records hold quoted newlines:
+    /// the blocks the workers decode must be cut between records, never inside a field.
+    #[test]
+    fn csv_files_of_several_blocks_keep_every_record(
+        rows in 1500usize..4000,
+        chunk in 1usize..3000,
+        workers in 1usize..4,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = Input::write(Kind::Csv, dir.path(), vec![rich_batch(0, rows)], 1, &[]);
+        let bytes = std::fs::metadata(input.path.as_ref().expect("a file")).expect("size").len();
+        prop_assert!(bytes > 64 << 10, "only {} bytes: one block", bytes);
+        let pipeline = StreamingDataPipeline::builder()
+            .chunk_size(chunk)
+            .num_workers(workers)
+            .max_memory_mb(4.0)
+            .build()
+            .expect("valid settings");
+        let run = drain(
+            pipeline.process(input.open().expect("source"), failing_fn(Func::Transform, Vec::new())).expect("started"),
+            pipeline.controller(),
+        );
+        prop_assert!(run.error.is_none(), "{:?}", run.error);
+        let got: Vec<_> = run.chunks.iter().map(|c| c.batch.clone()).collect();
+        prop_assert_eq!(plain_keys(&got), plain_keys(&[apply(Func::Transform, &input.all_rows())]));
+    }
 }
