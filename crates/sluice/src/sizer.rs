@@ -49,7 +49,12 @@ pub struct BatchSizer {
 
 impl BatchSizer {
     pub fn new(initial: usize, min_rows: usize, max_rows: usize, adaptive: bool) -> Self {
-        let current = initial.clamp(min_rows.max(1), max_rows.max(1));
+        // The bounds are adaptive sizing's: a fixed size is exactly what was asked for.
+        let current = if adaptive {
+            initial.clamp(min_rows.max(1), max_rows.max(1))
+        } else {
+            initial.max(1)
+        };
         BatchSizer {
             current,
             min_rows: min_rows.max(1),
@@ -202,6 +207,13 @@ mod tests {
             assert_eq!(s.adapt(0.99, 1024, 2, i), 1000);
         }
         assert_eq!(s.history().len(), 1);
+    }
+
+    #[test]
+    fn fixed_size_is_not_clamped_to_the_adaptive_bounds() {
+        assert_eq!(BatchSizer::new(1, 2, 2, false).current(), 1);
+        assert_eq!(BatchSizer::new(500, 1, 100, false).current(), 500);
+        assert_eq!(BatchSizer::new(1, 2, 2, true).current(), 2);
     }
 
     #[test]

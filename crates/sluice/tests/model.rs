@@ -1,196 +1,127 @@
 //! The contract, checked against a plain sequential loop (the model) on random inputs:
 //! every input row comes out exactly once, in order when ordered, with the values the
-//! function gives, whatever the chunk sizes, workers, budgets and failing chunks.
+//! function gives, whatever the chunk sizes, workers, budgets, queue sizes and failing
+//! chunks. Files, sinks and resume: model_sources.rs and model_resume.rs.
 
 mod common;
-
-use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use proptest::prelude::*;
 use sluice::source::MemorySource;
-use sluice::{ErrorPolicy, SluiceError, StreamingDataPipeline};
+use sluice::{SluiceError, StreamingDataPipeline};
 
+use common::model_kit::*;
 use common::*;
 
-/// A chunk fails when it holds one of these ids (content-based, so the model agrees).
-fn poisoned(batch: &RecordBatch, poison: &[i64]) -> bool {
-    ids_of(batch).iter().any(|id| poison.contains(id))
-}
-
-fn input_batches(sizes: &[usize]) -> Vec<RecordBatch> {
-    let mut start = 0i64;
-    sizes
-        .iter()
-        .map(|&n| {
-            let b = batch(start, n);
-            start += n as i64;
-            b
-        })
-        .collect()
-}
-
-#[derive(Debug, PartialEq)]
-enum ModelResult {
-    Rows(Vec<RecordBatch>),
-    Failed { rows_before: usize },
-}
-
-/// The model: a sequential loop over fixed chunks.
-fn model(input: &RecordBatch, chunk: usize, poison: &[i64], policy: &ErrorPolicy) -> ModelResult {
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < input.num_rows() {
-        let n = chunk.min(input.num_rows() - start);
-        let c = input.slice(start, n);
-        start += n;
-        if poisoned(&c, poison) {
-            match policy {
-                ErrorPolicy::Fail => {
-                    return ModelResult::Failed {
-                        rows_before: out.iter().map(|b: &RecordBatch| b.num_rows()).sum(),
-                    }
-                }
-                ErrorPolicy::Skip | ErrorPolicy::DeadLetter(_) => continue,
-                ErrorPolicy::PassThrough => out.push(c),
-            }
-        } else {
-            out.push(transform(&c));
-        }
-    }
-    ModelResult::Rows(out)
-}
-
-fn policy_strategy() -> impl Strategy<Value = u8> {
-    0u8..4
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Fixed chunks (adaptive off), with failing chunks under every policy: the engine's
-    /// output equals the model's, chunk by chunk when ordered, as a multiset when not.
+    /// output equals the model's, chunk by chunk when ordered, as a multiset of whole rows
+    /// when not; under `fail` the delivered prefix is the model's; dead letters hold the
+    /// failed chunks' inputs; the queue never holds more than `max_queue_size` chunks.
     #[test]
     fn fixed_chunks_match_the_sequential_model(
-        sizes in prop::collection::vec(0usize..400, 1..6),
-        chunk in 1usize..300,
+        sizes in prop::collection::vec(0usize..300, 1..6),
+        chunk in 1usize..200,
+        min_rows in 1usize..300,
+        max_extra in 0usize..300,
         workers in 1usize..5,
-        budget_kb in 16u64..4096,
+        queue in 1usize..8,
+        budget_kb in 8u64..2048,
         ordered in any::<bool>(),
-        poison in prop::collection::vec(0i64..1500, 0..3),
+        poison in prop::collection::vec(0i64..1200, 0..3),
         policy in policy_strategy(),
+        func in func_strategy(),
     ) {
         let batches = input_batches(&sizes);
-        let input = concat(&batches);
+        let input = concat_all(&schema(), &batches);
         let dead = tempfile::tempdir().expect("tempdir");
-        let policy = match policy {
-            0 => ErrorPolicy::Fail,
-            1 => ErrorPolicy::Skip,
-            2 => ErrorPolicy::PassThrough,
-            _ => ErrorPolicy::DeadLetter(dead.path().to_path_buf()),
-        };
         let pipeline = StreamingDataPipeline::builder()
             .chunk_size(chunk)
             .adaptive_batching(false)
+            // Bounds of adaptive sizing: with adaptive batching off they must not matter.
+            .min_chunk_rows(min_rows)
+            .max_chunk_rows(min_rows + max_extra)
             .num_workers(workers)
+            .max_queue_size(queue)
             .max_memory_bytes(budget_kb * 1024)
             .ordered(ordered)
-            .error_policy(policy.clone())
+            .error_policy(policy.error_policy(dead.path()))
             .build()
             .expect("valid settings");
-        let poison_for_fn = Arc::new(poison.clone());
         let source = MemorySource::try_new(schema(), batches).expect("source");
         let stream = pipeline
-            .process(source, move |b: RecordBatch| {
-                if poisoned(&b, &poison_for_fn) {
-                    if b.num_rows().is_multiple_of(2) {
-                        panic!("poisoned chunk");
-                    }
-                    return Err(SluiceError::Stopped);
-                }
-                Ok(transform(&b))
-            })
+            .process(source, failing_fn(func, poison.clone()))
             .expect("started");
-        let mut got = Vec::new();
-        let mut error = None;
-        for item in stream {
-            match item {
-                Ok(c) => got.push(c),
-                Err(e) => { error = Some(e); break; }
-            }
-        }
-        match model(&input, chunk, &poison, &policy) {
-            ModelResult::Rows(expected) => {
-                prop_assert!(error.is_none(), "unexpected error {:?}", error);
-                if ordered {
-                    prop_assert_eq!(got.len(), expected.len());
-                    for (g, e) in got.iter().zip(&expected) {
-                        assert_same_values(&g.batch, e);
-                    }
-                } else {
-                    let mut g: Vec<i64> = all_ids(&got);
-                    let mut e: Vec<i64> = expected.iter().flat_map(ids_of).collect();
-                    g.sort_unstable();
-                    e.sort_unstable();
-                    prop_assert_eq!(g, e);
-                }
-                // Input ranges tile the input without gaps or overlaps.
-                let mut ranges: Vec<_> = got.iter().map(|c| c.input_rows.clone()).collect();
-                ranges.sort_by_key(|r| r.start);
-                for r in &ranges { prop_assert!(r.end - r.start <= chunk as u64); }
-                let stats = pipeline.stats();
-                let delivered: u64 = got.iter().map(|c| c.batch.num_rows() as u64).sum();
-                prop_assert_eq!(stats.total_rows_processed, delivered);
-                prop_assert_eq!(stats.total_chunks_processed, got.len() as u64);
-                let failed_expected = if let ErrorPolicy::Fail = policy { 0 } else {
-                    (0..input.num_rows()).step_by(chunk)
-                        .filter(|&s| poisoned(&input.slice(s, chunk.min(input.num_rows() - s)), &poison))
-                        .count() as u64
+        let run = drain(stream, pipeline.controller());
+        let expected = model(&input, 0, chunk, &poison, policy, func);
+        prop_assert!(run.max_queued <= queue, "{} chunks queued, max {}", run.max_queued, queue);
+        check_run(&run, &input, chunk, &poison, func, &expected, ordered)?;
+        if let Some(fatal) = &expected.fatal {
+            if ordered {
+                let Some(SluiceError::ChunkFailed { chunk: seq, first_row, end_row, .. }) = &run.error
+                else {
+                    return Err(TestCaseError::fail(format!("expected ChunkFailed, got {:?}", run.error)));
                 };
-                prop_assert_eq!(stats.failed_chunks, failed_expected);
-                if let ErrorPolicy::DeadLetter(dir) = &policy {
-                    let files = std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok())
-                        .filter(|e| e.file_name().to_string_lossy().ends_with(".arrow")).count()).unwrap_or(0);
-                    prop_assert_eq!(files as u64, failed_expected);
-                }
+                prop_assert_eq!(*seq, expected.delivered.len() as u64);
+                prop_assert_eq!(*first_row..*end_row, fatal.clone());
             }
-            ModelResult::Failed { rows_before } => {
-                let err = error.expect("the run must fail");
-                let is_chunk_failed = matches!(err, SluiceError::ChunkFailed { .. });
-                prop_assert!(is_chunk_failed, "{}", err);
-                if ordered {
-                    let delivered: usize = got.iter().map(|c| c.batch.num_rows()).sum();
-                    prop_assert_eq!(delivered, rows_before);
-                }
+        } else {
+            let stats = pipeline.stats();
+            let delivered: u64 = run.chunks.iter().map(|c| c.batch.num_rows() as u64).sum();
+            prop_assert_eq!(stats.total_rows_processed, delivered);
+            prop_assert_eq!(stats.total_chunks_processed, run.chunks.len() as u64);
+            prop_assert_eq!(stats.failed_chunks, expected.failed.len() as u64);
+            if policy == Policy::DeadLetter {
+                check_dead_letters(dead.path(), &expected.failed)?;
             }
         }
         prop_assert_eq!(pipeline.controller().used_bytes(), 0, "every reservation returned");
     }
 
     /// Adaptive chunks: whatever sizes the engine picks, every row comes out exactly once,
-    /// in order, transformed, and the chunk input ranges tile the input.
+    /// in order, transformed, and the chunk input ranges tile the input. Where the setup
+    /// forces a change, the size really changes: a budget far too small for `chunk_size`
+    /// rows shrinks the chunks; an ample budget with room above `chunk_size` grows them.
     #[test]
     fn adaptive_chunks_keep_every_row_once_in_order(
         sizes in prop::collection::vec(0usize..3000, 1..5),
-        chunk in 1usize..2000,
+        small in 1usize..500,
+        large in 3000usize..6000,
+        squeeze in any::<bool>(),
         workers in 1usize..4,
-        budget_kb in 8u64..2048,
+        queue in 1usize..8,
+        budget_kb in 16u64..64,
+        func in func_strategy(),
     ) {
-        let batches = input_batches(&sizes);
-        let total: usize = sizes.iter().sum();
+        let (chunk, budget) = if squeeze {
+            (large, budget_kb * 1024)
+        } else {
+            (small, 1u64 << 30)
+        };
+        let mut batches = input_batches(&sizes);
+        let mut total: usize = sizes.iter().sum();
+        if !squeeze && total <= 2 * chunk {
+            // Room for a second chunk larger than the first.
+            batches.push(rich_batch(total as i64, 2 * chunk + 1 - total));
+            total = 2 * chunk + 1;
+        }
         let pipeline = StreamingDataPipeline::builder()
             .chunk_size(chunk)
-            .max_chunk_rows(chunk.max(4096))
+            .max_chunk_rows(4 * chunk + 4)
             .num_workers(workers)
-            .max_memory_bytes(budget_kb * 1024)
+            .max_queue_size(queue)
+            .max_memory_bytes(budget)
             .build()
             .expect("valid settings");
         let source = MemorySource::try_new(schema(), batches).expect("source");
-        let chunks: Vec<_> = pipeline
-            .process(source, |b: RecordBatch| Ok::<_, SluiceError>(transform(&b)))
-            .expect("started")
-            .collect::<Result<_, _>>()
-            .expect("no failure");
+        let run = drain(
+            pipeline.process(source, failing_fn(func, Vec::new())).expect("started"),
+            pipeline.controller(),
+        );
+        prop_assert!(run.error.is_none(), "{:?}", run.error);
+        let chunks = run.chunks;
         prop_assert_eq!(all_ids(&chunks), (0..total as i64).collect::<Vec<_>>());
         let mut next = 0u64;
         for (i, c) in chunks.iter().enumerate() {
@@ -198,10 +129,26 @@ proptest! {
             prop_assert_eq!(c.input_rows.start, next);
             prop_assert_eq!(c.input_rows.end - c.input_rows.start, c.batch.num_rows() as u64);
             next = c.input_rows.end;
-            let expected = transform(&batch(c.input_rows.start as i64, c.batch.num_rows()));
-            assert_same_values(&c.batch, &expected);
+            let expected = apply(func, &rich_batch(c.input_rows.start as i64, c.batch.num_rows()));
+            prop_assert_eq!(row_keys(&c.batch, false), row_keys(&expected, false));
         }
+        prop_assert_eq!(next, total as u64);
         prop_assert_eq!(pipeline.stats().total_rows_processed, total as u64);
+        let history = pipeline.controller().chunk_size_history();
+        if squeeze && total > 0 {
+            prop_assert!(history.len() >= 2, "the size never changed: {:?}", history);
+            prop_assert!(history[1].rows < chunk, "{:?}", history);
+            let biggest = chunks.iter().map(|c| c.batch.num_rows()).max().unwrap_or(0);
+            prop_assert!(biggest < chunk, "a chunk of {} rows in a {} byte budget", biggest, budget);
+        }
+        if !squeeze {
+            prop_assert!(
+                chunks.iter().any(|c| c.batch.num_rows() > chunk),
+                "no chunk grew above {}: {:?}", chunk, history
+            );
+        }
+        prop_assert!(run.max_queued <= queue);
+        prop_assert_eq!(pipeline.controller().used_bytes(), 0, "every reservation returned");
     }
 }
 

@@ -56,11 +56,7 @@ impl NdjsonSource {
             None => {
                 let (schema, _) =
                     infer_json_schema(BufReader::new(&mut file), Some(options.infer_rows.max(1)))
-                        .map_err(|e| SluiceError::BadInput {
-                        path: path.clone(),
-                        location: format!("the first {} lines", options.infer_rows),
-                        message: e.to_string(),
-                    })?;
+                        .map_err(|e| inference_error(&path, options.infer_rows, e))?;
                 file.seek(SeekFrom::Start(0))
                     .map_err(|source| SluiceError::Read {
                         path: path.clone(),
@@ -143,4 +139,32 @@ fn decode_bytes(
         }
     }
     Ok(batches)
+}
+
+/// arrow-json numbers lines within one record ("line 1 column 1"): find the file's line by
+/// parsing the sampled lines one by one.
+fn inference_error(path: &Path, infer_rows: usize, e: arrow::error::ArrowError) -> SluiceError {
+    use std::io::BufRead;
+    let line = File::open(path).ok().and_then(|file| {
+        BufReader::new(file)
+            .split(b'\n')
+            .take(infer_rows.max(1))
+            .position(|line| match line {
+                Ok(bytes) => {
+                    let text = bytes.trim_ascii();
+                    !text.is_empty()
+                        && !serde_json::from_slice::<serde_json::Value>(text)
+                            .is_ok_and(|v| v.is_object())
+                }
+                Err(_) => true,
+            })
+    });
+    SluiceError::BadInput {
+        path: path.to_path_buf(),
+        location: line.map_or_else(
+            || format!("the first {infer_rows} lines"),
+            |i| format!("line {}", i + 1),
+        ),
+        message: format!("while inferring the schema: {e}"),
+    }
 }

@@ -1,6 +1,8 @@
 //! Test data and helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod model_kit;
+
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, StringArray};
