@@ -31,7 +31,10 @@ fn value(text: &str, metric: &str) -> Option<f64> {
 fn metrics_answer_with_live_counters_during_a_run() -> TestResult {
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("ids.csv");
-    write_ids(&input, 300_000)?;
+    // Ten slow chunks: /metrics is read once the first is done, nine are still to come.
+    let chunk = slow_chunk_rows();
+    let rows_in = 10 * chunk;
+    write_ids(&input, rows_in)?;
     let out = dir.path().join("out");
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = format!("127.0.0.1:{port}");
@@ -40,7 +43,7 @@ fn metrics_answer_with_live_counters_during_a_run() -> TestResult {
         "--quiet",
         "--fixed-chunks",
         "--chunk-size",
-        "500",
+        SLOW_CHUNK,
         "--workers",
         "1",
         "--max-memory",
@@ -52,18 +55,19 @@ fn metrics_answer_with_live_counters_during_a_run() -> TestResult {
         "--output",
         path_str(&out),
         "--sql-text",
-        "SELECT id, length(repeat(name, 20)) AS l FROM chunk",
+        SLOW_SQL,
     ])?;
     let start = Instant::now();
     let mut seen = None;
-    while start.elapsed() < Duration::from_secs(20) && child.try_wait()?.is_none() {
+    while start.elapsed() < Duration::from_secs(120) && child.try_wait()?.is_none() {
         if let Some(text) = scrape(&addr) {
             if value(&text, "sluice_rows_processed_total").is_some_and(|rows| rows > 0.0) {
                 seen = Some(text);
                 break;
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Polling for the event (the first chunk counted), not a synchronization.
+        std::thread::sleep(Duration::from_millis(10));
     }
     // Not found: the server answers 404 for anything but /metrics.
     let mut stream = TcpStream::connect(&addr);
@@ -82,12 +86,13 @@ fn metrics_answer_with_live_counters_during_a_run() -> TestResult {
         "{text}"
     );
     let rows = value(&text, "sluice_rows_processed_total").ok_or("rows")?;
+    let chunk = chunk as f64;
     assert!(
-        rows > 0.0 && rows < 300_000.0 && rows % 500.0 == 0.0,
+        rows > 0.0 && rows < rows_in as f64 && rows % chunk == 0.0,
         "rows {rows}"
     );
     assert!(
-        value(&text, "sluice_chunks_processed_total").is_some_and(|c| c * 500.0 == rows),
+        value(&text, "sluice_chunks_processed_total").is_some_and(|c| c * chunk == rows),
         "{text}"
     );
     assert!(
@@ -105,7 +110,7 @@ fn metrics_answer_with_live_counters_during_a_run() -> TestResult {
     );
     assert_eq!(
         value(&text, "sluice_current_chunk_rows"),
-        Some(500.0),
+        Some(chunk),
         "{text}"
     );
     for metric in [
@@ -122,11 +127,13 @@ fn metrics_answer_with_live_counters_during_a_run() -> TestResult {
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn in_a_pipe_progress_is_a_plain_line_every_few_seconds() -> TestResult {
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("ids.csv");
-    write_ids(&input, 600_000)?;
+    // 60 slow chunks: far more than the few that run before the test has its line.
+    write_ids(&input, 60 * slow_chunk_rows())?;
     let input_bytes = std::fs::metadata(&input)?.len();
     let out = dir.path().join("out");
     // Not --quiet; stderr is a pipe, not a terminal.
@@ -134,17 +141,17 @@ fn in_a_pipe_progress_is_a_plain_line_every_few_seconds() -> TestResult {
         "run",
         "--fixed-chunks",
         "--chunk-size",
-        "3000",
+        SLOW_CHUNK,
         "--workers",
         "1",
         "--input",
         path_str(&input),
         "--output",
         path_str(&out),
-        // Quadratic in the chunk: about 15 s in all, so lines are due every 5 s.
         "--sql-text",
         SLOW_SQL,
     ])?;
+    let pid = child.id();
     let stderr = child.stderr.take().ok_or("no stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -154,35 +161,47 @@ fn in_a_pipe_progress_is_a_plain_line_every_few_seconds() -> TestResult {
             }
         }
     });
-    let start = Instant::now();
+    // Once the progress thread runs, freeze the whole process for longer than a line's
+    // period: the time passes, the run does no work meanwhile, so when it goes on the
+    // line is due at once and most of the run is still ahead.
+    let started = wait_until(Duration::from_secs(60), || {
+        thread_names(pid).iter().any(|n| n == "sluice-progress")
+    });
+    if !started {
+        child.kill()?;
+        child.wait()?;
+        return Err("the progress thread never started".into());
+    }
+    freeze(pid)?;
+    let early: Vec<String> = rx.try_iter().collect();
+    std::thread::sleep(Duration::from_secs(6)); // the period under test (5 s) passing
+    thaw(pid)?;
     let mut progress = None;
-    let mut seen = Vec::new();
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+    let mut seen = early.clone();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
         if line.starts_with("progress: ") {
             progress = Some(line);
             break;
         }
         seen.push(line);
     }
-    let elapsed = start.elapsed();
+    let still_running = child.try_wait()?.is_none();
     child.kill()?;
     child.wait()?;
-    let line = progress.ok_or_else(|| format!("no progress line within 20 s; stderr: {seen:?}"))?;
     assert!(
-        elapsed >= Duration::from_secs(4),
-        "a line after {elapsed:?}"
+        !early.iter().any(|l| l.starts_with("progress: ")),
+        "a progress line before its period: {early:?}"
     );
+    let line = progress.ok_or_else(|| format!("no progress line; stderr: {seen:?}"))?;
+    assert!(still_running, "the run ended before the test could stop it");
     // Bytes processed of the total, an ETA, rows, rows/s, chunk size, memory, backpressure.
-    assert!((1 << 20..1 << 30).contains(&input_bytes));
-    let total = format!(
-        " of {:.1} MiB processed (",
-        input_bytes as f64 / (1 << 20) as f64
-    );
+    let total = format!(" of {} processed (", human_size(input_bytes));
+    let chunk = format!(" rows/s, chunk {SLOW_CHUNK} rows, memory ");
     for needle in [
         total.as_str(),
         "%), ETA ",
         " rows, ",
-        " rows/s, chunk 3000 rows, memory ",
+        chunk.as_str(),
         " MiB, ",
         " backpressure events",
     ] {
@@ -190,4 +209,20 @@ fn in_a_pipe_progress_is_a_plain_line_every_few_seconds() -> TestResult {
     }
     assert!(!line.contains('\r') && !line.contains('\x1b'), "{line:?}");
     Ok(())
+}
+
+/// The CLI's way of writing a size: one decimal in the largest unit under 1024.
+fn human_size(bytes: u64) -> String {
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    let units = ["B", "KiB", "MiB", "GiB"];
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
 }

@@ -612,23 +612,12 @@ fn chunk_size_is_the_first_chunk_and_fixed_chunks_keeps_it() -> TestResult {
     Ok(())
 }
 
-/// Names of the threads of process `pid` (Linux).
-#[cfg(target_os = "linux")]
-fn thread_names(pid: u32) -> Vec<String> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim_end().to_string())
-        .collect()
-}
-
 #[cfg(target_os = "linux")]
 #[test]
 fn workers_is_the_number_of_worker_threads() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let input = ids_input(dir.path(), "csv", 300_000)?;
+    // 30 slow chunks: the threads are counted once the first is written.
+    let input = ids_input(dir.path(), "csv", 30 * slow_chunk_rows())?;
     for workers in ["1", "3"] {
         let out = dir.path().join(format!("out-{workers}"));
         let mut child = spawn(&[
@@ -636,7 +625,9 @@ fn workers_is_the_number_of_worker_threads() -> TestResult {
             "--quiet",
             "--fixed-chunks",
             "--chunk-size",
-            "3000",
+            SLOW_CHUNK,
+            "--rows-per-part",
+            SLOW_CHUNK,
             "--workers",
             workers,
             "--input",
@@ -644,25 +635,24 @@ fn workers_is_the_number_of_worker_threads() -> TestResult {
             "--output",
             path_str(&out),
             "--sql-text",
-            // Quadratic in the chunk: seconds in all, so the run is caught going.
             SLOW_SQL,
         ])?;
         let pid = child.id();
-        let count = || {
-            thread_names(pid)
-                .iter()
-                .filter(|n| n.starts_with("sluice-worker"))
-                .count()
-        };
-        // The workers are started together, before the first chunk is read.
-        let started = wait_until(std::time::Duration::from_secs(20), || count() > 0);
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let seen = count();
+        // The workers are started together, before the first chunk is read: once a part
+        // is listed, every one of them exists.
+        let caught = wait_until(std::time::Duration::from_secs(120), || {
+            listed_parts(&out) >= 1
+        });
+        let seen = thread_names(pid);
         let still_running = child.try_wait()?.is_none();
         child.kill()?;
         child.wait()?;
-        assert!(started && still_running, "the run was not caught running");
-        assert_eq!(seen.to_string(), workers, "{:?}", thread_names(pid));
+        assert!(caught && still_running, "the run was not caught running");
+        let count = seen
+            .iter()
+            .filter(|n| n.starts_with("sluice-worker"))
+            .count();
+        assert_eq!(count.to_string(), workers, "{seen:?}");
     }
     Ok(())
 }

@@ -267,7 +267,87 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
 
-/// A per-chunk query quadratic in the chunk's rows: it keeps a run going for seconds, so a
-/// test can watch it midway.
-pub const SLOW_SQL: &str =
-    "SELECT a.id, COUNT(*) AS r FROM chunk a JOIN chunk b ON b.x <= a.x GROUP BY a.id";
+/// A per-chunk query quadratic in the chunk's rows (a self-join of every row with the rows
+/// before it): with `--fixed-chunks` each chunk's cost is set by the chunk size, not by how
+/// fast the machine reads, so a test that catches a run midway (a part listed, /metrics
+/// answering) knows the chunks still to come take long compared with its own reaction.
+/// `r` is the row's position in its chunk plus one, so the output can be checked.
+pub const SLOW_SQL: &str = "SELECT a.id, COUNT(*) AS r FROM chunk a JOIN chunk b ON b.id <= a.id \
+     GROUP BY a.id ORDER BY a.id";
+
+/// Rows per chunk for [`SLOW_SQL`] runs: ~8M joined rows a chunk, a few hundred ms of
+/// CPU even for DataFusion optimized.
+pub const SLOW_CHUNK: &str = "4000";
+
+pub fn slow_chunk_rows() -> i64 {
+    SLOW_CHUNK.parse().unwrap_or(4000)
+}
+
+/// Asserts that `batches` are rows `0..rows` of [`SLOW_SQL`] over chunks of
+/// [`SLOW_CHUNK`] rows, in order.
+pub fn check_slow_output(batches: &[RecordBatch], rows: i64) -> TestResult {
+    let ids = int_column(batches, "id")?;
+    assert_eq!(ids.len(), rows as usize, "every row exactly once");
+    assert!(
+        ids.iter().enumerate().all(|(i, &id)| id == i as i64),
+        "ids 0..N in order"
+    );
+    let r = int_column(batches, "r")?;
+    let chunk = slow_chunk_rows();
+    assert!(
+        ids.iter().zip(&r).all(|(&id, &r)| r == id % chunk + 1),
+        "each row went through the query with its own chunk"
+    );
+    Ok(())
+}
+
+/// Signals `pid` (Linux).
+pub fn signal(pid: u32, signal: libc::c_int) -> TestResult {
+    // SAFETY: kill(2) on our own child's pid has no memory-safety requirements.
+    if unsafe { libc::kill(pid as libc::pid_t, signal) } != 0 {
+        return Err(format!("kill: {}", std::io::Error::last_os_error()).into());
+    }
+    Ok(())
+}
+
+/// Stops every thread of process `pid` (SIGSTOP) and waits until the kernel shows each of
+/// them stopped: from then on the process does nothing until [`thaw`], while the wall
+/// clock goes on.
+pub fn freeze(pid: u32) -> TestResult {
+    signal(pid, libc::SIGSTOP)?;
+    let stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.filter_map(Result::ok).all(|t| {
+            // A thread that ended meanwhile has no stat to read: it does nothing either.
+            let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+                return true;
+            };
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+                .is_some_and(|state| matches!(state, 'T' | 't' | 'Z' | 'X'))
+        })
+    };
+    if wait_until(Duration::from_secs(30), stopped) {
+        Ok(())
+    } else {
+        Err(format!("process {pid} did not stop").into())
+    }
+}
+
+pub fn thaw(pid: u32) -> TestResult {
+    signal(pid, libc::SIGCONT)
+}
+
+/// Names of the threads of process `pid` (Linux).
+pub fn thread_names(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_string())
+        .collect()
+}
