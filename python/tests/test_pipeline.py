@@ -339,23 +339,29 @@ def slow_chunk(chunk):
     return chunk
 
 
-def test_stop_processing_from_another_thread_ends_the_iterator_cleanly():
-    # Stopped (from another thread) once five chunks came out: the iterator ends after at
-    # most the chunks the engine already held (max_queue_size), all of them in order.
+def test_stop_processing_from_another_thread_ends_the_iterator_with_stopped_error():
+    # Stopped (from another thread) once five chunks came out: the iterator hands out at
+    # most the chunks the engine already held (max_queue_size), all of them in order, then
+    # raises StoppedError, so a stopped run never looks like a finished one.
+    from sluice import StoppedError
+
     df = pd.DataFrame({"x": np.arange(100_000)})
     pipeline = StreamingDataPipeline(
         chunk_size=1_000, adaptive_batching=False, num_workers=2, max_queue_size=4
     )
     got = []
     after_stop = 0
-    for chunk in pipeline.process_dataframe_stream(df, slow_chunk):
-        got.extend(chunk["x"].tolist())
-        if len(got) == 5_000:
-            stopper = threading.Thread(target=pipeline.stop_processing)
-            stopper.start()
-            stopper.join()
-        elif len(got) > 5_000:
-            after_stop += 1
+    run = pipeline.process_dataframe_stream(df, slow_chunk)
+    with pytest.raises(StoppedError):
+        for chunk in run:
+            got.extend(chunk["x"].tolist())
+            if len(got) == 5_000:
+                stopper = threading.Thread(target=pipeline.stop_processing)
+                stopper.start()
+                stopper.join()
+            elif len(got) > 5_000:
+                after_stop += 1
+    assert run.stopped
     assert got == list(range(len(got))), "a prefix of the input, in order"
     assert after_stop <= 4, f"{after_stop} chunks came out after the stop"
     wait_idle(pipeline)
