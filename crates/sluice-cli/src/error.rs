@@ -81,6 +81,14 @@ pub enum CliError {
     #[error("cannot serve metrics on {addr}: {message}")]
     Metrics { addr: SocketAddr, message: String },
 
+    /// A broker stream failed (connecting, reading, acknowledging, its output folder).
+    #[error("{context}")]
+    Stream {
+        context: String,
+        #[source]
+        source: sluice_stream::StreamError,
+    },
+
     /// SIGINT or SIGTERM stopped the run; what was complete is kept.
     #[error("stopped by a signal before the run finished")]
     Interrupted,
@@ -128,6 +136,11 @@ impl CliError {
             },
             CliError::Run { source, .. } => match source {
                 SluiceError::InvalidSetting { .. } => EXIT_USAGE,
+                _ => EXIT_FAILED,
+            },
+            CliError::Stream { source, .. } => match source {
+                sluice_stream::StreamError::BadUrl { .. }
+                | sluice_stream::StreamError::Output { .. } => EXIT_USAGE,
                 _ => EXIT_FAILED,
             },
             CliError::Io { .. } => EXIT_FAILED,
