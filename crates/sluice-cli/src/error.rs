@@ -84,6 +84,13 @@ pub enum CliError {
     /// An input file changed between the two passes of `--windows global`.
     #[error("{path} changed during the run ({detail}); the whole-input statistics of pass 1 no longer describe it")]
     InputChanged { path: PathBuf, detail: String },
+    /// A broker stream failed (connecting, reading, acknowledging, its output folder).
+    #[error("{context}")]
+    Stream {
+        context: String,
+        #[source]
+        source: sluice_stream::StreamError,
+    },
 
     /// SIGINT or SIGTERM stopped the run; what was complete is kept.
     #[error("stopped by a signal before the run finished")]
@@ -132,6 +139,11 @@ impl CliError {
             },
             CliError::Run { source, .. } => match source {
                 SluiceError::InvalidSetting { .. } => EXIT_USAGE,
+                _ => EXIT_FAILED,
+            },
+            CliError::Stream { source, .. } => match source {
+                sluice_stream::StreamError::BadUrl { .. }
+                | sluice_stream::StreamError::Output { .. } => EXIT_USAGE,
                 _ => EXIT_FAILED,
             },
             CliError::Io { .. } | CliError::InputChanged { .. } => EXIT_FAILED,

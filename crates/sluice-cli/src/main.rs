@@ -1,5 +1,6 @@
 //! `sluice`: the command around the sluice engine. `run` processes files with per-chunk
-//! SQL into part files, `demo` runs the seed's example end to end, `inspect` describes files.
+//! SQL into part files, `stream` does it for a broker stream, `demo` runs the seed's example
+//! end to end, `inspect` describes files.
 //! Exit codes: 0 success, 1 the data or the function failed, 2 bad usage, 130 stopped.
 
 mod cli;
@@ -13,6 +14,7 @@ mod resume;
 mod run;
 mod signals;
 mod size;
+mod stream;
 
 use std::process::ExitCode;
 
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(*args, ui),
         Command::Demo(args) => demo::demo(args, ui),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Stream(args) => stream::stream(*args, ui),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

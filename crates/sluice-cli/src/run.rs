@@ -55,22 +55,8 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
             "--resume needs ordered output: the parts of an --unordered run are not a prefix of the input".into(),
         ));
     }
-    let max_memory = args
-        .max_memory
-        .as_deref()
-        .map(|text| {
-            parse_size(text).map_err(|reason| CliError::BadValue {
-                flag: "max-memory",
-                value: text.to_string(),
-                reason,
-            })
-        })
-        .transpose()?;
-    let policy: ErrorPolicy = args.on_error.parse().map_err(|e| CliError::BadValue {
-        flag: "on-error",
-        value: args.on_error.clone(),
-        reason: setting_reason(e),
-    })?;
+    let max_memory = parse_max_memory(args.max_memory.as_deref())?;
+    let policy = parse_policy(&args.on_error)?;
     let format = args
         .format
         .map(|f| FileFormat::from_name(f.name()))
@@ -91,7 +77,7 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
         input_schema.fields().len()
     ));
 
-    let sql_text = read_sql(&args)?;
+    let sql_text = read_sql(args.sql.as_deref(), args.sql_text.as_deref())?;
     // --windows global: planned for two passes (see global.rs); no ChunkSql of its own.
     let global = match args.windows {
         WindowsArg::Global => Some(GlobalRun::new(
@@ -262,18 +248,50 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
 }
 
 /// Reads the SQL from `--sql FILE` or `--sql-text`.
-fn read_sql(args: &RunArgs) -> Result<Option<String>, CliError> {
-    match (&args.sql, &args.sql_text) {
+pub fn read_sql(sql: Option<&Path>, sql_text: Option<&str>) -> Result<Option<String>, CliError> {
+    match (sql, sql_text) {
         (Some(path), _) => {
             std::fs::read_to_string(path)
                 .map(Some)
                 .map_err(|source| CliError::SqlFile {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     source,
                 })
         }
-        (None, Some(text)) => Ok(Some(text.clone())),
+        (None, Some(text)) => Ok(Some(text.to_string())),
         (None, None) => Ok(None),
+    }
+}
+
+/// `--max-memory SIZE` in bytes.
+pub fn parse_max_memory(text: Option<&str>) -> Result<Option<u64>, CliError> {
+    text.map(|text| {
+        parse_size(text).map_err(|reason| CliError::BadValue {
+            flag: "max-memory",
+            value: text.to_string(),
+            reason,
+        })
+    })
+    .transpose()
+}
+
+/// `--on-error POLICY`.
+pub fn parse_policy(text: &str) -> Result<ErrorPolicy, CliError> {
+    text.parse().map_err(|e| CliError::BadValue {
+        flag: "on-error",
+        value: text.to_string(),
+        reason: setting_reason(e),
+    })
+}
+
+/// The chunk function: the planned SQL, or a plain copy.
+pub fn sql_function(chunk_sql: Option<ChunkSql>) -> ChunkFunction {
+    match chunk_sql {
+        Some(sql) => {
+            let sql = Arc::new(sql);
+            Arc::new(move |batch: RecordBatch| sql.apply(&batch).map_err(BoxError::from))
+        }
+        None => Arc::new(|batch: RecordBatch| Ok::<_, BoxError>(batch)),
     }
 }
 
@@ -423,7 +441,7 @@ fn finish(
 
 /// The run's statistics; with `--windows global` also `passes`: each pass's rows, time and
 /// bytes (pass 2's are the top-level figures).
-fn write_stats_json(
+pub fn write_stats_json(
     path: &Path,
     stats: &StreamingStats,
     passes: &[PassStats],

@@ -11,6 +11,9 @@ use crate::error::EXIT_INTERRUPTED;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static CURRENT: Mutex<Option<Weak<StreamingDataPipeline>>> = Mutex::new(None);
+/// A stream's drain: when set, the first signal calls it instead of stopping the pipeline.
+type Drain = Box<dyn Fn() + Send>;
+static DRAIN: Mutex<Option<Drain>> = Mutex::new(None);
 
 /// Installs the handler; an error only means signals kill the process the usual way.
 pub fn install() -> Result<(), ctrlc::Error> {
@@ -18,6 +21,11 @@ pub fn install() -> Result<(), ctrlc::Error> {
         if INTERRUPTED.swap(true, Ordering::SeqCst) {
             eprintln!("sluice: second signal, exiting now");
             std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+        if let Some(drain) = DRAIN.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            eprintln!("sluice: draining: what was read is committed and acknowledged (signal again to exit at once)");
+            drain();
+            return;
         }
         eprintln!("sluice: stopping (completed parts are kept; signal again to exit at once)");
         stop_current();
@@ -42,4 +50,13 @@ pub fn watch(pipeline: &Arc<StreamingDataPipeline>) {
     if interrupted() {
         pipeline.stop();
     }
+}
+
+/// Makes the first signal call `drain` (a stream stops reading and finishes what it read);
+/// if a signal came already, calls it now.
+pub fn on_signal_drain(drain: impl Fn() + Send + 'static) {
+    if interrupted() {
+        drain();
+    }
+    *DRAIN.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(drain));
 }

@@ -1,6 +1,6 @@
-//! Broker sources for sluice with exactly-once output: Redis Streams (`redis://`) and
-//! NATS JetStream (`nats://`) as [`sluice::Source`]s whose messages are acknowledged only
-//! after the part holding them is committed, and a ledger that keeps restarts from
+//! Broker sources for sluice with exactly-once output: Redis Streams (`redis://`) as a
+//! [`sluice::Source`] whose messages are acknowledged only after the part holding them is
+//! committed (any [`Broker`] with ids and acknowledgements fits the same machinery), and a ledger that keeps restarts from
 //! duplicating what was committed before a crash. `sluice stream` is built on [`open`]
 //! and [`runner::run`].
 

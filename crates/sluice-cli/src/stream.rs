@@ -1,0 +1,216 @@
+//! `sluice stream`: a broker stream into part files, each message exactly once. Reuses
+//! `sluice run`'s settings, SQL, progress and metrics; the stream itself (ledger, commits,
+//! acknowledgements) is `sluice_stream`'s. Ctrl-C or SIGTERM drain: reading stops, what was
+//! read is committed and acknowledged, and the command exits 0.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice::{ErrorPolicy, Source, StreamingDataPipeline};
+use sluice_sql::ChunkSql;
+use sluice_stream::{
+    Address, MalformedPolicy, OutputSettings, SourceOptions, StreamControl, StreamError,
+};
+
+use crate::cli::StreamArgs;
+use crate::error::CliError;
+use crate::metrics::MetricsServer;
+use crate::progress::{self, Progress};
+use crate::run::{parse_max_memory, parse_policy, read_sql, sql_function, write_stats_json, Ui};
+use crate::signals;
+
+/// Parses `100ms`, `1s`, `1.5s`, `2m`, `1h`.
+pub fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, CliError> {
+    let bad = |reason: &str| CliError::BadValue {
+        flag,
+        value: text.to_string(),
+        reason: reason.to_string(),
+    };
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| bad("give a unit: ms, s, m or h (e.g. 100ms, 5s)"))?;
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| bad("expected a number followed by ms, s, m or h"))?;
+    let seconds = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad("unknown unit; use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| bad("out of range"))
+}
+
+fn stream_error(context: &str) -> impl Fn(StreamError) -> CliError + '_ {
+    move |source| CliError::Stream {
+        context: context.to_string(),
+        source,
+    }
+}
+
+pub fn stream(args: StreamArgs, ui: Ui) -> Result<(), CliError> {
+    let address = Address::parse(&args.from).map_err(stream_error("bad --from"))?;
+    let max_memory = parse_max_memory(args.max_memory.as_deref())?;
+    let dead_letters = args.output.join("_dead_letters");
+    let policy = match &args.on_error {
+        Some(text) => parse_policy(text)?,
+        None => ErrorPolicy::DeadLetter(dead_letters),
+    };
+    let malformed = match &policy {
+        ErrorPolicy::Fail => MalformedPolicy::Fail,
+        ErrorPolicy::Skip | ErrorPolicy::PassThrough => MalformedPolicy::Skip,
+        ErrorPolicy::DeadLetter(dir) => MalformedPolicy::DeadLetter(dir.clone()),
+    };
+    // The engine names failed chunks by their place in the run: one folder per run.
+    let policy = match policy {
+        ErrorPolicy::DeadLetter(dir) => ErrorPolicy::DeadLetter(dir.join(run_name())),
+        other => other,
+    };
+    let max_latency = parse_duration("max-latency", &args.max_latency)?;
+    let commit_interval = parse_duration("commit-interval", &args.commit_interval)?;
+    let stop_when_idle = args
+        .stop_when_idle
+        .as_deref()
+        .map(|t| parse_duration("stop-when-idle", t))
+        .transpose()?;
+    let sql_text = read_sql(args.sql.as_deref(), args.sql_text.as_deref())?;
+
+    let mut builder = StreamingDataPipeline::builder()
+        .ordered(true)
+        .error_policy(policy);
+    if let Some(rows) = args.chunk_size {
+        builder = builder.chunk_size(rows);
+    }
+    if let Some(bytes) = max_memory {
+        builder = builder.max_memory_bytes(bytes);
+    }
+    if let Some(workers) = args.workers {
+        builder = builder.num_workers(workers);
+    }
+    let pipeline = Arc::new(
+        builder
+            .build()
+            .map_err(|e| CliError::setup("bad settings", e))?,
+    );
+
+    let settings = OutputSettings {
+        dir: args.output.clone(),
+        format: args.output_format.map(Into::into),
+        rows_per_part: args.rows_per_part.unwrap_or(1_000_000).max(1),
+        commit_interval,
+    };
+    let metrics = args
+        .metrics_addr
+        .map(|addr| MetricsServer::start(addr, pipeline.clone()))
+        .transpose()?;
+    let prepared =
+        sluice_stream::prepare(&settings).map_err(stream_error("cannot use the output folder"))?;
+    if prepared.committed_rows > 0 {
+        ui.say(format!(
+            "continuing: {} parts ({} rows) already committed in {}",
+            prepared.keep.len(),
+            prepared.committed_rows,
+            args.output.display()
+        ));
+    }
+    let control = Arc::new(StreamControl::default());
+    {
+        let control = control.clone();
+        signals::on_signal_drain(move || control.stop());
+    }
+    let options = SourceOptions {
+        max_latency,
+        stop_when_idle,
+        malformed,
+    };
+    let opened = sluice_stream::open(&address, &prepared, &settings, options, control.clone())
+        .map_err(stream_error("cannot read the stream"))?;
+    let Some(source) = opened.source else {
+        ui.say("no message arrived; nothing written");
+        return Ok(());
+    };
+    ui.note(format!(
+        "reading {} ({} columns)",
+        source.name(),
+        source.schema().fields().len()
+    ));
+    let chunk_sql = sql_text
+        .as_deref()
+        .map(|sql| ChunkSql::new(sql, source.schema()))
+        .transpose()
+        .map_err(|source| CliError::Sql { source })?;
+    let function = sql_function(chunk_sql);
+
+    let mut bar = Progress::start(progress::Mode::detect(ui.quiet), pipeline.clone(), None);
+    let result = sluice_stream::run(
+        &pipeline,
+        source,
+        opened.ledger,
+        function,
+        prepared,
+        &settings,
+        &control,
+    );
+    bar.finish();
+    drop(metrics);
+    let stats = pipeline.stats();
+    if let Some(path) = &args.stats_json {
+        write_stats_json(path, &stats, &[])?;
+    }
+    let summary = result.map_err(stream_error("the stream failed"))?;
+    if !ui.quiet {
+        print!("{}", stats.report());
+    }
+    report(&args.output, &summary, ui);
+    Ok(())
+}
+
+fn report(dir: &Path, summary: &sluice_stream::StreamSummary, ui: Ui) {
+    let m = &summary.manifest;
+    ui.say(format!(
+        "{} messages in this run; {} parts ({} rows) in {}; {} malformed set aside; {} redeliveries dropped; {} acknowledged",
+        summary.messages,
+        m.parts.len(),
+        m.parts.iter().map(|p| p.rows).sum::<u64>(),
+        dir.display(),
+        summary.malformed,
+        summary.duplicates,
+        summary.acked
+    ));
+}
+
+/// A name unique to this run (its start time), for its failed-chunk files.
+fn run_name() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("run-{millis}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(
+            parse_duration("max-latency", "100ms").ok(),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            parse_duration("x", "1.5s").ok(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_duration("x", "2m").ok(),
+            Some(Duration::from_secs(120))
+        );
+        assert!(parse_duration("x", "5").is_err());
+        assert!(parse_duration("x", "5 parsecs").is_err());
+        assert!(parse_duration("x", "-1s").is_err());
+    }
+}
