@@ -153,8 +153,10 @@ def test_functions_run_on_worker_threads_in_parallel():
     assert pd.concat(got)["x"].tolist() == list(range(9_000))
     assert state["most"] >= 2, "no two calls ever ran at once"
     assert sorted(state["calls"]) == list(range(0, 9_000, 1_000))
+    # Which threads take the calls depends on timing (the caller's thread serves some); that
+    # calls ran side by side, some on a worker, is the property.
     workers = names - {threading.current_thread().name}
-    assert len(workers) > 1, names
+    assert workers, names
 
 
 def test_enable_parallel_false_uses_one_worker():
