@@ -270,7 +270,6 @@ proptest! {
     /// output + dead letters hold every input row exactly once (none overwritten by the
     /// resumed run, none written twice).
     #[test]
-    #[ignore = "fails on today's engine (issue 11): dead letters are named chunk-SEQ and seq restarts at 0 in a resumed run, so the resume overwrites the first run's letters; remove this line when dead letters are named by absolute input position"]
     fn stop_then_resume_with_dead_letters_loses_and_repeats_nothing(
         sizes in prop::collection::vec(0usize..300, 1..5),
         kind in kind_strategy(),
