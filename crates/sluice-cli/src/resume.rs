@@ -257,9 +257,9 @@ pub fn split_dead_letters(
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let kept = keep.iter().any(|l| {
-                l.path == path || l.path.with_extension("error.txt") == path
-            });
+            let kept = keep
+                .iter()
+                .any(|l| l.path == path || l.path.with_extension("error.txt") == path);
             let past = letter_start(&path).is_some_and(|start| start >= skip_rows);
             if past && !kept {
                 std::fs::remove_file(&path).map_err(|e| CliError::io("remove", &path, e))?;

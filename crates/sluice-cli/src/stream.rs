@@ -145,7 +145,8 @@ pub fn stream(args: StreamArgs, ui: Ui) -> Result<(), CliError> {
         .map_err(|source| CliError::Sql { source })?;
     let function = sql_function(chunk_sql);
 
-    let mut bar = Progress::start_labelled(progress::Mode::detect(ui.quiet), pipeline.clone(), None, "");
+    let mut bar =
+        Progress::start_labelled(progress::Mode::detect(ui.quiet), pipeline.clone(), None, "");
     let result = sluice_stream::run(
         &pipeline,
         source,

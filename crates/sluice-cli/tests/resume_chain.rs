@@ -100,7 +100,10 @@ fn a_failed_resume_keeps_the_earlier_parts_and_dead_letters_finish_the_chain() -
             dead.extend(int_column(&read_file(&path)?, "id")?);
         }
     }
-    assert!(!stale.exists(), "a dead letter past the resume point was kept");
+    assert!(
+        !stale.exists(),
+        "a dead letter past the resume point was kept"
+    );
     assert_eq!(dead, (3500..4000).collect::<Vec<_>>());
     // The manifest lists the dead letter with the input rows it holds.
     let listed = m["dead_letters"].as_array().ok_or("dead_letters")?;

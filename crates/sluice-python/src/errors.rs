@@ -112,9 +112,9 @@ pub fn to_py(err: EngineError) -> PyErr {
             "chunk {chunk} (input rows {first_row}..{end_row}) failed: {}",
             strip_token(&cause)
         )),
-        EngineError::OutputExists { .. } => PyFileExistsError::new_err(format!(
-            "{message} (pass overwrite=True to replace it)"
-        )),
+        EngineError::OutputExists { .. } => {
+            PyFileExistsError::new_err(format!("{message} (pass overwrite=True to replace it)"))
+        }
         EngineError::Stopped => StoppedError::new_err(message),
         EngineError::Source { .. } => SluiceError::new_err(message),
     }

@@ -454,7 +454,9 @@ impl<'a> Reader<'a> {
         drop(reservation.split((reservation.bytes() as f64 * fraction) as u64));
         let dropped_source = (*source_bytes as f64 * fraction) as u64;
         *source_bytes -= dropped_source;
-        self.shared.stats.source_bytes_processed(dropped_source as f64);
+        self.shared
+            .stats
+            .source_bytes_processed(dropped_source as f64);
         // A reject before the first kept row was committed with the rows before it; when the
         // prefix goes on into the next part, every reject of this one is before it.
         let prefix_ends_here = self.skip_remaining == 0;
@@ -499,9 +501,12 @@ impl<'a> Reader<'a> {
     /// Cuts and dispatches the next chunk if admission allows; false if it must wait.
     fn admit_chunk(&mut self, rows: usize) -> std::result::Result<bool, (u64, SluiceError)> {
         let rows = rows.min(self.chunker.rows());
-        let hooks_hold = self.shared.config.hooks.as_ref().is_some_and(|h| {
-            h.should_apply_backpressure() == Some(true) && self.queued() > 0
-        });
+        let hooks_hold = self
+            .shared
+            .config
+            .hooks
+            .as_ref()
+            .is_some_and(|h| h.should_apply_backpressure() == Some(true) && self.queued() > 0);
         if hooks_hold {
             return Ok(false);
         }

@@ -105,7 +105,9 @@ fn a_resumed_parquet_run_skips_whole_row_groups_without_reading_them() {
     )
     .clone();
     let rg4 = meta.row_group(4).column(0);
-    let rg4_start = rg4.dictionary_page_offset().unwrap_or(rg4.data_page_offset()) as usize;
+    let rg4_start = rg4
+        .dictionary_page_offset()
+        .unwrap_or(rg4.data_page_offset()) as usize;
     let mut bytes = std::fs::read(&path).expect("read");
     bytes[4..rg4_start].fill(0xA5);
     std::fs::write(&path, bytes).expect("write");
@@ -314,10 +316,9 @@ fn a_stopped_run_says_it_was_stopped() {
 fn a_stop_after_the_last_chunk_leaves_a_complete_run() {
     let p = pipeline(100);
     let mut stream = p
-        .process(
-            MemorySource::from_batch(batch(0, 300)),
-            |b: RecordBatch| Ok::<_, SluiceError>(b),
-        )
+        .process(MemorySource::from_batch(batch(0, 300)), |b: RecordBatch| {
+            Ok::<_, SluiceError>(b)
+        })
         .expect("started");
     let mut rows = 0;
     for _ in 0..3 {
@@ -460,9 +461,7 @@ fn a_later_run_weighs_its_own_rows() {
     assert_eq!(rows, 200_000);
     let before = p.controller().overshoot_events();
     let made = Arc::new(AtomicUsize::new(0));
-    let wide: Vec<RecordBatch> = wide_batches(4, made)
-        .map(|b| b.expect("ok"))
-        .collect();
+    let wide: Vec<RecordBatch> = wide_batches(4, made).map(|b| b.expect("ok")).collect();
     let source = MemorySource::try_new(wide[0].schema(), wide).expect("source");
     let rows: usize = p
         .process(source, |b: RecordBatch| Ok::<_, SluiceError>(b))
@@ -573,7 +572,9 @@ fn dead_letters_name_the_rows_of_the_whole_input_in_a_resumed_run() {
     // The letter is named by the input rows it holds (700..800), not by a chunk number of
     // this run that a later run would reuse.
     assert!(
-        names.iter().any(|n| n.contains("700") && n.ends_with(".arrow")),
+        names
+            .iter()
+            .any(|n| n.contains("700") && n.ends_with(".arrow")),
         "{names:?}"
     );
     assert!(
