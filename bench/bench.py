@@ -6,7 +6,11 @@ are measured the same way for a Rust binary and a Python script. Per tool and in
 format: `--runs` runs (output deleted between runs), median wall time, rows/s from it,
 peak RSS, min and max; the first run's output is checked (row count from Parquet
 metadata, column names, and a streaming sanity check of the values) so a broken tool
-cannot look fast.
+cannot look fast. Runs are interleaved: per input format, run i of every tool happens
+before run i+1 of any tool (round-robin), so a slow drift of a shared machine hits every
+tool alike. The sluice rows run at the defaults users get (no --max-memory, no
+--workers), except the whole-input row at the 256 MB budget its issue names; the sweep
+varies the budget from 64 MB to 4000 MB.
 
     bench/run.sh                 # 10M rows, 3 runs, CSV and Parquet -> bench/RESULTS.md
     bench/run.sh --quick         # 1M rows, 1 run -> bench/out/RESULTS-quick.md
@@ -56,7 +60,7 @@ class Tool:
     """One row of the results: a command template and what its output must look like.
 
     `cmd` items are formatted with {python} {peers} {input} {output} {sluice}
-    {seed_basic} {mem} {workers}. `kind` says which check the output gets:
+    {seed_basic} and the keys of `params` (the sweep's {mem}). `kind` says which check the output gets:
     "preprocess" (the seed's columns, z-scored), "copy" (the input's columns), "read"
     (nothing written; the tool prints `rows=N`) or "none" (baselines). `needs` are repo-relative files that
     must exist, or the row is reported "not built".
@@ -117,31 +121,43 @@ GLOBAL_RSS_LIMIT_MB = 320
 GLOBAL_NAME = "sluice run --sql, global windows (2 passes)"
 GLOBAL_CMD = ["{sluice}", "run", "--windows", "global", "--input", "{input}", "--output", "{output}",
               "--sql", SLUICE_GLOBAL_SQL, "--max-memory", f"{GLOBAL_BUDGET_MB}MB", "--quiet"]
-# The budget of the main rows. Throughput is flat from 64 MB up (see the sweep), and the
-# process's RSS is about 75 MB (binary, allocator) plus the budget, so 64 MB is the
-# setting that keeps sluice under the leanest peer (pandas in chunks, ~185-225 MB).
-MAIN_BUDGET_MB = 64
+# The other rows run at the defaults, because the defaults are what users run: no
+# --max-memory and no --workers. `sluice run`'s budget is then 1000 MB (MB = 2^20 bytes;
+# the builder's default in crates/sluice/src/config.rs, "[default: 1000MB]" in
+# crates/sluice-cli/src/cli.rs); seed_basic's own default is --max-memory-mb 500
+# (crates/sluice/examples/seed_basic.rs). Workers default to the machine's cores.
+# Update these two numbers if those defaults change; they are only written in notes.
+CLI_DEFAULT_BUDGET_MB = 1000
+SEED_BASIC_DEFAULT_BUDGET_MB = 500
+# The target for the main row at the default budget (issue 12: memory is a ceiling).
+MAIN_RSS_LIMIT_MB = 200
+MAIN_NAME = "sluice run --sql"
 SLUICE = [
-    Tool("sluice run --sql", ["{sluice}", "run", "--input", "{input}", "--output", "{output}",
-                              "--sql", SLUICE_SQL, "--max-memory", f"{MAIN_BUDGET_MB}MB", "--quiet"],
-         "preprocess", "per-chunk", f"CLI, seed_preprocessing.sql on DataFusion per chunk; {MAIN_BUDGET_MB} MB budget",
+    Tool(MAIN_NAME, ["{sluice}", "run", "--input", "{input}", "--output", "{output}",
+                     "--sql", SLUICE_SQL, "--quiet"],
+         "preprocess", "per-chunk", f"CLI, seed_preprocessing.sql on DataFusion per chunk; "
+         f"defaults ({CLI_DEFAULT_BUDGET_MB} MB budget, workers = cores)",
          needs=(SLUICE_BINARIES["sluice"]["path"], SLUICE_SQL), output_is_dir=True),
     Tool(GLOBAL_NAME, GLOBAL_CMD, "preprocess", "global",
          f"CLI, --windows global: pass 1 exact whole-input mean/std (Parquet: 3 columns), pass 2 per chunk; "
-         f"{GLOBAL_BUDGET_MB} MB budget; output checked equal to Polars' (1e-9)",
+         f"--max-memory {GLOBAL_BUDGET_MB}MB, the budget its issue names (RSS < {GLOBAL_RSS_LIMIT_MB} MB); "
+         "output checked equal to Polars' (1e-9)",
          needs=(SLUICE_BINARIES["sluice"]["path"], SLUICE_GLOBAL_SQL), output_is_dir=True, compare_to_polars=True),
-    Tool("sluice seed_basic (Rust fn)", ["{seed_basic}", "--input", "{input}", "--output", "{output}", "--max-memory-mb", str(MAIN_BUDGET_MB)],
-         "preprocess", "per-chunk", f"compiled Rust example, the seed's function in Rust; {MAIN_BUDGET_MB} MB budget",
+    Tool("sluice seed_basic (Rust fn)", ["{seed_basic}", "--input", "{input}", "--output", "{output}"],
+         "preprocess", "per-chunk", f"compiled Rust example, the seed's function in Rust; "
+         f"defaults ({SEED_BASIC_DEFAULT_BUDGET_MB} MB budget, workers = cores)",
          needs=(SLUICE_BINARIES["seed_basic"]["path"],), output_is_dir=True),
-    Tool("sluice run, no SQL (ceiling)", ["{sluice}", "run", "--input", "{input}", "--output", "{output}",
-                                          "--max-memory", f"{MAIN_BUDGET_MB}MB", "--quiet"],
-         "copy", "-", f"read -> write through the engine, no transform; {MAIN_BUDGET_MB} MB budget",
+    Tool("sluice run, no SQL (ceiling)", ["{sluice}", "run", "--input", "{input}", "--output", "{output}", "--quiet"],
+         "copy", "-", f"read -> write through the engine, no transform; "
+         f"defaults ({CLI_DEFAULT_BUDGET_MB} MB budget, workers = cores)",
          needs=(SLUICE_BINARIES["sluice"]["path"],), output_is_dir=True),
 ]
-SWEEP_MEMORY_MB = [64, 128, 256, 512]
-SWEEP_WORKERS = [1, 2]
+# The sweep: the main row's command at each budget, default workers (--workers not
+# passed). Target: no budget more than SWEEP_SLOWDOWN_LIMIT slower than the fastest.
+SWEEP_MEMORY_MB = [64, 128, 256, 512, 1000, 2000, 4000]
+SWEEP_SLOWDOWN_LIMIT = 1.10
 SWEEP_CMD = ["{sluice}", "run", "--input", "{input}", "--output", "{output}", "--sql", SLUICE_SQL,
-             "--max-memory", "{mem}MB", "--workers", "{workers}", "--quiet"]
+             "--max-memory", "{mem}MB", "--quiet"]
 # ---------------------------------------------------------------------------------------
 
 
@@ -159,10 +175,10 @@ def scale_tools(rows: int) -> list[Tool]:
 
 def sweep_tools() -> list[Tool]:
     return [
-        Tool(f"sluice --sql, {mem} MB, {w} worker{'s' if w > 1 else ''}", SWEEP_CMD, "preprocess", "per-chunk", "",
-             needs=(SLUICE_BINARIES["sluice"]["path"], SLUICE_SQL), output_is_dir=True, group="sweep",
-             params={"mem": mem, "workers": w})
-        for mem in SWEEP_MEMORY_MB for w in SWEEP_WORKERS
+        Tool(f"sluice --sql, {mem} MB{' (default)' if mem == CLI_DEFAULT_BUDGET_MB else ''}", SWEEP_CMD,
+             "preprocess", "per-chunk", "", needs=(SLUICE_BINARIES["sluice"]["path"], SLUICE_SQL),
+             output_is_dir=True, group="sweep", params={"mem": mem})
+        for mem in SWEEP_MEMORY_MB
     ]
 
 
@@ -368,45 +384,87 @@ def compare_with(output: Path, reference: Path, rtol: float = 1e-9) -> str:
     return "ok"
 
 
-def measure(tool: Tool, fmt: str, input_path: Path, rows: int, args, binaries: dict[str, str]) -> Result:
+@dataclass
+class Job:
+    """One tool on one input between the rounds of `measure_all`; `argv` is None when the
+    tool cannot run (not built)."""
+    res: Result
+    argv: list[str] | None
+    output: Path
+    logfile: Path
+    reference: Path
+    rows: int
+
+
+def prepare(tool: Tool, fmt: str, input_path: Path, rows: int, args, binaries: dict[str, str]) -> Job:
     res = Result(tool, fmt)
+    slug = re.sub(r"[^a-z0-9]+", "-", tool.name.lower()).strip("-")
+    output = args.out_dir / f"{slug}.{fmt}{'' if tool.output_is_dir else '.parquet'}"
+    logfile = args.out_dir / "logs" / f"{slug}.{fmt}.log"
+    reference = args.out_dir / f"reference-polars.{fmt}.{rows}.parquet"
     missing = [n for n in tool.needs if not (REPO / n).exists()]
     if missing:
         res.status = "not built (" + ", ".join(missing) + " missing)"
         log(f"  {tool.name:<40} {fmt:<8} {res.status}")
-        return res
-    slug = re.sub(r"[^a-z0-9]+", "-", tool.name.lower()).strip("-")
-    output = args.out_dir / f"{slug}.{fmt}{'' if tool.output_is_dir else '.parquet'}"
+        return Job(res, None, output, logfile, reference, rows)
     values = {"python": sys.executable, "peers": str(PEERS_DIR), "input": str(input_path),
               "output": str(output), **binaries, **{k: str(v) for k, v in tool.params.items()}}
     argv = [part.format(**values) for part in tool.cmd]
     res.command = shlex.join(argv)
-    logfile = args.out_dir / "logs" / f"{slug}.{fmt}.log"
-    reference = args.out_dir / f"reference-polars.{fmt}.{rows}.parquet"
-    for i in range(args.runs):
-        remove(output)
-        rc, wall, rss, stdout = run_once(argv, args.timeout, logfile)
-        if rc != 0:
-            res.status = "timeout" if rc == -1 else f"failed (exit {rc}, see {os.path.relpath(logfile, REPO)})"
-            break
+    return Job(res, argv, output, logfile, reference, rows)
+
+
+def run_job(job: Job, i: int, args) -> None:
+    """Run `i` (0-based) of one tool: output removed before and after, the first run's
+    output checked; a failure, timeout or wrong output sets the status (no more runs)."""
+    res, tool = job.res, job.res.tool
+    remove(job.output)
+    rc, wall, rss, stdout = run_once(job.argv, args.timeout, job.logfile)
+    if rc != 0:
+        res.status = "timeout" if rc == -1 else f"failed (exit {rc}, see {os.path.relpath(job.logfile, REPO)})"
+    else:
         res.walls.append(wall)
         res.rss_mb.append(rss)
         if i == 0 and tool.kind != "none":
-            verdict = check_output(tool, output, stdout, rows)
+            verdict = check_output(tool, job.output, stdout, job.rows)
             if verdict == "ok" and tool.compare_to_polars:
-                verdict = compare_with(output, reference)
+                verdict = compare_with(job.output, job.reference)
             if verdict != "ok":
                 res.status = f"wrong output: {verdict}"
-                break
-            if tool.name == "polars streaming":
+            elif tool.name == "polars streaming":
                 # The whole-input reference the two-pass sluice row is checked against.
-                remove(reference)
-                shutil.move(str(output), reference)
-    remove(output)
-    remove(Path(str(output) + ".tmp"))  # DuckDB's spill directory
-    shown = f"{statistics.median(res.walls):.2f} s, {statistics.median(res.rss_mb):.0f} MiB" if res.walls else ""
-    log(f"  {tool.name:<40} {fmt:<8} {res.status} {shown}")
-    return res
+                remove(job.reference)
+                shutil.move(str(job.output), job.reference)
+    # Removed now, not before the tool's next run: no tool runs next to another's output.
+    remove(job.output)
+    remove(Path(str(job.output) + ".tmp"))  # DuckDB's spill directory
+    shown = f"{wall:.2f} s, {rss:.0f} MiB" if rc == 0 else ""
+    log(f"    run {i + 1}/{args.runs} {tool.name:<40} {res.fmt:<8} {shown if res.status == 'ok' else res.status}")
+
+
+def measure_all(tools: list[Tool], fmt: str, input_path: Path, rows: int, args,
+                binaries: dict[str, str]) -> list[Result]:
+    """`args.runs` runs of every tool on one input, interleaved: run i of every tool
+    happens before run i+1 of any (round-robin in list order), so a slow drift of the
+    machine (other jobs, heat, the page cache) hits every tool alike instead of whichever
+    came last. Within a round the list order holds, so Polars writes its reference in
+    round 1 before the two-pass sluice row is compared with it. A tool that fails, times
+    out or writes a wrong output gets no further runs; the others go on."""
+    jobs = [prepare(t, fmt, input_path, rows, args, binaries) for t in tools]
+    for i in range(args.runs):
+        live = [j for j in jobs if j.argv is not None and j.res.status == "ok"]
+        if not live:
+            break
+        log(f"  round {i + 1}/{args.runs} ({fmt}): {len(live)} tool(s)")
+        for job in live:
+            run_job(job, i, args)
+    for job in jobs:
+        res = job.res
+        if job.argv is None:
+            continue  # "not built", already logged
+        shown = f"{statistics.median(res.walls):.2f} s, {statistics.median(res.rss_mb):.0f} MiB" if res.walls else ""
+        log(f"  {res.tool.name:<40} {fmt:<8} {res.status} {shown}")
+    return [job.res for job in jobs]
 
 
 # --- reporting -----------------------------------------------------------------------
@@ -459,9 +517,11 @@ def cells(r: Result, rows: int) -> list[str]:
 
 
 def target_checks(results: list[Result], formats: list[str]) -> list[str]:
-    """The goals of the benchmark issue, checked on this run's medians: each sluice
+    """The goals of the benchmark issues, checked on this run's medians: each sluice
     preprocessing row against Polars, DuckDB (its faster variant), 3x pandas, half of
-    sluice's own read->write ceiling, and peak RSS below every peer's."""
+    sluice's own read->write ceiling, and peak RSS below every peer's; the main row
+    (defaults) also at least 1.25x Polars and under 200 MiB; and across the sweep, no
+    budget more than 10% slower than the fastest."""
     L = ["## Targets, checked on this run", "",
          "| input | sluice row | target | sluice | needed | met |", "|---|---|---|---:|---:|---|"]
 
@@ -486,18 +546,36 @@ def target_checks(results: list[Result], formats: list[str]) -> list[str]:
                 checks.append(("time ≤ pandas / 3", wall, med(by["pandas (chunks of 100k)"])[0] / 3))
             if ceiling is not None:
                 checks.append(("time ≤ 2 × own no-SQL ceiling", wall, 2 * med(ceiling)[0]))
+            if s.tool.name == MAIN_NAME:
+                if "polars streaming" in by:
+                    checks.append(("time ≤ Polars streaming / 1.25", wall, med(by["polars streaming"])[0] / 1.25))
+                checks.append((f"peak RSS < {MAIN_RSS_LIMIT_MB} MiB at the default budget "
+                               f"({CLI_DEFAULT_BUDGET_MB} MB)", rss, MAIN_RSS_LIMIT_MB))
             if s.tool.compare_to_polars:
                 checks.append((f"peak RSS < {GLOBAL_RSS_LIMIT_MB} MB at --max-memory {GLOBAL_BUDGET_MB}MB", rss,
                                GLOBAL_RSS_LIMIT_MB))
             for label, got, need in checks:
-                unit = "MiB" if label.startswith("peak RSS") else "s"
-                L.append(f"| {fmt} | {s.tool.name} | {label} | {got:.2f} {unit} | {need:.2f} {unit} | "
+                unit, digits = ("MiB", 0) if label.startswith("peak RSS") else ("s", 2)
+                L.append(f"| {fmt} | {s.tool.name} | {label} | {got:.{digits}f} {unit} | {need:.{digits}f} {unit} | "
                          f"{'yes' if got <= need else f'no, {got / need:.2f}x over'} |")
             if peers:
                 leanest = min(peers, key=lambda r: med(r)[1])
                 need = med(leanest)[1]
                 L.append(f"| {fmt} | {s.tool.name} | peak RSS < every peer's (leanest: {leanest.tool.name}) | "
                          f"{rss:.0f} MiB | {need:.0f} MiB | {'yes' if rss < need else f'no, {rss / need:.2f}x over'} |")
+        sweep = [r for r in results if r.fmt == fmt and r.tool.group == "sweep" and r.measured and r.status == "ok"]
+        if len(sweep) >= 2:
+            fastest = min(sweep, key=lambda r: med(r)[0])
+            slowest = max(sweep, key=lambda r: med(r)[0])
+            fast, slow = med(fastest)[0], med(slowest)[0]
+            ratio = slow / fast
+            lo, hi = SWEEP_MEMORY_MB[0], SWEEP_MEMORY_MB[-1]
+            counted = "" if len(sweep) == len(SWEEP_MEMORY_MB) else f"; {len(sweep)} of {len(SWEEP_MEMORY_MB)} budgets measured"
+            L.append(f"| {fmt} | sweep (sluice --sql, {lo}–{hi} MB) | no budget more than "
+                     f"{(SWEEP_SLOWDOWN_LIMIT - 1) * 100:.0f}% slower than the fastest "
+                     f"(slowest: {slowest.tool.params['mem']} MB; fastest: {fastest.tool.params['mem']} MB{counted}) | "
+                     f"{slow:.2f} s | {SWEEP_SLOWDOWN_LIMIT * fast:.2f} s | "
+                     f"{'yes' if ratio <= SWEEP_SLOWDOWN_LIMIT else 'no'}, {ratio:.2f}x the fastest |")
     L.append("")
     return L
 
@@ -516,6 +594,8 @@ def write_markdown(path: Path, results: list[Result], ctx: dict) -> None:
         f"- **Data:** the seed's `create_large_dataset` at {rows:,} rows (feature_1..3 float64 randn, "
         "category A/B/C, target 0/1), seed 42: " + ", ".join(f"{f} `{p}` {s / 1e6:.0f} MB" for f, p, s in ctx["inputs"]),
         f"- **Method:** each tool is its own process under `/usr/bin/time -v`; {ctx['runs']} run(s) each, "
+        "interleaved: per input format, run i of every tool (sweep rows included) happens before run i+1 of any, "
+        "so slow drifts of the machine hit every tool alike; "
         "output deleted between runs, warm OS page cache. Wall time and rows/s are the median; "
         "peak memory is the process's maximum resident set size (MiB); ranges are min–max. "
         "Each tool's first output is checked: row count (Parquet metadata), column names, "
@@ -534,12 +614,14 @@ def write_markdown(path: Path, results: list[Result], ctx: dict) -> None:
     L += target_checks(results, ctx["formats"])
     sweep = [r for r in results if r.tool.group == "sweep"]
     if sweep:
-        L += ["## sluice sweep: memory budget × workers", "",
-              f"`{' '.join(SWEEP_CMD)}`", "",
-              "| input | --max-memory | --workers | rows/s | wall s | peak RSS MiB | status |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+        L += [f"## sluice sweep: memory budget (default {CLI_DEFAULT_BUDGET_MB} MB), default workers (= cores)", "",
+              f"`{' '.join(SWEEP_CMD)}` (no `--workers`: the default). The {CLI_DEFAULT_BUDGET_MB} MB row is "
+              "the default budget, what `sluice run --sql` uses without `--max-memory`.", "",
+              "| input | --max-memory | default? | rows/s | wall s | peak RSS MiB | status |",
+              "|---|---:|---|---:|---:|---:|---|"]
         for r in sweep:
-            L.append("| " + " | ".join([r.fmt, f"{r.tool.params['mem']} MB", str(r.tool.params["workers"]),
+            mem = r.tool.params["mem"]
+            L.append("| " + " | ".join([r.fmt, f"{mem} MB", "yes (default)" if mem == CLI_DEFAULT_BUDGET_MB else "",
                                         *cells(r, rows), r.status]) + " |")
         L.append("")
     scale = [r for r in results if r.tool.group == "scale"]
@@ -578,6 +660,10 @@ def write_markdown(path: Path, results: list[Result], ctx: dict) -> None:
         "a Python interpreter with the peer's libraries imported, before reading a row); a Rust "
         "binary starts in a few MiB and milliseconds. At small row counts start-up dominates. "
         "sluice's `--max-memory` is a budget for the data it holds, not a cap on RSS.",
+        f"- **Settings.** The main sluice rows run at the defaults users get: no `--max-memory` "
+        f"(`sluice run`: {CLI_DEFAULT_BUDGET_MB} MB; the seed_basic example: {SEED_BASIC_DEFAULT_BUDGET_MB} MB) and "
+        f"no `--workers`. The whole-input row runs at `--max-memory {GLOBAL_BUDGET_MB}MB`, the budget its issue "
+        "names; the sweep shows the other budgets.",
         "- **Cores.** pandas uses one core; pyarrow, Polars, DuckDB and sluice (`--workers`, default = cores) use all of them.",
         "- **Output.** Every tool writes Parquet with Snappy compression (Polars is told to; its default is zstd); "
         "one-hot columns are booleans in the peers, as pandas' `get_dummies` makes them.",
@@ -659,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma-separated substrings; run only tools whose name contains one")
     ap.add_argument("--csv", type=Path, help="benchmark this existing CSV instead of generating one")
     ap.add_argument("--parquet", type=Path, help="benchmark this existing Parquet file instead of generating one")
-    ap.add_argument("--no-sweep", action="store_true", help="skip the sluice memory × workers sweep")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the sluice memory-budget sweep")
     ap.add_argument("--scale-rows", default="",
                     help="comma-separated row counts (e.g. 10000000,30000000) for the whole-input scale table")
     ap.add_argument("--scale-formats", default="parquet", help="input formats of the scale table (default parquet)")
@@ -710,13 +796,14 @@ def main(argv: list[str] | None = None) -> int:
         keys = [k.strip().lower() for k in args.only.split(",")]
         tools = [t for t in tools if any(k in t.name.lower() for k in keys)]
 
-    log(f"{rows:,} rows, {args.runs} run(s) per measurement, formats {formats}")
-    results = [measure(t, "-", inputs[formats[0]], rows, args, binaries) for t in tools if t.group == "baseline"]
+    log(f"{rows:,} rows, {args.runs} run(s) per measurement, interleaved, formats {formats}")
+    # Every group is interleaved the same way: the baselines together, then per input
+    # format all its tools (peers, sluice rows, sweep), then per scale size and format.
+    baselines = [t for t in tools if t.group == "baseline"]
+    results = measure_all(baselines, "-", inputs[formats[0]], rows, args, binaries) if baselines else []
     for fmt in formats:
         log(f"{fmt} input: {inputs[fmt]}")
-        for tool in tools:
-            if tool.group != "baseline":
-                results.append(measure(tool, fmt, inputs[fmt], rows, args, binaries))
+        results += measure_all([t for t in tools if t.group != "baseline"], fmt, inputs[fmt], rows, args, binaries)
 
     scale_rows = [int(n) for n in args.scale_rows.split(",") if n.strip()]
     if scale_rows:
@@ -727,8 +814,7 @@ def main(argv: list[str] | None = None) -> int:
             for fmt in [f.strip() for f in args.scale_formats.split(",") if f.strip()]:
                 path = {"csv": csv_path, "parquet": pq_path}[fmt]
                 log(f"scale: {n:,} rows, {fmt}")
-                for tool in scale_tools(n):
-                    results.append(measure(tool, fmt, path, n, args, binaries))
+                results += measure_all(scale_tools(n), fmt, path, n, args, binaries)
 
     invoked = os.environ.get("SLUICE_BENCH_INVOKED_AS", f"python {Path(__file__).relative_to(REPO)}")
     ctx = {

@@ -26,7 +26,7 @@ use crate::chunk::{batch_memory, Chunker};
 use crate::config::{ErrorPolicy, PipelineConfig};
 use crate::error::{BoxError, Result, SluiceError};
 use crate::sink::dead_letter::{self, DeadLetter};
-use crate::sizer::READ_AHEAD_FRACTION;
+use crate::sizer::{READ_AHEAD_FRACTION, THROUGHPUT_CHUNK_BYTES};
 use crate::source::{DecodeFn, DecodedPart, PartHint, Reject, Source, SourcePart};
 use crate::stats::StatsCollector;
 
@@ -510,6 +510,12 @@ impl<'a> Reader<'a> {
         if hooks_hold {
             return Ok(false);
         }
+        // Chunks being processed plus as many finished ones waiting for their turn or the
+        // consumer keep every worker busy; more would only hold memory (a large budget is a
+        // ceiling, not a queue to fill), and the sizer's share of the budget assumes this.
+        if self.queued() >= self.chunks_in_flight_limit() {
+            return Ok(false);
+        }
         let (input_bytes, unreserved) = self.chunker.peek_bytes(rows);
         if !self.controller().adaptive_batching()
             && self.shared.config.hooks.is_none()
@@ -570,8 +576,17 @@ impl<'a> Reader<'a> {
         Ok(true)
     }
 
+    /// Most chunks admitted and not yet handed over: twice the workers plus two.
+    fn chunks_in_flight_limit(&self) -> usize {
+        2 * self.workers + 2
+    }
+
+    /// Decoded input held ahead of the chunker: enough for a chunk per worker and one more
+    /// at the size that is fastest (more only costs memory), within its share of the budget.
     fn read_ahead_limit(&self) -> u64 {
-        (self.controller().budget_bytes() as f64 * READ_AHEAD_FRACTION) as u64
+        let share = self.controller().budget_bytes() as f64 * READ_AHEAD_FRACTION;
+        let busy = (self.workers + 1) as f64 * THROUGHPUT_CHUNK_BYTES;
+        share.min(busy) as u64
     }
 
     fn part_hint(&self) -> PartHint {

@@ -12,15 +12,22 @@
 //!    read-ahead, divided among twice the workers plus two (chunks being processed, plus
 //!    as many waiting in the reorder buffer or for the consumer). This cap is what keeps
 //!    a chunk's memory inside the budget whatever the rows weigh.
-//! 5. Always stay within `[min_rows, max_rows]`.
+//! 5. Never let one chunk need more than [`THROUGHPUT_CHUNK_BYTES`] (input plus output):
+//!    past that size the kernels run out of cache and a chunk only costs memory, so a large
+//!    budget is a ceiling the run stays far below, not a level it fills (measured: the
+//!    seed's workload ran fastest at 64 MB of budget, whose share is this size, and slower
+//!    at every larger budget when chunks grew to fill it; see bench/RESULTS.md).
+//! 6. Always stay within `[min_rows, max_rows]`.
 //!
 //! With adaptive batching off the size never changes: every chunk has exactly `chunk_size`
 //! rows (the last one fewer), so per-chunk results are reproducible.
 
 use serde::Serialize;
 
-/// Fraction of the budget that decoded-but-not-yet-chunked input may hold.
+/// Fraction of the budget that decoded-but-not-yet-chunked input may hold, at most.
 pub(crate) const READ_AHEAD_FRACTION: f64 = 0.25;
+/// The size (input plus output bytes) at which a chunk is as fast per row as it gets.
+pub(crate) const THROUGHPUT_CHUNK_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
 const HIGH_WATER: f64 = 0.75;
 const LOW_WATER: f64 = 0.50;
 const EWMA_ALPHA: f64 = 0.3;
@@ -144,11 +151,13 @@ impl BatchSizer {
         (input_bytes as f64 * self.output_ratio).ceil() as u64
     }
 
-    /// Most rows one chunk may have so that input plus output fit its share of the budget.
+    /// Most rows one chunk may have so that input plus output fit its share of the budget
+    /// and stay at the size that is fastest per row (rules 4 and 5).
     pub fn cap_rows(&self, budget_bytes: u64, workers: usize) -> Option<usize> {
         let per_row = self.bytes_per_row? * (1.0 + self.output_ratio);
         let share = budget_bytes as f64 * (1.0 - READ_AHEAD_FRACTION) / (2 * workers + 2) as f64;
-        Some(((share / per_row.max(1.0)).floor() as usize).max(1))
+        let bytes = share.min(THROUGHPUT_CHUNK_BYTES);
+        Some(((bytes / per_row.max(1.0)).floor() as usize).max(1))
     }
 
     /// One step of the rule in the module docs; returns the rows for the next chunk.
@@ -228,6 +237,17 @@ mod tests {
         assert_eq!(s.adapt(0.9, u64::MAX / 4, 2, 2), 250);
         assert_eq!(s.adapt(0.6, u64::MAX / 4, 2, 3), 250);
         assert_eq!(s.adapt(0.1, u64::MAX / 4, 2, 4), 312);
+    }
+
+    #[test]
+    fn a_large_budget_is_a_ceiling_not_a_chunk_size() {
+        let mut s = BatchSizer::new(1000, 1, 100_000_000, true);
+        s.observe_input(100, 10_000); // 100 bytes per row, output as large as input
+        let mut rows = 0;
+        for chunk in 1..200 {
+            rows = s.adapt(0.0, 1 << 40, 2, chunk);
+        }
+        assert_eq!(rows, (THROUGHPUT_CHUNK_BYTES / 200.0) as usize);
     }
 
     #[test]

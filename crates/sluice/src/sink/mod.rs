@@ -170,8 +170,9 @@ impl PartSink {
         let mut manifest = Manifest::new(options.format);
         manifest.parts = options.resume_parts.clone();
         manifest.dead_letters = options.resume_dead_letters.clone();
-        // Parquet row groups are flushed at an eighth of the budget (at most 64 MiB).
-        let flush_bytes = (controller.budget_bytes() / 8).min(64 << 20);
+        // Parquet row groups are flushed at an eighth of the budget, at most 32 MiB: row
+        // groups of that size read well, and a larger buffer only raises the peak.
+        let flush_bytes = (controller.budget_bytes() / 8).min(32 << 20);
         let buffer_reservation = controller.reserve_unchecked(0, false);
         let sink = PartSink {
             options,

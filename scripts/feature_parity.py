@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
 """Lists dependencies whose features differ between `cargo test` (the workspace's default
-members, with dev-dependencies) and maturin's build of sluice-python.
+members, with dev-dependencies) and the two builds of one crate alone that come before or
+after it: the README's first command (`cargo run -p sluice-cli -- demo`) and maturin's
+build of sluice-python (`pip install .`).
 
 Any difference makes Cargo compile that dependency, and everything above it (often Arrow
-and DataFusion), a second time for `pip install .`. Fix one by naming the missing
-features in crates/sluice-python/Cargo.toml (see its "Feature parity" block).
+and DataFusion), a second time. Fix one by naming the missing features in that crate's
+Cargo.toml (see their "Feature parity" blocks).
 
-    python crates/sluice-python/feature_parity.py      # exit 1 if they differ
+    python scripts/feature_parity.py      # exit 1 if they differ
 """
 
 import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKSPACE_TESTS = ["-p", "sluice", "-p", "sluice-sql", "-p", "sluice-cli", "-p", "sluice-stream"]
 
 
@@ -36,13 +38,15 @@ def features(packages, edges):
 
 
 def main():
-    python = features(["-p", "sluice-python"], "normal,build")
     tests = features(WORKSPACE_TESTS, "normal,build,dev")
-    differ = [(p, python[p], tests[p]) for p in sorted(python) if p in tests and python[p] != tests[p]]
-    for package, ours, theirs in differ:
-        mine = sorted(sorted(f) for f in ours - theirs)
-        others = sorted(sorted(f) for f in theirs - ours)
-        print(f"{package}: sluice-python builds it with {mine}, cargo test with {others}")
+    differ = False
+    for crate in ("sluice-cli", "sluice-python"):
+        alone = features(["-p", crate], "normal,build")
+        for package in sorted(p for p in alone if p in tests and alone[p] != tests[p]):
+            mine = sorted(sorted(f) for f in alone[package] - tests[package])
+            others = sorted(sorted(f) for f in tests[package] - alone[package])
+            print(f"{package}: `-p {crate}` builds it with {mine}, cargo test with {others}")
+            differ = True
     if differ:
         return 1
     print("feature parity: every shared dependency resolves alike")
