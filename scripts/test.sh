@@ -18,6 +18,9 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 redis-server --version
 
+echo "== feature parity (the README's first command, cargo test and pip install . share one build)"
+python3 scripts/feature_parity.py
+
 echo "== cargo test (workspace)"
 cargo test --locked --no-fail-fast 2>&1
 
