@@ -12,6 +12,7 @@
 //!                                                                         one RecordBatch
 //! ```
 
+mod chunk_aggregates;
 mod error;
 mod global;
 mod plan;

@@ -10,12 +10,14 @@ use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::analyze::AnalyzeExec;
 use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
+use crate::chunk_aggregates::InlineChunkAggregates;
 use crate::scan::ChunkTable;
 use crate::SqlError;
 
@@ -48,7 +50,13 @@ pub(crate) fn session(
     input_schema: &SchemaRef,
     scans_planned: Arc<AtomicUsize>,
 ) -> Result<SessionContext, SqlError> {
-    let ctx = SessionContext::new_with_config(session_config());
+    let state = SessionStateBuilder::new()
+        .with_config(session_config())
+        .with_default_features()
+        // After DataFusion's own rules: whole-chunk aggregates as values, not columns.
+        .with_physical_optimizer_rule(Arc::new(InlineChunkAggregates))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     // Replaces DataFusion's value-by-value `stddev` / `stddev_samp` (see `stddev.rs`).
     ctx.register_udaf(crate::stddev::sample_stddev_udaf());
     let table = ChunkTable::new(Arc::clone(input_schema), scans_planned);
