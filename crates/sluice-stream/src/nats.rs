@@ -168,6 +168,11 @@ pub(crate) fn connect(runtime: &Runtime, server: &str) -> std::result::Result<Cl
         .map_err(|e| e.to_string())
 }
 
+/// A JetStream context; made inside the runtime, which runs its publish-ack task.
+pub(crate) fn jetstream_context(runtime: &Runtime, client: Client) -> jetstream::Context {
+    runtime.block_on(async { jetstream::new(client) })
+}
+
 pub struct NatsBroker {
     name: String,
     consumer: PullConsumer,
@@ -182,7 +187,7 @@ pub fn open(address: NatsAddress) -> Result<(NatsBroker, NatsAcker)> {
     let runtime = Runtime::start().map_err(|e| StreamError::broker(&name, "start a runtime", e))?;
     let client =
         connect(&runtime, &address.server).map_err(|e| StreamError::broker(&name, "connect", e))?;
-    let js = jetstream::new(client.clone());
+    let js = jetstream_context(&runtime, client.clone());
     let stream = runtime
         .block_on(js.get_or_create_stream(stream::Config {
             name: address.stream.clone(),
