@@ -346,3 +346,51 @@ fn malformed_messages_go_to_dead_letters_with_their_sequences_and_the_stream_goe
         "(undelivered, unacked)"
     );
 }
+
+/// What the ledger relies on across a crash: a message delivered again keeps its id (the
+/// stream sequence), and the reply subject of its first delivery, recorded before the
+/// crash, still acknowledges it after the redelivery.
+#[test]
+fn a_redelivery_keeps_the_id_and_the_first_reply_subject_still_acknowledges() {
+    use sluice_stream::{Acker, Broker};
+    let server = Server::nats();
+    let client = NatsClient::connect(server.port).expect("client");
+    let sequences = client.publish("RE", "re", (0..100).map(payload));
+    let expected: HashSet<String> = sequences.iter().map(|s| s.to_string()).collect();
+    let Address::Nats(address) = Address::parse(&url(server.port, "re", "RE", 300)).expect("url")
+    else {
+        panic!("not a NATS address");
+    };
+    let fetch_all = |broker: &mut dyn Broker| {
+        let started = Instant::now();
+        let mut got = Vec::new();
+        while got.len() < 100 && started.elapsed() < Duration::from_secs(10) {
+            got.extend(
+                broker
+                    .fetch(100, Duration::from_millis(100))
+                    .expect("fetch"),
+            );
+        }
+        got
+    };
+    let (mut broker, acker) = sluice_stream::nats::open(address.clone()).expect("open");
+    let first = fetch_all(&mut broker);
+    drop((broker, acker)); // a crash: nothing acknowledged
+    let (mut broker, mut acker) = sluice_stream::nats::open(address).expect("reopen");
+    let again = fetch_all(&mut broker);
+    let ids = |m: &[sluice_stream::Message]| m.iter().map(|m| m.id.clone()).collect::<HashSet<_>>();
+    assert_eq!((first.len(), again.len()), (100, 100));
+    assert_eq!(ids(&first), expected, "ids are the stream sequences");
+    assert_eq!(ids(&again), expected, "the same ids when delivered again");
+    assert!(
+        first.iter().zip(&again).all(|(a, b)| a.ack != b.ack),
+        "a redelivery has a reply subject of its own"
+    );
+    let old: Vec<(String, Option<String>)> = first.into_iter().map(|m| (m.id, m.ack)).collect();
+    acker.ack(&old).expect("ack");
+    assert_eq!(
+        settled_pending(&client, "RE"),
+        (0, 0),
+        "(undelivered, unacked)"
+    );
+}
