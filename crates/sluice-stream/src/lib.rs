@@ -1,13 +1,14 @@
-//! Broker sources for sluice with exactly-once output: Redis Streams (`redis://`) as a
-//! [`sluice::Source`] whose messages are acknowledged only after the part holding them is
-//! committed (any [`Broker`] with ids and acknowledgements fits the same machinery), and a ledger that keeps restarts from
-//! duplicating what was committed before a crash. `sluice stream` is built on [`open`]
-//! and [`runner::run`].
+//! Broker sources for sluice with exactly-once output: Redis Streams (`redis://`) and NATS
+//! JetStream (`nats://`) as a [`sluice::Source`] whose messages are acknowledged only after
+//! the part holding them is committed (any [`Broker`] with ids and acknowledgements fits
+//! the same machinery), and a ledger that keeps restarts from duplicating what was
+//! committed before a crash. `sluice stream` is built on [`open`] and [`runner::run`].
 
 pub mod broker;
 pub mod decode;
 pub mod error;
 pub mod ledger;
+pub mod nats;
 pub mod redis;
 pub mod runner;
 pub mod source;
@@ -25,6 +26,7 @@ pub use source::{BrokerSource, MalformedPolicy, SourceOptions, StreamControl};
 #[derive(Debug, Clone)]
 pub enum Address {
     Redis(redis::RedisAddress),
+    Nats(nats::NatsAddress),
 }
 
 impl Address {
@@ -35,9 +37,10 @@ impl Address {
         })?;
         match url.scheme() {
             "redis" => Ok(Address::Redis(redis::RedisAddress::parse(&url)?)),
+            "nats" => Ok(Address::Nats(nats::NatsAddress::parse(&url)?)),
             other => Err(StreamError::BadUrl {
                 url: text.to_string(),
-                reason: format!("unknown scheme {other:?}: expected redis://"),
+                reason: format!("unknown scheme {other:?}: expected redis:// or nats://"),
             }),
         }
     }
@@ -62,6 +65,10 @@ pub fn open(
     let (broker, acker): (Box<dyn Broker>, Box<dyn Acker>) = match address {
         Address::Redis(a) => {
             let (b, k) = redis::open(a.clone())?;
+            (Box::new(b), Box::new(k))
+        }
+        Address::Nats(a) => {
+            let (b, k) = nats::open(a.clone())?;
             (Box::new(b), Box::new(k))
         }
     };

