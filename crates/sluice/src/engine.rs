@@ -581,11 +581,12 @@ impl<'a> Reader<'a> {
         2 * self.workers + 2
     }
 
-    /// Decoded input held ahead of the chunker: enough for a chunk per worker and one more
-    /// at the size that is fastest (more only costs memory), within its share of the budget.
+    /// Decoded input held ahead of the chunker: enough for the input of a chunk per worker
+    /// and one more at the size that is fastest (half of its input plus output, or less),
+    /// within its share of the budget. More only costs memory.
     fn read_ahead_limit(&self) -> u64 {
         let share = self.controller().budget_bytes() as f64 * READ_AHEAD_FRACTION;
-        let busy = (self.workers + 1) as f64 * THROUGHPUT_CHUNK_BYTES;
+        let busy = (self.workers + 1) as f64 * THROUGHPUT_CHUNK_BYTES / 2.0;
         share.min(busy) as u64
     }
 
