@@ -94,7 +94,23 @@ fn valid_bytes(format: Format, dir: &Path, rows: usize, row_group_rows: usize) -
 
 /// What a direct arrow/parquet reader makes of the bytes (schema inferred the way the
 /// sources infer it: from the first 10,000 records). `None` if the reader panics.
+/// The direct reader's view, on a thread with a large stack: the Parquet crate's footer
+/// decoding recurses as deep as a corrupted footer nests, past a test thread's 2 MB (sluice
+/// itself decodes footers on such a thread, see `source/parquet.rs`).
 fn reference(format: Format, path: &Path) -> Option<Result<Vec<RecordBatch>, String>> {
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .stack_size(512 << 20)
+        .spawn(move || reference_on_this_thread(format, &path))
+        .expect("a thread for the reference reader")
+        .join()
+        .expect("the reference reader catches its own panics")
+}
+
+fn reference_on_this_thread(
+    format: Format,
+    path: &Path,
+) -> Option<Result<Vec<RecordBatch>, String>> {
     let bytes = std::fs::read(path).expect("read");
     let path = path.to_path_buf();
     std::panic::catch_unwind(move || -> Result<Vec<RecordBatch>, String> {

@@ -44,14 +44,11 @@ impl ParquetSource {
             source,
         })?;
         let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let metadata =
-            ArrowReaderMetadata::load(&file, ArrowReaderOptions::default()).map_err(|e| {
-                SluiceError::BadInput {
-                    path: path.clone(),
-                    location: "footer".into(),
-                    message: format!("not a readable Parquet file: {e}"),
-                }
-            })?;
+        let metadata = load_footer(&file).map_err(|message| SluiceError::BadInput {
+            path: path.clone(),
+            location: "footer".into(),
+            message: format!("not a readable Parquet file: {message}"),
+        })?;
         let full_schema = metadata.schema().clone();
         let (projection, schema) = match &options.columns {
             None => (ProjectionMask::all(), full_schema),
@@ -152,6 +149,28 @@ impl Source for ParquetSource {
             compressed,
         )))
     }
+}
+
+/// Stack for decoding a footer: a corrupted one can nest Thrift structs as deep as it is
+/// long, and on a caller's 2 MB stack that aborted the process (found by `corrupt.rs`).
+/// Only the pages a decode touches are ever mapped.
+const FOOTER_STACK_BYTES: usize = 512 << 20;
+
+/// Reads and decodes the footer on a thread with room for any nesting it holds.
+fn load_footer(file: &File) -> std::result::Result<ArrowReaderMetadata, String> {
+    std::thread::scope(|scope| {
+        let decoding = std::thread::Builder::new()
+            .name("sluice-parquet-footer".into())
+            .stack_size(FOOTER_STACK_BYTES)
+            .spawn_scoped(scope, || {
+                ArrowReaderMetadata::load(file, ArrowReaderOptions::default())
+            })
+            .map_err(|e| format!("no thread to decode the footer: {e}"))?;
+        match decoding.join() {
+            Ok(loaded) => loaded.map_err(|e| e.to_string()),
+            Err(_) => Err("its footer could not be decoded (the decoder panicked)".to_string()),
+        }
+    })
 }
 
 fn decode_row_group(
