@@ -510,12 +510,6 @@ impl<'a> Reader<'a> {
         if hooks_hold {
             return Ok(false);
         }
-        // Chunks being processed plus as many finished ones waiting for their turn or the
-        // consumer keep every worker busy; more would only hold memory (a large budget is a
-        // ceiling, not a queue to fill), and the sizer's share of the budget assumes this.
-        if self.queued() >= self.chunks_in_flight_limit() {
-            return Ok(false);
-        }
         let (input_bytes, unreserved) = self.chunker.peek_bytes(rows);
         if !self.controller().adaptive_batching()
             && self.shared.config.hooks.is_none()
@@ -574,11 +568,6 @@ impl<'a> Reader<'a> {
             self.shared.control.stop();
         }
         Ok(true)
-    }
-
-    /// Most chunks admitted and not yet handed over: twice the workers plus two.
-    fn chunks_in_flight_limit(&self) -> usize {
-        2 * self.workers + 2
     }
 
     /// Decoded input held ahead of the chunker: enough for the input of a chunk per worker

@@ -201,8 +201,7 @@ fn wait_until(what: &str, ready: impl Fn() -> bool) {
 fn cleanup_is_idempotent_and_stops_a_run() {
     // Stopped with the worker inside chunk 1's call and the queue full behind it (chunks
     // 2..4): that call finishes and comes out; none of the queued chunks is called; the
-    // stream ends and every reservation is back. (One worker keeps at most 2 x 1 + 2 chunks
-    // in flight, whatever `max_queue_size` allows.)
+    // stream ends and every reservation is back.
     const QUEUE: usize = 4;
     let held = Arc::new(HeldCalls::default());
     let pipeline = StreamingDataPipeline::builder()
