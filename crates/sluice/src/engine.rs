@@ -26,6 +26,7 @@ use crate::chunk::{batch_memory, Chunker};
 use crate::config::{ErrorPolicy, PipelineConfig};
 use crate::error::{BoxError, Result, SluiceError};
 use crate::sink::dead_letter::{self, DeadLetter};
+use crate::sink::{EncodedRowGroup, RowGroupEncoder};
 use crate::sizer::{READ_AHEAD_FRACTION, THROUGHPUT_CHUNK_BYTES};
 use crate::source::{DecodeFn, DecodedPart, PartHint, Reject, Source, SourcePart};
 use crate::stats::StatsCollector;
@@ -67,6 +68,8 @@ pub(crate) enum Outcome {
         seq: u64,
         rows: Range<u64>,
         batch: RecordBatch,
+        /// `batch` encoded as a Parquet row group of its own, when the run's sink wants it.
+        encoded: Option<EncodedRowGroup>,
         reservation: Reservation,
         latency: Duration,
         passed_through: bool,
@@ -143,6 +146,9 @@ pub(crate) struct Shared {
     pub guessed_in_flight: AtomicUsize,
     /// This run's queue slots (the budget is the pipeline's, the slots are the run's).
     pub queue: Arc<RunQueue>,
+    /// Set when the run writes Parquet parts: workers encode each large enough output
+    /// into its row group, so the consumer's one thread only appends it.
+    pub encoder: Option<Arc<RowGroupEncoder>>,
 }
 
 /// Handles of a run's threads, joined when the consumer is done.
@@ -789,10 +795,35 @@ fn process_chunk(
                     hooks.record_performance(rows_per_second)
                 }));
             }
+            let encoded = match &shared.encoder {
+                Some(encoder) if RowGroupEncoder::worth_it(&output) => {
+                    match encoder.encode(&output) {
+                        Ok(group) => Some(group),
+                        Err(e) => {
+                            return Outcome::Fatal {
+                                seq,
+                                error: SluiceError::write(
+                                    encoder.dir(),
+                                    format!(
+                                        "encoding the output of chunk {seq} (input rows {}..{}) as Parquet: {e}",
+                                        rows.start, rows.end
+                                    ),
+                                ),
+                            }
+                        }
+                    }
+                }
+                _ => None,
+            };
+            if let Some(group) = &encoded {
+                // Held with the output until the consumer appends it.
+                reservation.resize(output_bytes + group.bytes());
+            }
             return Outcome::Done {
                 seq,
                 rows,
                 batch: output,
+                encoded,
                 reservation,
                 latency,
                 passed_through: false,
@@ -827,6 +858,7 @@ fn process_chunk(
                 seq,
                 rows,
                 batch,
+                encoded: None,
                 reservation,
                 latency,
                 passed_through: true,

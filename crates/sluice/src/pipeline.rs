@@ -175,6 +175,7 @@ impl StreamingDataPipeline {
             function,
             guessed_in_flight: Default::default(),
             queue: Default::default(),
+            encoder: sink.as_ref().and_then(PartSink::row_group_encoder),
         });
         let (outcomes, threads) = engine::start(shared.clone(), source)?;
         Ok(ChunkStream::new(shared, outcomes, threads, sink))

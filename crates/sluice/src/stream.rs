@@ -209,6 +209,7 @@ impl Iterator for ChunkStream {
                     seq,
                     rows,
                     batch,
+                    encoded,
                     reservation,
                     latency,
                     passed_through,
@@ -221,7 +222,12 @@ impl Iterator for ChunkStream {
                     }
                     self.shared.stats.chunk_delivered(n, latency);
                     if let Some(sink) = self.sink.as_mut() {
-                        if let Err(e) = sink.write(&batch, (rows.start, rows.end)) {
+                        let input_rows = (rows.start, rows.end);
+                        let written = match encoded {
+                            Some(group) => sink.write_encoded(group, input_rows),
+                            None => sink.write(&batch, input_rows),
+                        };
+                        if let Err(e) = written {
                             sink.abandon_open_part();
                             return self.fail(e);
                         }

@@ -158,3 +158,59 @@ fn temporaries_of_a_crashed_run_are_removed_on_the_next_run() {
     .expect("run");
     assert!(!dir.path().join(".part-00003.parquet.tmp").exists());
 }
+
+/// Large outputs are encoded into Parquet row groups by the workers, small ones by the part
+/// writer; mixed in one run (a filter that keeps every row of some chunks and a few of
+/// others), the parts still hold exactly the sequential loop's rows, in order, and each
+/// large chunk's output is one row group of its own.
+#[test]
+fn parquet_row_groups_encoded_by_workers_keep_every_row_in_order() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = StreamingDataPipeline::builder()
+        .chunk_size(20_000)
+        .adaptive_batching(false)
+        .num_workers(3)
+        .build()
+        .expect("valid");
+    let thin = |b: &RecordBatch| -> RecordBatch {
+        let out = transform(b);
+        // Chunks starting at an odd multiple of 20k keep one row in a hundred.
+        if (ids_of(b)[0] / 20_000) % 2 == 1 {
+            let keep = arrow::array::BooleanArray::from_iter(
+                (0..out.num_rows()).map(|i| Some(i % 100 == 0)),
+            );
+            arrow::compute::filter_record_batch(&out, &keep).expect("filter")
+        } else {
+            out
+        }
+    };
+    let summary = p
+        .run_to(
+            MemorySource::from_batch(batch(0, 300_000)),
+            move |b: RecordBatch| Ok::<_, SluiceError>(thin(&b)),
+            OutputOptions::new(dir.path()).rows_per_part(50_000),
+        )
+        .expect("run");
+    let manifest = summary.manifest.expect("manifest");
+    assert_eq!(manifest.status, RunStatus::Complete);
+    let expected: Vec<RecordBatch> = (0..15).map(|i| thin(&batch(i * 20_000, 20_000))).collect();
+    let expected = concat(&expected);
+    assert_eq!(expected.num_rows(), 8 * 20_000 + 7 * 200);
+    assert_same_values(&concat(&read_parts(dir.path())), &expected);
+    let mut full_groups = 0;
+    for part in &manifest.parts {
+        let file = std::fs::File::open(dir.path().join(&part.file)).expect("part");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet");
+        full_groups += reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .filter(|g| g.num_rows() == 20_000)
+            .count();
+    }
+    assert_eq!(
+        full_groups, 8,
+        "every whole chunk's output is a row group of its own"
+    );
+}

@@ -12,6 +12,7 @@ mod parquet;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -21,6 +22,7 @@ use crate::error::{Result, SluiceError};
 use crate::stats::StreamingStats;
 pub use dead_letter::{DeadLetter, LetterKind};
 pub use manifest::{Manifest, PartInfo, RunStatus};
+pub use parquet::{EncodedRowGroup, RowGroupEncoder};
 
 /// File format of the part files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -131,6 +133,14 @@ impl OutputOptions {
 /// One open part file's encoder.
 pub(crate) trait PartFileWriter: Send {
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Appends a row group a worker encoded ahead (Parquet only: no other writer's sink
+    /// hands out a [`RowGroupEncoder`]).
+    fn write_encoded(&mut self, _group: EncodedRowGroup) -> Result<()> {
+        Err(SluiceError::Write {
+            path: PathBuf::new(),
+            message: "a row group encoded ahead reached a writer that is not Parquet".into(),
+        })
+    }
     /// Bytes the encoder holds in memory.
     fn buffered_bytes(&self) -> u64;
     fn finish(self: Box<Self>) -> Result<()>;
@@ -211,7 +221,15 @@ impl PartSink {
         }
         let part = self.current.as_mut().expect("opened above");
         part.writer.write(batch)?;
-        part.rows += batch.num_rows() as u64;
+        self.after_write(batch.num_rows() as u64, input_rows)
+    }
+
+    /// Counts a written chunk in the open part, and closes the part once it is full.
+    fn after_write(&mut self, rows: u64, input_rows: (u64, u64)) -> Result<()> {
+        let Some(part) = self.current.as_mut() else {
+            return Ok(());
+        };
+        part.rows += rows;
         part.input_rows.1 = input_rows.1;
         let buffered = part.writer.buffered_bytes();
         let full = part.rows >= self.options.rows_per_part;
@@ -220,6 +238,37 @@ impl PartSink {
             self.close_part()?;
         }
         Ok(())
+    }
+
+    /// An encoder for workers to turn chunks' outputs into this sink's row groups ahead
+    /// of [`Self::write_encoded`]; `None` when the parts are not Parquet.
+    pub fn row_group_encoder(&self) -> Option<Arc<RowGroupEncoder>> {
+        (self.options.format == OutputFormat::Parquet)
+            .then(|| Arc::new(RowGroupEncoder::new(&self.options.dir)))
+    }
+
+    /// Writes one chunk, encoded ahead by a [`RowGroupEncoder`], that covers `input_rows`.
+    pub fn write_encoded(&mut self, group: EncodedRowGroup, input_rows: (u64, u64)) -> Result<()> {
+        if self.options.format != OutputFormat::Parquet {
+            return Err(SluiceError::write(
+                &self.options.dir,
+                "a Parquet row group was encoded for parts of another format",
+            ));
+        }
+        let schema_changed = self
+            .current
+            .as_ref()
+            .is_some_and(|p| p.schema.fields() != group.schema.fields());
+        if schema_changed {
+            self.close_part()?;
+        }
+        if self.current.is_none() {
+            self.open_part(group.schema.clone(), input_rows.0)?;
+        }
+        let part = self.current.as_mut().expect("opened above");
+        let rows = group.rows as u64;
+        part.writer.write_encoded(group)?;
+        self.after_write(rows, input_rows)
     }
 
     /// Lists dead letters written for the rows handled so far; the manifest lists them from

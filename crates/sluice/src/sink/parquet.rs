@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -40,26 +41,124 @@ pub(crate) struct ParquetPartWriter {
     path: PathBuf,
 }
 
+/// The writer's settings for `schema`; a part's own row groups and the ones workers
+/// encode ahead ([`RowGroupEncoder`]) must be written alike.
+fn writer_properties(schema: &SchemaRef) -> WriterProperties {
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS));
+    // Measured floats almost never repeat: a dictionary for them is hashed value by
+    // value until it overflows and is thrown away, which was a large share of the
+    // writer's time. Other types keep the default (dictionary on).
+    for field in schema.fields() {
+        if field.data_type().is_floating() {
+            props =
+                props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        }
+    }
+    props.build()
+}
+
+/// Fewest rows for which a worker encodes a chunk's output as a row group of its own:
+/// smaller chunks (a live stream's, a tiny budget's) are gathered by the part writer into
+/// row groups of a useful size instead.
+pub(crate) const ENCODE_AHEAD_MIN_ROWS: usize = 16 * 1024;
+
+/// One chunk's output encoded as a complete Parquet row group, ready to append.
+pub struct EncodedRowGroup {
+    pub(crate) schema: SchemaRef,
+    pub(crate) rows: usize,
+    chunks: Vec<ArrowColumnChunk>,
+}
+
+impl EncodedRowGroup {
+    /// Bytes the encoded column chunks hold in memory.
+    pub fn bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.close().bytes_written).sum()
+    }
+}
+
+/// Encodes chunks' outputs into row groups on the workers' threads, so that the consumer,
+/// which writes every part in order on one thread, only appends bytes (encoding there was
+/// the serial stage, and left a core idle, on a Parquet-to-Parquet run).
+pub struct RowGroupEncoder {
+    /// The folder the parts go to (named in errors).
+    dir: PathBuf,
+    /// The last schema seen, with the factory of its column encoders.
+    prepared: std::sync::Mutex<Option<(SchemaRef, Arc<ArrowRowGroupWriterFactory>)>>,
+}
+
+impl RowGroupEncoder {
+    pub(crate) fn new(dir: &Path) -> Self {
+        RowGroupEncoder {
+            dir: dir.to_path_buf(),
+            prepared: Default::default(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether a chunk of this output is better encoded ahead than by the part writer.
+    pub fn worth_it(batch: &RecordBatch) -> bool {
+        (ENCODE_AHEAD_MIN_ROWS..=MAX_ROW_GROUP_ROWS).contains(&batch.num_rows())
+    }
+
+    pub fn encode(
+        &self,
+        batch: &RecordBatch,
+    ) -> std::result::Result<EncodedRowGroup, ParquetError> {
+        let schema = batch.schema();
+        let factory = {
+            let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+            match prepared.as_ref() {
+                Some((known, factory)) if known.fields() == schema.fields() => factory.clone(),
+                _ => {
+                    // The factory is what a part's writer uses, made the same way; its
+                    // file writer (over nothing) is only how arrow-rs hands one out.
+                    let (_, factory) = ArrowWriter::try_new(
+                        std::io::sink(),
+                        schema.clone(),
+                        Some(writer_properties(&schema)),
+                    )
+                    .and_then(ArrowWriter::into_serialized_writer)?;
+                    let factory = Arc::new(factory);
+                    *prepared = Some((schema.clone(), factory.clone()));
+                    factory
+                }
+            }
+        };
+        // The index only matters to encrypted files, which sluice does not write.
+        let mut writers = factory.create_column_writers(0)?;
+        let mut leaves = Vec::with_capacity(writers.len());
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            leaves.extend(compute_leaves(field, column)?);
+        }
+        for (writer, leaf) in writers.iter_mut().zip(&leaves) {
+            writer.write(leaf)?;
+        }
+        let chunks = writers
+            .into_iter()
+            .map(ArrowColumnWriter::close)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(EncodedRowGroup {
+            schema,
+            rows: batch.num_rows(),
+            chunks,
+        })
+    }
+}
+
 impl ParquetPartWriter {
     pub fn create(path: &Path, file: File, schema: SchemaRef, flush_bytes: u64) -> Result<Self> {
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS));
-        // Measured floats almost never repeat: a dictionary for them is hashed value by
-        // value until it overflows and is thrown away, which was a large share of the
-        // writer's time. Other types keep the default (dictionary on).
-        for field in schema.fields() {
-            if field.data_type().is_floating() {
-                props = props
-                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
-            }
-        }
+        let props = writer_properties(&schema);
         // ArrowWriter embeds the Arrow schema in the file's metadata; its lower-level parts
         // let the columns be encoded on several threads.
         let (file, row_groups) = ArrowWriter::try_new(
             BufWriter::with_capacity(1 << 20, file),
             schema.clone(),
-            Some(props.build()),
+            Some(props),
         )
         .and_then(ArrowWriter::into_serialized_writer)
         .map_err(|e| SluiceError::write(path, e))?;
@@ -94,8 +193,28 @@ impl ParquetPartWriter {
         } else {
             1
         };
+        // Shares of equal weight, not of equal count: a row of floats beside a row of
+        // booleans took the calling thread, on the consumer's critical path, twice as long.
+        let weights: Vec<u64> = batch
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .flat_map(|(column, field)| {
+                let leaves = leaf_count(field.data_type());
+                let weight = column.get_buffer_memory_size() as u64 / leaves as u64;
+                std::iter::repeat_n(weight.max(1), leaves)
+            })
+            .collect();
+        // A leaf count that disagrees with the encoders' (a type this misjudges) falls
+        // back to equal weights rather than misplacing a column.
+        let weights = if weights.len() == columns.len() {
+            weights
+        } else {
+            vec![1; columns.len()]
+        };
+        let shares = balanced_shares(&weights, threads);
         let path = &self.path;
-        in_parallel(columns, threads, |range, writers| {
+        in_parallel(columns, &shares, |range, writers| {
             for (writer, leaf) in writers.iter_mut().zip(&leaves[range]) {
                 writer.write(leaf)?;
             }
@@ -117,7 +236,16 @@ impl ParquetPartWriter {
             .into_iter()
             .map(|writer| (Some(writer), None))
             .collect();
-        in_parallel(&mut pairs, self.encode_threads, |_, pairs| {
+        let weights: Vec<u64> = pairs
+            .iter()
+            .map(|(writer, _)| {
+                writer
+                    .as_ref()
+                    .map_or(1, |w| w.get_estimated_total_bytes().max(1) as u64)
+            })
+            .collect();
+        let shares = balanced_shares(&weights, self.encode_threads);
+        in_parallel(&mut pairs, &shares, |_, pairs| {
             for (writer, chunk) in pairs.iter_mut() {
                 if let Some(writer) = writer.take() {
                     *chunk = Some(writer.close()?);
@@ -141,6 +269,29 @@ impl ParquetPartWriter {
         Ok(())
     }
 
+    /// Appends a row group encoded ahead, after the one being built (order is kept).
+    fn append_encoded(&mut self, group: EncodedRowGroup) -> Result<()> {
+        if group.schema.fields() != self.schema.fields() {
+            return Err(SluiceError::write(
+                &self.path,
+                "a row group encoded ahead has another schema than its part",
+            ));
+        }
+        self.flush()?;
+        let path = &self.path;
+        let mut row_group = self
+            .file
+            .next_row_group()
+            .map_err(|e| SluiceError::write(path, e))?;
+        for chunk in group.chunks {
+            chunk
+                .append_to_row_group(&mut row_group)
+                .map_err(|e| SluiceError::write(path, e))?;
+        }
+        row_group.close().map_err(|e| SluiceError::write(path, e))?;
+        Ok(())
+    }
+
     fn in_progress_bytes(&self) -> u64 {
         self.columns.as_ref().map_or(0, |columns| {
             columns
@@ -155,31 +306,78 @@ impl ParquetPartWriter {
     }
 }
 
-/// Runs `work` on contiguous shares of `items`, one share per thread (the first on the
-/// calling thread); `work` is given each share's index range and its items.
+/// Leaf columns of a field (the units the Parquet encoders work on).
+fn leaf_count(data_type: &arrow::datatypes::DataType) -> usize {
+    use arrow::datatypes::DataType;
+    match data_type {
+        DataType::Struct(fields) => fields.iter().map(|f| leaf_count(f.data_type())).sum(),
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f) => leaf_count(f.data_type()),
+        DataType::Map(f, _) => leaf_count(f.data_type()),
+        _ => 1,
+    }
+    .max(1)
+}
+
+/// Cuts `0..weights.len()` into at most `threads` contiguous shares whose weights are as
+/// even as the cut points allow (each cut at the prefix sum nearest its target).
+fn balanced_shares(weights: &[u64], threads: usize) -> Vec<Range<usize>> {
+    let threads = threads.clamp(1, weights.len().max(1));
+    let total: u128 = weights.iter().map(|&w| w as u128).sum();
+    let mut shares = Vec::with_capacity(threads);
+    let (mut start, mut index, mut sum) = (0usize, 0usize, 0u128);
+    for k in 1..threads {
+        let target = total * k as u128 / threads as u128;
+        // Take items while that brings the prefix sum nearer the target.
+        while index < weights.len() {
+            let next = sum + weights[index] as u128;
+            if next.abs_diff(target) > sum.abs_diff(target) && index > start {
+                break;
+            }
+            sum = next;
+            index += 1;
+        }
+        if index > start && index < weights.len() {
+            shares.push(start..index);
+            start = index;
+        }
+    }
+    if start < weights.len() || shares.is_empty() {
+        shares.push(start..weights.len());
+    }
+    shares
+}
+
+/// Runs `work` on the given contiguous `shares` of `items`, one share per thread (the
+/// first on the calling thread); `work` is given each share's index range and its items.
 fn in_parallel<T: Send>(
     items: &mut [T],
-    threads: usize,
+    shares: &[Range<usize>],
     work: impl Fn(Range<usize>, &mut [T]) -> std::result::Result<(), ParquetError> + Sync,
 ) -> std::result::Result<(), ParquetError> {
-    let threads = threads.clamp(1, items.len().max(1));
-    if threads == 1 {
+    if shares.len() <= 1 {
         let len = items.len();
         return work(0..len, items);
     }
-    let share = items.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let work = &work;
-        let mut shares = items.chunks_mut(share).enumerate();
-        let first = shares.next();
-        let handles: Vec<_> = shares
-            .map(|(i, part)| {
-                let range = i * share..i * share + part.len();
-                scope.spawn(move || work(range, part))
-            })
+        let mut rest: &mut [T] = items;
+        let mut parts = Vec::with_capacity(shares.len());
+        for share in shares {
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(share.len());
+            parts.push((share.clone(), part));
+            rest = tail;
+        }
+        let mut parts = parts.into_iter();
+        let first = parts.next();
+        let handles: Vec<_> = parts
+            .map(|(range, part)| scope.spawn(move || work(range, part)))
             .collect();
         let mut result = match first {
-            Some((_, part)) => work(0..part.len(), part),
+            Some((range, part)) => work(range, part),
             None => Ok(()),
         };
         for handle in handles {
@@ -213,6 +411,10 @@ impl PartFileWriter for ParquetPartWriter {
         Ok(())
     }
 
+    fn write_encoded(&mut self, group: EncodedRowGroup) -> Result<()> {
+        self.append_encoded(group)
+    }
+
     fn buffered_bytes(&self) -> u64 {
         let encoders: u64 = self.columns.as_ref().map_or(0, |columns| {
             columns.iter().map(|c| c.memory_size() as u64).sum()
@@ -236,6 +438,31 @@ impl PartFileWriter for ParquetPartWriter {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shares_are_contiguous_cover_everything_and_balance_weight() {
+        // Four floats, an int, a float, three booleans (the seed query's output).
+        let weights = [800, 800, 800, 800, 800, 800, 100, 100, 100];
+        let shares = super::balanced_shares(&weights, 2);
+        assert_eq!(shares, vec![0..3, 3..9]);
+        assert_eq!(super::balanced_shares(&weights, 1), vec![0..9]);
+        assert_eq!(super::balanced_shares(&[5], 4), vec![0..1]);
+        assert_eq!(super::balanced_shares(&[], 2), vec![0..0]);
+        // One heavy column: it gets a share of its own.
+        assert_eq!(
+            super::balanced_shares(&[1, 1000, 1], 3),
+            vec![0..1, 1..2, 2..3]
+        );
+        for threads in 1..6 {
+            let shares = super::balanced_shares(&weights, threads);
+            assert_eq!(shares.first().map(|r| r.start), Some(0));
+            assert_eq!(shares.last().map(|r| r.end), Some(weights.len()));
+            assert!(shares
+                .windows(2)
+                .all(|w| w[0].end == w[1].start && !w[0].is_empty()));
+            assert!(shares.len() <= threads);
+        }
+    }
+
     use std::sync::Arc;
 
     use arrow::array::{ArrayRef, Float64Array, Int64Array, ListArray, StringArray};
@@ -243,6 +470,103 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     use super::*;
+
+    /// Row groups encoded ahead (on other threads) between batches the writer encodes
+    /// itself: the file reads back as the batches in order, each encoded-ahead chunk one
+    /// row group, the writer's own batches gathered into theirs.
+    #[test]
+    fn row_groups_encoded_ahead_interleave_with_written_batches_in_order() {
+        let rows = 100_000usize;
+        let floats: ArrayRef = Arc::new(Float64Array::from_iter(
+            (0..rows).map(|i| (i % 7 != 0).then_some(i as f64 * 0.25)),
+        ));
+        let names: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..rows).map(|i| ["A", "B", "C"][i % 3]),
+        ));
+        let lists: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
+            (0..rows).map(|i| (i % 4 != 0).then(|| vec![Some(i as i64); i % 3])),
+        ));
+        let batch =
+            RecordBatch::try_from_iter([("x", floats), ("category", names), ("list", lists)])
+                .expect("batch");
+        // 20k rows encoded ahead, 1k written, 30k ahead, 9k written, 40k ahead.
+        let cuts = [
+            (0, 20_000, true),
+            (20_000, 1_000, false),
+            (21_000, 30_000, true),
+            (51_000, 9_000, false),
+            (60_000, 40_000, true),
+        ];
+        let encoder = RowGroupEncoder::new(Path::new("out"));
+        let encoded: Vec<Option<EncodedRowGroup>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = cuts
+                .iter()
+                .map(|&(start, len, ahead)| {
+                    let slice = batch.slice(start, len);
+                    let encoder = &encoder;
+                    scope.spawn(move || {
+                        assert_eq!(RowGroupEncoder::worth_it(&slice), ahead);
+                        ahead.then(|| encoder.encode(&slice).expect("encode"))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("join"))
+                .collect()
+        });
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part.parquet");
+        let file = File::create(&path).expect("create");
+        let mut writer: Box<dyn PartFileWriter> = Box::new(
+            ParquetPartWriter::create(&path, file, batch.schema(), 64 << 20).expect("writer"),
+        );
+        for (&(start, len, _), group) in cuts.iter().zip(encoded) {
+            match group {
+                Some(group) => {
+                    assert!(group.bytes() > 0);
+                    writer.write_encoded(group).expect("append");
+                }
+                None => writer.write(&batch.slice(start, len)).expect("write"),
+            }
+        }
+        writer.finish().expect("finish");
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).expect("open"))
+            .expect("reader");
+        let groups: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert_eq!(groups, vec![20_000, 1_000, 30_000, 9_000, 40_000]);
+        let got: Vec<RecordBatch> = reader
+            .build()
+            .expect("build")
+            .collect::<std::result::Result<_, _>>()
+            .expect("read");
+        let got = arrow::compute::concat_batches(&batch.schema(), &got).expect("concat");
+        assert_eq!(got, batch);
+    }
+
+    #[test]
+    fn a_group_of_another_schema_is_refused_with_the_part_named() {
+        let ints: ArrayRef = Arc::new(Int64Array::from_iter_values(0..20_000));
+        let a = RecordBatch::try_from_iter([("a", ints.clone())]).expect("a");
+        let b = RecordBatch::try_from_iter([("b", ints)]).expect("b");
+        let group = RowGroupEncoder::new(Path::new("out"))
+            .encode(&b)
+            .expect("encode");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part.parquet");
+        let file = File::create(&path).expect("create");
+        let mut writer =
+            ParquetPartWriter::create(&path, file, a.schema(), 1 << 20).expect("writer");
+        let error = writer.append_encoded(group).expect_err("another schema");
+        assert!(error.to_string().contains("part.parquet"), "{error}");
+    }
 
     /// Chunks big enough for the parallel path, a nested column (two levels of leaves),
     /// and a small flush size so one file gets several row groups.
