@@ -152,15 +152,17 @@ pub fn run(
                 }
             }
             Ok(Err(e)) => break Err(e.into()),
-            Err(RecvTimeoutError::Timeout) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    deadline = None;
-                    if let Err(e) = sink.commit() {
-                        break Err(e.into());
-                    }
-                }
-            }
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break Ok(()),
+        }
+        // Checked after every chunk too: while chunks keep coming, the wait above never
+        // times out, and parts grew to many times the interval (measured: 0.8 s parts at
+        // a 100 ms interval under a steady 5,000 messages/s).
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            deadline = None;
+            if let Err(e) = sink.commit() {
+                break Err(e.into());
+            }
         }
         if sink.manifest().parts.len() != parts {
             parts = sink.manifest().parts.len();

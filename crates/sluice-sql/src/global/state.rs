@@ -10,7 +10,7 @@ use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
 use datafusion::logical_expr::Accumulator;
 
-use super::exact::{two_product, ExactSum};
+use super::exact::{two_product, ExactSum, WideSum};
 
 /// The aggregates computed over the whole input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,30 +163,34 @@ impl ColumnState {
     }
 
     fn add_ints(&mut self, values: impl Iterator<Item = i128>, needs: Needs) {
+        let mut squares = needs.squares.then(WideSum::default);
         for v in values {
             self.int_sum += v;
-            if needs.squares {
-                self.add_square(v as f64);
+            if let Some(squares) = &mut squares {
+                add_square(squares, v as f64);
             }
+        }
+        if let Some(squares) = squares {
+            squares.add_to(&mut self.squares);
         }
     }
 
     fn add_floats(&mut self, values: impl Iterator<Item = f64>, needs: Needs) {
+        let mut sum = needs.sum.then(WideSum::default);
+        let mut squares = needs.squares.then(WideSum::default);
         for v in values {
-            if needs.sum {
-                self.float_sum.add(v);
+            if let Some(sum) = &mut sum {
+                sum.add(v);
             }
-            if needs.squares {
-                self.add_square(v);
+            if let Some(squares) = &mut squares {
+                add_square(squares, v);
             }
         }
-    }
-
-    fn add_square(&mut self, v: f64) {
-        let (p, e) = two_product(v, v);
-        self.squares.add(p);
-        if p.is_finite() {
-            self.squares.add(e);
+        if let Some(sum) = sum {
+            sum.add_to(&mut self.float_sum);
+        }
+        if let Some(squares) = squares {
+            squares.add_to(&mut self.squares);
         }
     }
 
@@ -314,6 +318,16 @@ fn merge_extreme(
             }
         }
         _ => *current = Some(candidate),
+    }
+}
+
+/// Adds `v²` exactly: the rounded product and its rounding error.
+#[inline]
+fn add_square(squares: &mut WideSum, v: f64) {
+    let (p, e) = two_product(v, v);
+    squares.add(p);
+    if p.is_finite() {
+        squares.add(e);
     }
 }
 
