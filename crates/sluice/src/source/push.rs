@@ -225,6 +225,13 @@ impl Source for PushSource {
             self.uncut_rows %= chunk;
             self.oldest_uncut = (self.uncut_rows > 0).then_some(frame.sent_at);
         }
+        // Frames that keep coming never let the wait time out: the oldest row's wait cuts
+        // the chunk here too (this frame goes with it), or it would wait until full.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            self.flush = true;
+            self.oldest_uncut = None;
+            self.uncut_rows = 0;
+        }
         Ok(Some((SourcePart::Ready(frame.batch), 0)))
     }
 
@@ -236,6 +243,42 @@ impl Source for PushSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_that_keep_coming_still_cut_a_short_chunk_once_the_oldest_row_waited() {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("n", arrow::datatypes::DataType::Int64, false),
+        ]));
+        let frame = |n: i64| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(arrow::array::Int64Array::from(vec![n]))],
+            )
+            .expect("frame")
+        };
+        // Every row has waited long enough by the next frame.
+        let (sender, mut source) = push_channel(schema.clone(), Duration::ZERO, 4);
+        sender.send(frame(1)).expect("send");
+        sender.send(frame(2)).expect("send");
+        let hint = PartHint {
+            rows: 1000,
+            bytes: 1 << 20,
+        };
+        source.next_part(hint).expect("first").expect("part");
+        assert!(
+            !source.flush_requested(),
+            "nothing waited before the first row"
+        );
+        let (part, _) = source.next_part(hint).expect("second").expect("part");
+        let SourcePart::Ready(batch) = part else {
+            panic!("pushed frames are ready");
+        };
+        assert_eq!(batch.num_rows(), 1, "the second frame, not a tick");
+        assert!(
+            source.flush_requested(),
+            "two rows of a 1000-row chunk, the first past its latency: cut now"
+        );
+    }
 
     #[test]
     fn send_times_split_frames_across_chunks() {
