@@ -671,10 +671,11 @@ def write_markdown(path: Path, results: list[Result], ctx: dict) -> None:
         f"![throughput and peak memory]({ctx['png']})",
         "",
     ]
-    # Sections written by other hands are kept: bench/memory_check.py's figures, and the
-    # profile that explains a missed target (written after looking at this run).
+    # Sections written by other hands are kept: bench/memory_check.py's figures,
+    # bench/stream_bench.py's table, and the profile that explains a missed target (written
+    # after looking at this run).
     previous = path.read_text() if path.exists() else ""
-    for name in ("profile", "memory-check"):
+    for name in ("profile", "memory-check", "streams"):
         begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
         if begin in previous and end in previous:
             L += [previous[previous.index(begin):previous.index(end) + len(end)], ""]

