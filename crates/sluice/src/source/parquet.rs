@@ -194,5 +194,21 @@ fn decode_row_group(
         .with_batch_size(DECODE_BATCH_ROWS)
         .build()
         .map_err(|e| located(&e))?;
-    reader.map(|batch| batch.map_err(|e| located(&e))).collect()
+    // The parquet crate can panic on a corrupt page (e.g. an RLE run length that overflows
+    // in a debug build): that is bad input too, and must name its file and row group.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        reader
+            .map(|batch| batch.map_err(|e| located(&e)))
+            .collect::<Result<Vec<_>>>()
+    }))
+    .unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown cause".into());
+        Err(located(&format!(
+            "the Parquet decoder failed ({message}): a corrupt page"
+        )))
+    })
 }
