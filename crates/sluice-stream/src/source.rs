@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use sluice::source::{PartHint, SourcePart};
+use sluice::source::{LatencyClock, PartHint, SourcePart};
 use sluice::{SluiceError, Source};
 
 use crate::broker::{Broker, Message};
@@ -80,8 +80,7 @@ pub struct BrokerSource {
     /// Fetched before the engine started (to learn the schema).
     first: Option<Vec<Message>>,
     last_message: Instant,
-    oldest_uncut: Option<Instant>,
-    uncut_rows: usize,
+    clock: LatencyClock,
     flush: bool,
     done: bool,
 }
@@ -135,14 +134,13 @@ impl BrokerSource {
                 decoder: JsonDecoder::new(schema.clone()),
                 schema,
                 ledger,
+                clock: LatencyClock::new(options.max_latency),
                 options,
                 control,
                 next_row: first_row,
                 first_row,
                 first: Some(fresh),
                 last_message,
-                oldest_uncut: None,
-                uncut_rows: 0,
                 flush: false,
                 done: false,
             }));
@@ -183,7 +181,9 @@ impl BrokerSource {
         }
         if let Some(first) = self.first.take() {
             let (batch, bytes) = self.rows_of(first)?;
-            self.count_uncut(batch.num_rows(), hint.rows);
+            self.flush = self
+                .clock
+                .arrived(batch.num_rows(), hint.rows, Instant::now());
             return Ok(Some((SourcePart::Ready(batch), bytes)));
         }
         let idle = self
@@ -194,48 +194,19 @@ impl BrokerSource {
             self.done = true;
             return Ok(None);
         }
-        let deadline = self.oldest_uncut.map(|t| t + self.options.max_latency);
-        let wait = deadline.map_or(TICK, |d| {
-            d.saturating_duration_since(Instant::now())
-                .clamp(Duration::from_millis(1), TICK)
-        });
+        let wait = self.clock.wait(TICK).max(Duration::from_millis(1));
         let fetched = self.broker.fetch(hint.rows.clamp(1, MAX_FETCH), wait)?;
         if fetched.is_empty() {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                self.flush = true;
-                self.oldest_uncut = None;
-                self.uncut_rows = 0;
-            }
+            self.flush = self.clock.idle();
             return Ok(self.empty());
         }
         self.last_message = Instant::now();
         let fresh = drop_duplicates(&self.ledger, &self.control, fetched)?;
         let (batch, bytes) = self.rows_of(fresh)?;
-        self.count_uncut(batch.num_rows(), hint.rows);
-        // A steady trickle never leaves a fetch empty: the oldest row's wait must cut the
-        // chunk here too (these rows go with it), or a chunk waited until it was full
-        // (measured: 0.8 s of messages in one chunk at 5,000/s with a 50 ms limit).
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            self.flush = true;
-            self.oldest_uncut = None;
-            self.uncut_rows = 0;
-        }
+        self.flush = self
+            .clock
+            .arrived(batch.num_rows(), hint.rows, Instant::now());
         Ok(Some((SourcePart::Ready(batch), bytes)))
-    }
-
-    fn count_uncut(&mut self, rows: usize, chunk: usize) {
-        if rows == 0 {
-            return;
-        }
-        let chunk = chunk.max(1);
-        if self.oldest_uncut.is_none() {
-            self.oldest_uncut = Some(Instant::now());
-        }
-        self.uncut_rows += rows;
-        if self.uncut_rows >= chunk {
-            self.uncut_rows %= chunk;
-            self.oldest_uncut = (self.uncut_rows > 0).then(Instant::now);
-        }
     }
 }
 

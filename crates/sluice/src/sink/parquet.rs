@@ -176,9 +176,15 @@ impl ParquetPartWriter {
     }
 
     fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
+        // Shares of equal weight, not of equal count: a row of floats beside a row of
+        // booleans took the calling thread, on the consumer's critical path, twice as long.
         let mut leaves: Vec<ArrowLeafColumn> = Vec::with_capacity(batch.num_columns());
+        let mut weights: Vec<u64> = Vec::with_capacity(batch.num_columns());
         for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
-            leaves.extend(compute_leaves(field, column).map_err(|e| self.error(e))?);
+            let field_leaves = compute_leaves(field, column).map_err(|e| self.error(e))?;
+            let weight = column.get_buffer_memory_size() as u64 / field_leaves.len().max(1) as u64;
+            weights.extend(std::iter::repeat_n(weight.max(1), field_leaves.len()));
+            leaves.extend(field_leaves);
         }
         let columns = match &mut self.columns {
             Some(columns) => columns,
@@ -193,25 +199,16 @@ impl ParquetPartWriter {
         } else {
             1
         };
-        // Shares of equal weight, not of equal count: a row of floats beside a row of
-        // booleans took the calling thread, on the consumer's critical path, twice as long.
-        let weights: Vec<u64> = batch
-            .columns()
-            .iter()
-            .zip(self.schema.fields())
-            .flat_map(|(column, field)| {
-                let leaves = leaf_count(field.data_type());
-                let weight = column.get_buffer_memory_size() as u64 / leaves as u64;
-                std::iter::repeat_n(weight.max(1), leaves)
-            })
-            .collect();
-        // A leaf count that disagrees with the encoders' (a type this misjudges) falls
-        // back to equal weights rather than misplacing a column.
-        let weights = if weights.len() == columns.len() {
-            weights
-        } else {
-            vec![1; columns.len()]
-        };
+        if leaves.len() != columns.len() {
+            return Err(SluiceError::write(
+                &self.path,
+                format!(
+                    "{} leaf columns for {} encoders",
+                    leaves.len(),
+                    columns.len()
+                ),
+            ));
+        }
         let shares = balanced_shares(&weights, threads);
         let path = &self.path;
         in_parallel(columns, &shares, |range, writers| {
@@ -304,22 +301,6 @@ impl ParquetPartWriter {
     fn error(&self, e: ParquetError) -> SluiceError {
         SluiceError::write(&self.path, e)
     }
-}
-
-/// Leaf columns of a field (the units the Parquet encoders work on).
-fn leaf_count(data_type: &arrow::datatypes::DataType) -> usize {
-    use arrow::datatypes::DataType;
-    match data_type {
-        DataType::Struct(fields) => fields.iter().map(|f| leaf_count(f.data_type())).sum(),
-        DataType::List(f)
-        | DataType::LargeList(f)
-        | DataType::FixedSizeList(f, _)
-        | DataType::ListView(f)
-        | DataType::LargeListView(f) => leaf_count(f.data_type()),
-        DataType::Map(f, _) => leaf_count(f.data_type()),
-        _ => 1,
-    }
-    .max(1)
 }
 
 /// Cuts `0..weights.len()` into at most `threads` contiguous shares whose weights are as
@@ -471,6 +452,26 @@ mod tests {
 
     use super::*;
 
+    /// The rows of each row group of a Parquet file, and its rows as one batch.
+    fn read_back(path: &Path) -> (Vec<i64>, RecordBatch) {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).expect("open"))
+            .expect("reader");
+        let groups = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        let schema = reader.schema().clone();
+        let batches: Vec<RecordBatch> = reader
+            .build()
+            .expect("build")
+            .collect::<std::result::Result<_, _>>()
+            .expect("read");
+        let all = arrow::compute::concat_batches(&schema, &batches).expect("concat");
+        (groups, all)
+    }
+
     /// Row groups encoded ahead (on other threads) between batches the writer encodes
     /// itself: the file reads back as the batches in order, each encoded-ahead chunk one
     /// row group, the writer's own batches gathered into theirs.
@@ -533,21 +534,8 @@ mod tests {
         }
         writer.finish().expect("finish");
 
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).expect("open"))
-            .expect("reader");
-        let groups: Vec<i64> = reader
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|g| g.num_rows())
-            .collect();
+        let (groups, got) = read_back(&path);
         assert_eq!(groups, vec![20_000, 1_000, 30_000, 9_000, 40_000]);
-        let got: Vec<RecordBatch> = reader
-            .build()
-            .expect("build")
-            .collect::<std::result::Result<_, _>>()
-            .expect("read");
-        let got = arrow::compute::concat_batches(&batch.schema(), &got).expect("concat");
         assert_eq!(got, batch);
     }
 
@@ -601,25 +589,10 @@ mod tests {
         }
         writer.finish().expect("finish");
 
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).expect("open"))
-            .expect("reader");
-        assert_eq!(
-            reader.schema(),
-            &batch.schema(),
-            "the Arrow schema is embedded"
-        );
+        let (groups, got) = read_back(&path);
+        assert_eq!(got.schema(), batch.schema(), "the Arrow schema is embedded");
         // flush_bytes is raised to 1 MiB; each 50k-row write encodes to more than that.
-        assert!(
-            reader.metadata().num_row_groups() >= 2,
-            "flushed by size: {} row group(s)",
-            reader.metadata().num_row_groups()
-        );
-        let got: Vec<RecordBatch> = reader
-            .build()
-            .expect("build")
-            .collect::<std::result::Result<_, _>>()
-            .expect("read");
-        let got = arrow::compute::concat_batches(&batch.schema(), &got).expect("concat");
+        assert!(groups.len() >= 2, "flushed by size: {groups:?}");
         assert_eq!(got, batch);
     }
 }

@@ -12,7 +12,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::{PartHint, Source, SourcePart};
+use super::{LatencyClock, PartHint, Source, SourcePart};
 use crate::error::{Result, SluiceError};
 
 /// How often a reader waiting for frames looks up (so a stopped run's reader can leave).
@@ -141,11 +141,8 @@ impl PushSender {
 pub struct PushSource {
     schema: SchemaRef,
     frames: Receiver<Frame>,
-    max_latency: Duration,
-    /// Sent time of the oldest row given to the engine and not yet in a full chunk.
-    oldest_uncut: Option<Instant>,
-    /// Rows given since the last cut (modulo the chunk size).
-    uncut_rows: usize,
+    /// Counts from each row's send time.
+    clock: LatencyClock,
     flush: bool,
 }
 
@@ -167,9 +164,7 @@ pub fn push_channel(
     let source = PushSource {
         schema,
         frames: rx,
-        max_latency,
-        oldest_uncut: None,
-        uncut_rows: 0,
+        clock: LatencyClock::new(max_latency),
         flush: false,
     };
     (sender, source)
@@ -195,43 +190,19 @@ impl Source for PushSource {
 
     fn next_part(&mut self, hint: PartHint) -> Result<Option<(SourcePart, u64)>> {
         self.flush = false;
-        let deadline = self.oldest_uncut.map(|t| t + self.max_latency);
-        let wait = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()).min(IDLE_TICK),
-            None => IDLE_TICK,
-        };
-        let frame = match self.frames.recv_timeout(wait) {
+        let frame = match self.frames.recv_timeout(self.clock.wait(IDLE_TICK)) {
             Ok(frame) => frame,
             Err(RecvTimeoutError::Disconnected) => return Ok(None),
             Err(RecvTimeoutError::Timeout) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    // The oldest row has waited long enough: cut what the engine holds.
-                    self.flush = true;
-                    self.oldest_uncut = None;
-                    self.uncut_rows = 0;
-                }
+                // The oldest row has waited long enough: cut what the engine holds.
+                self.flush = self.clock.idle();
                 // An empty part gives the reader its turn (to cut, or to see a stop).
                 return self.tick();
             }
         };
-        let rows = frame.batch.num_rows();
-        let chunk = hint.rows.max(1);
-        if self.oldest_uncut.is_none() {
-            self.oldest_uncut = Some(frame.sent_at);
-        }
-        self.uncut_rows += rows;
-        if self.uncut_rows >= chunk {
-            // Full chunks will be cut; what is left over is this frame's.
-            self.uncut_rows %= chunk;
-            self.oldest_uncut = (self.uncut_rows > 0).then_some(frame.sent_at);
-        }
-        // Frames that keep coming never let the wait time out: the oldest row's wait cuts
-        // the chunk here too (this frame goes with it), or it would wait until full.
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            self.flush = true;
-            self.oldest_uncut = None;
-            self.uncut_rows = 0;
-        }
+        self.flush = self
+            .clock
+            .arrived(frame.batch.num_rows(), hint.rows, frame.sent_at);
         Ok(Some((SourcePart::Ready(frame.batch), 0)))
     }
 
