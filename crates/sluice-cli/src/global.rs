@@ -142,30 +142,37 @@ impl GlobalRun {
             .iter()
             .map(|s| s.path.display().to_string())
             .collect();
-        let columns = self.sql.pass1_columns().to_vec();
-        let projected = if all_parquet(&self.stamps, format) {
+        let mut columns = self.sql.pass1_columns().to_vec();
+        if columns.is_empty() {
             // With no column needed (COUNT(*) only) one column still gives the row counts.
-            let columns = if columns.is_empty() {
-                let first = self
-                    .sql
+            columns.extend(
+                self.sql
                     .input_schema()
                     .fields()
                     .first()
-                    .map(|f| f.name().clone());
-                first.into_iter().collect()
-            } else {
-                columns.clone()
-            };
-            ui.note(format!("pass 1 reads the Parquet columns {columns:?}"));
-            Some(FileFormat::Parquet(ParquetOptions {
-                columns: Some(columns),
-            }))
-        } else {
-            ui.note(format!(
-                "pass 1 needs the columns {columns:?}; {} input is parsed whole",
-                format.map_or("this", |f| f.name())
-            ));
-            format.cloned()
+                    .map(|f| f.name().clone()),
+            );
+        }
+        let projected = match common_format(&self.stamps, format) {
+            Some(FileFormat::Parquet(_)) => {
+                ui.note(format!("pass 1 reads the Parquet columns {columns:?}"));
+                Some(FileFormat::Parquet(ParquetOptions {
+                    columns: Some(columns),
+                }))
+            }
+            Some(FileFormat::Csv(options)) => {
+                ui.note(format!(
+                    "pass 1 parses the CSV columns {columns:?} and skips the others"
+                ));
+                Some(FileFormat::Csv(options.with_columns(columns)))
+            }
+            _ => {
+                ui.note(format!(
+                    "pass 1 needs the columns {columns:?}; {} input is parsed whole",
+                    format.map_or("this", |f| f.name())
+                ));
+                format.cloned()
+            }
         };
         let source = FilesSource::open(&paths, projected)
             .map_err(|e| CliError::setup("cannot open the input for pass 1", e))?;
@@ -310,13 +317,21 @@ fn stamps(paths: &[PathBuf]) -> Result<Vec<Stamp>, CliError> {
         .collect()
 }
 
-fn all_parquet(stamps: &[Stamp], format: Option<&FileFormat>) -> bool {
-    match format {
-        Some(f) => matches!(f, FileFormat::Parquet(_)),
-        None => stamps
-            .iter()
-            .all(|s| matches!(FileFormat::from_path(&s.path), Ok(FileFormat::Parquet(_)))),
+/// The one format every input is read as: the format given, or the one all extensions name
+/// (CSV options included, so `.csv` and `.tsv` inputs mixed have none).
+fn common_format(stamps: &[Stamp], format: Option<&FileFormat>) -> Option<FileFormat> {
+    if let Some(format) = format {
+        return Some(format.clone());
     }
+    let mut formats = stamps.iter().map(|s| FileFormat::from_path(&s.path).ok());
+    let first = formats.next()??;
+    let same = |other: &FileFormat| match (&first, other) {
+        (FileFormat::Csv(a), FileFormat::Csv(b)) => a.delimiter == b.delimiter,
+        (a, b) => a.name() == b.name(),
+    };
+    formats
+        .all(|f| f.as_ref().is_some_and(same))
+        .then_some(first)
 }
 
 /// Rows, time and bytes of pass 2, from its pipeline's statistics.
@@ -366,7 +381,7 @@ fn to_hex(bytes: &[u8]) -> String {
 }
 
 fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

@@ -50,10 +50,7 @@ impl PhysicalOptimizerRule for InlineChunkAggregates {
                 return Ok(Transformed::no(node));
             };
             if !window.partition_keys().is_empty()
-                || !window
-                    .window_expr()
-                    .iter()
-                    .all(|w| whole_chunk_aggregate(w))
+                || !window.window_expr().iter().all(whole_chunk_aggregate)
             {
                 return Ok(Transformed::no(node));
             }

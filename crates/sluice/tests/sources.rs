@@ -227,3 +227,71 @@ fn a_glob_of_files_reads_in_name_order() {
     let folder = dir.path().to_string_lossy().to_string();
     check_source(move || Box::new(FilesSource::open(&[folder.as_str()], None).expect("open")));
 }
+
+#[test]
+fn csv_columns_are_read_alone_across_files_quoted_or_plain() {
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::{Float64Type, Int64Type};
+    let dir = tempfile::tempdir().expect("tmp");
+    // The first file's `value` column is inferred Float64; the second's, Int64: the second is
+    // decoded with the first's types. Its label holds a quoted comma and newline, which the
+    // plain-text path leaves to arrow-csv.
+    std::fs::write(
+        dir.path().join("a.csv"),
+        "id,label,value\n1,x,1.5\n2,y,20\n3,,30\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("b.csv"),
+        "id,label,value\n4,\"q,\nr\",40\n5,z,\n",
+    )
+    .expect("write");
+    let pattern = format!("{}/*.csv", dir.path().display());
+    let format =
+        FileFormat::Csv(CsvOptions::default().with_columns(vec!["value".into(), "id".into()]));
+    let source = FilesSource::open(&[pattern.as_str()], Some(format.clone())).expect("open");
+    let names: Vec<_> = source
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, vec!["id", "value"]);
+    for chunk in [1usize, 2, 100] {
+        let source = FilesSource::open(&[pattern.as_str()], Some(format.clone())).expect("open");
+        let pipeline = StreamingDataPipeline::builder()
+            .chunk_size(chunk)
+            .adaptive_batching(false)
+            .num_workers(2)
+            .build()
+            .expect("valid");
+        let chunks: Vec<_> = pipeline
+            .process(Box::new(source), |b: RecordBatch| Ok::<_, SluiceError>(b))
+            .expect("started")
+            .collect::<Result<_, _>>()
+            .expect("no error");
+        let batches: Vec<RecordBatch> = chunks.iter().map(|c| c.batch.clone()).collect();
+        let got = concat(&batches);
+        assert_eq!(got.num_columns(), 2);
+        let ids: &Int64Array = got.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.values().to_vec(), vec![1, 2, 3, 4, 5]);
+        let values: Vec<Option<f64>> = got.column(1).as_primitive::<Float64Type>().iter().collect();
+        assert_eq!(
+            values,
+            vec![Some(1.5), Some(20.0), Some(30.0), Some(40.0), None],
+            "chunk {chunk}"
+        );
+    }
+    let unknown = CsvSource::open_with(
+        dir.path().join("a.csv"),
+        CsvOptions::default().with_columns(vec!["nope".into()]),
+    );
+    match unknown {
+        Err(SluiceError::BadInput { message, .. }) => {
+            assert!(message.contains("no column named \"nope\""), "{message}");
+            assert!(message.contains("\"label\""), "{message}");
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("an unknown column was accepted"),
+    }
+}

@@ -9,6 +9,7 @@
 
 mod blocks;
 pub mod csv;
+mod csv_plain;
 pub mod files;
 pub mod ipc;
 pub mod latency;
