@@ -419,6 +419,9 @@ def run_job(job: Job, i: int, args) -> None:
     output checked; a failure, timeout or wrong output sets the status (no more runs)."""
     res, tool = job.res, job.res.tool
     remove(job.output)
+    # Every run starts with the disk's write-back done, so an earlier tool's output still
+    # being flushed is not charged to whichever tool runs next.
+    os.sync()
     rc, wall, rss, stdout = run_once(job.argv, args.timeout, job.logfile)
     if rc != 0:
         res.status = "timeout" if rc == -1 else f"failed (exit {rc}, see {os.path.relpath(job.logfile, REPO)})"
