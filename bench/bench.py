@@ -139,7 +139,7 @@ SLUICE = [
          f"defaults ({CLI_DEFAULT_BUDGET_MB} MB budget, workers = cores)",
          needs=(SLUICE_BINARIES["sluice"]["path"], SLUICE_SQL), output_is_dir=True),
     Tool(GLOBAL_NAME, GLOBAL_CMD, "preprocess", "global",
-         f"CLI, --windows global: pass 1 exact whole-input mean/std (Parquet: 3 columns), pass 2 per chunk; "
+         f"CLI, --windows global: pass 1 exact whole-input mean/std (3 columns read), pass 2 per chunk; "
          f"--max-memory {GLOBAL_BUDGET_MB}MB, the budget its issue names (RSS < {GLOBAL_RSS_LIMIT_MB} MB); "
          "output checked equal to Polars' (1e-9)",
          needs=(SLUICE_BINARIES["sluice"]["path"], SLUICE_GLOBAL_SQL), output_is_dir=True, compare_to_polars=True),
@@ -450,15 +450,19 @@ def measure_all(tools: list[Tool], fmt: str, input_path: Path, rows: int, args,
     """`args.runs` runs of every tool on one input, interleaved: run i of every tool
     happens before run i+1 of any (round-robin in list order), so a slow drift of the
     machine (other jobs, heat, the page cache) hits every tool alike instead of whichever
-    came last. Within a round the list order holds, so Polars writes its reference in
-    round 1 before the two-pass sluice row is compared with it. A tool that fails, times
-    out or writes a wrong output gets no further runs; the others go on."""
+    came last. Round 1 runs in list order, so Polars writes its reference before the
+    two-pass sluice row is compared with it; later rounds alternate reversed and forward
+    order, so a drift within a round (seen: sweep rows that run the same code took 1.12 s
+    first in a round and 0.91 s last) does not always fall on the same tools. A tool that fails, times out or writes a wrong
+    output gets no further runs; the others go on."""
     jobs = [prepare(t, fmt, input_path, rows, args, binaries) for t in tools]
     for i in range(args.runs):
         live = [j for j in jobs if j.argv is not None and j.res.status == "ok"]
         if not live:
             break
         log(f"  round {i + 1}/{args.runs} ({fmt}): {len(live)} tool(s)")
+        if i % 2 == 1:
+            live.reverse()
         for job in live:
             run_job(job, i, args)
     for job in jobs:
@@ -653,8 +657,8 @@ def write_markdown(path: Path, results: list[Result], ctx: dict) -> None:
         "whole file, because that is what the expression means there: they must see every row "
         "before emitting the first one (DuckDB's window buffers all rows; the stats-join variant "
         "reads the input twice). `sluice run --windows global` computes the *same* global result "
-        "in two passes (pass 1 reads only the three feature columns of a Parquet file; a CSV is "
-        "parsed twice) inside its memory budget, and its output is checked equal to Polars' to 1e-9 "
+        "in two passes (pass 1 reads only the three feature columns: a Parquet file's column chunks, "
+        "a CSV's fields, each line still split) inside its memory budget, and its output is checked equal to Polars' to 1e-9 "
         "in the same run; compare it with the peers' rows, not with the per-chunk rows.",
         "- **The seed's `time.sleep(0.01)`** per chunk is left out everywhere: it would only measure sleep.",
         "- **Ceilings.** pyarrow read-only is how fast the input can be parsed at all; pyarrow "
