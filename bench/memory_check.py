@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 BEGIN, END = "<!-- memory-check:begin -->", "<!-- memory-check:end -->"
+HAND = "### The `sluice` command"
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -84,10 +85,16 @@ def record(results: list[dict], limit_mb: int, budget_mb: int) -> None:
             f"{r['rows'] / r['wall_s']:,.0f} | {r['peak_rss_mb']:.0f} | {r['engine_peak_mb']:.0f} | "
             f"{r['backpressure_events']} | {'yes' if r['peak_rss_mb'] < limit_mb else 'NO'} |"
         )
-    lines += ["", "Commands:", ""] + [f"    {r['command']}" for r in results] + [END]
-    section = "\n".join(lines)
+    lines += ["", "Commands:", ""] + [f"    {r['command']}" for r in results]
     path = BENCH / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
+    # Subsections written by hand inside the block (the `sluice` command's figures) stay.
+    kept = ""
+    if BEGIN in text and END in text:
+        old = text[text.index(BEGIN) : text.index(END)]
+        if HAND in old:
+            kept = old[old.index(HAND) :].rstrip("\n")
+    section = "\n".join(lines + ([kept] if kept else []) + [END])
     if BEGIN in text and END in text:
         text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
     else:
