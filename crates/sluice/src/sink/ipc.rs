@@ -33,7 +33,9 @@ impl PartFileWriter for IpcPartWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.writer
             .write(batch)
-            .map_err(|e| SluiceError::write(&self.path, e))
+            .map_err(|e| SluiceError::write(&self.path, e))?;
+        super::writeback::start(self.writer.get_ref().get_ref());
+        Ok(())
     }
 
     fn buffered_bytes(&self) -> u64 {

@@ -9,6 +9,7 @@ pub mod dead_letter;
 mod ipc;
 pub mod manifest;
 mod parquet;
+mod writeback;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -263,6 +263,7 @@ impl ParquetPartWriter {
                 .map_err(|e| SluiceError::write(path, e))?;
         }
         row_group.close().map_err(|e| SluiceError::write(path, e))?;
+        super::writeback::start(self.file.inner().get_ref());
         Ok(())
     }
 
@@ -286,6 +287,7 @@ impl ParquetPartWriter {
                 .map_err(|e| SluiceError::write(path, e))?;
         }
         row_group.close().map_err(|e| SluiceError::write(path, e))?;
+        super::writeback::start(self.file.inner().get_ref());
         Ok(())
     }
 

@@ -30,8 +30,8 @@ pub struct CsvOptions {
     /// inferred from the first `infer_rows` rows when `None`.
     pub schema: Option<SchemaRef>,
     pub infer_rows: usize,
-    /// Columns to read, by name, in the file's order; all when `None`. The others are cut
-    /// out of each record but never parsed.
+    /// Columns to read, by name (they come out in the file's order); all when `None`. The
+    /// others are cut out of each record but never parsed.
     pub columns: Option<Vec<String>>,
 }
 
@@ -61,6 +61,7 @@ impl CsvOptions {
         self.schema = Some(schema);
         self
     }
+
     pub fn with_columns(mut self, columns: Vec<String>) -> Self {
         self.columns = Some(columns);
         self
