@@ -174,6 +174,61 @@ fn parquet_source_by_row_groups_and_projection() {
     assert_eq!(names, vec!["id", "label"]);
 }
 
+/// A column named twice is read once (the projection's schema and its batches agree), and
+/// an unknown name is refused with the file's columns, as for CSV.
+#[test]
+fn parquet_projection_names_a_column_once_however_often_it_is_asked_for() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("data.parquet");
+    write_parquet(&path, &input(), 1000);
+    let open = |names: &[&str]| {
+        ParquetSource::open_with(
+            &path,
+            ParquetOptions {
+                columns: Some(names.iter().map(|n| n.to_string()).collect()),
+            },
+        )
+    };
+    let projected = open(&["label", "id", "label"]).expect("open");
+    let names: Vec<_> = projected
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, vec!["id", "label"]);
+    let pipeline = StreamingDataPipeline::builder()
+        .chunk_size(777)
+        .build()
+        .expect("valid");
+    let batches: Vec<RecordBatch> = pipeline
+        .process(Box::new(projected), |b: RecordBatch| {
+            Ok::<_, SluiceError>(b)
+        })
+        .expect("started")
+        .map(|c| c.expect("chunk").batch)
+        .collect();
+    let got = concat(&batches);
+    let whole = concat(&input());
+    assert_eq!(got.num_columns(), 2);
+    assert_eq!(
+        got.column(0).as_ref(),
+        whole.column_by_name("id").expect("id").as_ref()
+    );
+    assert_eq!(
+        got.column(1).as_ref(),
+        whole.column_by_name("label").expect("label").as_ref()
+    );
+    match open(&["id", "nope"]) {
+        Err(SluiceError::BadInput { message, .. }) => {
+            assert!(message.contains("no column named \"nope\""), "{message}");
+            assert!(message.contains("\"label\""), "{message}");
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("an unknown column was accepted"),
+    }
+}
+
 #[test]
 fn ndjson_source() {
     let dir = tempfile::tempdir().expect("tmp");

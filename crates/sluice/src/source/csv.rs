@@ -15,7 +15,7 @@ use arrow::record_batch::RecordBatch;
 
 use super::blocks::{Block, BlockReader};
 use super::csv_plain::PlainPlan;
-use super::{records, DecodedPart, PartHint, Source, SourcePart};
+use super::{column_positions, records, DecodedPart, PartHint, Source, SourcePart};
 use crate::error::{Result, SluiceError};
 
 /// Rows per decoded batch inside a block; the engine re-slices them into chunks.
@@ -239,27 +239,7 @@ impl Decoding {
                 quote: options.quote,
             });
         };
-        let mut indices = Vec::with_capacity(names.len());
-        for name in names {
-            let index = file_schema
-                .index_of(name)
-                .map_err(|_| SluiceError::BadInput {
-                    path: path.to_path_buf(),
-                    location: "header".into(),
-                    message: format!(
-                        "no column named {name:?}; the file has {:?}",
-                        file_schema
-                            .fields()
-                            .iter()
-                            .map(|f| f.name())
-                            .collect::<Vec<_>>()
-                    ),
-                })?;
-            if !indices.contains(&index) {
-                indices.push(index);
-            }
-        }
-        indices.sort_unstable();
+        let indices = column_positions(path, "header", &file_schema, names)?;
         // A schema given with `columns` sets the types of those columns (a later file of
         // many is decoded with the first file's types).
         let mut fields: Vec<_> = file_schema.fields().iter().cloned().collect();

@@ -188,32 +188,24 @@ impl<T: ArrowPrimitiveType + Parser> FieldBuilder for PrimitiveBuilder<T> {
     }
 }
 
-impl FieldBuilder for StringBuilder {
-    fn push(&mut self, value: &str) -> bool {
-        if value.is_empty() {
-            self.append_null();
-        } else {
-            self.append_value(value);
-        }
-        true
-    }
+// A string field: an empty one is null, as arrow-csv reads it, and any other text is kept.
+macro_rules! string_field_builder {
+    ($($builder:ty),+) => {$(
+        impl FieldBuilder for $builder {
+            fn push(&mut self, value: &str) -> bool {
+                if value.is_empty() {
+                    self.append_null();
+                } else {
+                    self.append_value(value);
+                }
+                true
+            }
 
-    fn finish(&mut self) -> ArrayRef {
-        ArrayBuilder::finish(self)
-    }
+            fn finish(&mut self) -> ArrayRef {
+                ArrayBuilder::finish(self)
+            }
+        }
+    )+};
 }
 
-impl FieldBuilder for StringViewBuilder {
-    fn push(&mut self, value: &str) -> bool {
-        if value.is_empty() {
-            self.append_null();
-        } else {
-            self.append_value(value);
-        }
-        true
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        ArrayBuilder::finish(self)
-    }
-}
+string_field_builder!(StringBuilder, StringViewBuilder);

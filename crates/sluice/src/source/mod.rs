@@ -20,12 +20,12 @@ pub mod push;
 mod records;
 pub mod skip;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
-use crate::error::Result;
+use crate::error::{Result, SluiceError};
 
 pub use self::csv::{CsvOptions, CsvSource};
 pub use self::files::{FileFormat, FilesSource};
@@ -36,6 +36,33 @@ pub use self::ndjson::{NdjsonOptions, NdjsonSource};
 pub use self::parquet::{ParquetOptions, ParquetSource};
 pub use self::push::{push_channel, PushSender, PushSource};
 pub use self::skip::SkipRows;
+
+/// The positions in `schema` of the columns named, in the file's order and each once (a
+/// projection reads columns in file order); an unknown name is an error that lists the
+/// file's columns. `location` says where in `path` the names were looked up.
+pub(crate) fn column_positions(
+    path: &Path,
+    location: &str,
+    schema: &SchemaRef,
+    names: &[String],
+) -> Result<Vec<usize>> {
+    let mut positions = names
+        .iter()
+        .map(|name| {
+            schema.index_of(name).map_err(|_| SluiceError::BadInput {
+                path: path.to_path_buf(),
+                location: location.into(),
+                message: format!(
+                    "no column named {name:?}; the file has {:?}",
+                    schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+                ),
+            })
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    positions.sort_unstable();
+    positions.dedup();
+    Ok(positions)
+}
 
 /// A decode job run by a worker; returns the part's batches in order, and the records of
 /// the part that could not become rows.

@@ -12,7 +12,7 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::arrow::ProjectionMask;
 
-use super::{DecodedPart, PartHint, Source, SourcePart};
+use super::{column_positions, DecodedPart, PartHint, Source, SourcePart};
 use crate::error::{Result, SluiceError};
 
 const DECODE_BATCH_ROWS: usize = 16 * 1024;
@@ -53,25 +53,7 @@ impl ParquetSource {
         let (projection, schema) = match &options.columns {
             None => (ProjectionMask::all(), full_schema),
             Some(names) => {
-                let mut indices = Vec::with_capacity(names.len());
-                for name in names {
-                    let index = full_schema
-                        .index_of(name)
-                        .map_err(|_| SluiceError::BadInput {
-                            path: path.clone(),
-                            location: "schema".into(),
-                            message: format!(
-                                "no column named {name:?}; the file has {:?}",
-                                full_schema
-                                    .fields()
-                                    .iter()
-                                    .map(|f| f.name())
-                                    .collect::<Vec<_>>()
-                            ),
-                        })?;
-                    indices.push(index);
-                }
-                indices.sort_unstable();
+                let indices = column_positions(&path, "schema", &full_schema, names)?;
                 let projected = full_schema
                     .project(&indices)
                     .map_err(|e| SluiceError::arrow(format!("projecting {}", path.display()), e))?;
