@@ -12,7 +12,7 @@ tool alike. The sluice rows run at the defaults users get (no --max-memory, no
 --workers), except the whole-input row at the 256 MB budget its issue names; the sweep
 varies the budget from 64 MB to 4000 MB.
 
-    bench/run.sh                 # 10M rows, 5 runs, CSV and Parquet -> bench/RESULTS.md
+    bench/run.sh                 # 10M rows, 7 runs, CSV and Parquet -> bench/RESULTS.md
     bench/run.sh --quick         # 1M rows, 1 run -> bench/out/RESULTS-quick.md
     bench/run.sh --csv big.csv   # benchmark an existing file instead
 
@@ -28,6 +28,7 @@ import importlib.util
 import json
 import os
 import platform
+import random
 import re
 import shlex
 import shutil
@@ -448,21 +449,23 @@ def run_job(job: Job, i: int, args) -> None:
 def measure_all(tools: list[Tool], fmt: str, input_path: Path, rows: int, args,
                 binaries: dict[str, str]) -> list[Result]:
     """`args.runs` runs of every tool on one input, interleaved: run i of every tool
-    happens before run i+1 of any (round-robin in list order), so a slow drift of the
-    machine (other jobs, heat, the page cache) hits every tool alike instead of whichever
-    came last. Round 1 runs in list order, so Polars writes its reference before the
-    two-pass sluice row is compared with it; later rounds alternate reversed and forward
-    order, so a drift within a round (seen: sweep rows that run the same code took 1.12 s
-    first in a round and 0.91 s last) does not always fall on the same tools. A tool that fails, times out or writes a wrong
-    output gets no further runs; the others go on."""
+    happens before run i+1 of any, so a slow drift of the machine (other jobs, heat, the
+    page cache) hits every tool alike instead of whichever came last. Round 1 runs in list
+    order, so Polars writes its reference before the two-pass sluice row is compared with
+    it. Every later round runs in a shuffled order (seeded by format and round, so a rerun
+    repeats it): this VM's speed drifts by up to 40% for tens of seconds at a time, and
+    with a fixed or merely reversed order the same neighbours always shared a slow spell
+    (the sweep's four largest budgets, next to each other at the turn of every round, came
+    out 10% slower than the three smallest although they run the same code). A tool that
+    fails, times out or writes a wrong output gets no further runs; the others go on."""
     jobs = [prepare(t, fmt, input_path, rows, args, binaries) for t in tools]
     for i in range(args.runs):
         live = [j for j in jobs if j.argv is not None and j.res.status == "ok"]
         if not live:
             break
         log(f"  round {i + 1}/{args.runs} ({fmt}): {len(live)} tool(s)")
-        if i % 2 == 1:
-            live.reverse()
+        if i > 0:
+            random.Random(f"{fmt}/{rows}/{i}").shuffle(live)
         for job in live:
             run_job(job, i, args)
     for job in jobs:
@@ -603,7 +606,7 @@ def write_markdown(path: Path, results: list[Result], ctx: dict) -> None:
         f"- **Method:** each tool is its own process under `/usr/bin/time -v`; {ctx['runs']} run(s) each, "
         "interleaved: per input format, run i of every tool (sweep rows included) happens before run i+1 of any, "
         "so slow drifts of the machine hit every tool alike; "
-        "later rounds alternate reversed and forward order; "
+        "round 1 runs in list order and every later round in a shuffled (seeded) order; "
         "output deleted between runs, warm OS page cache. Wall time and rows/s are the median; "
         "peak memory is the process's maximum resident set size (MiB); ranges are min–max. "
         "Each tool's first output is checked: row count (Parquet metadata), column names, "
@@ -749,7 +752,7 @@ def count_rows(path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, help="dataset rows (default 10M; --quick: 1M)")
-    ap.add_argument("--runs", type=int, help="runs per measurement (default 5; --quick: 1)")
+    ap.add_argument("--runs", type=int, help="runs per measurement (default 7; --quick: 1)")
     ap.add_argument("--scale-runs", type=int, help="runs per measurement of the scale table (default 3; --quick: 1)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 1M rows, 1 run, results in bench/out/")
     ap.add_argument("--formats", default="csv,parquet", help="input formats to run (default csv,parquet)")
@@ -770,10 +773,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     raw_argv = sys.argv[1:] if argv is None else argv
     args.rows = args.rows or (1_000_000 if args.quick else 10_000_000)
-    # Five runs: on this 2-core VM the same command's runs spread by 15-30% (min to max),
-    # and the median of three was seen 12% apart for two rows running identical code, more
+    # Seven runs: on this 2-core VM the same command's runs spread by 15-40% (min to max),
+    # and medians of three were seen 12% apart for two rows running identical code, more
     # than the 10% the sweep's verdict resolves. The scale table's long runs keep three.
-    args.runs = args.runs or (1 if args.quick else 5)
+    args.runs = args.runs or (1 if args.quick else 7)
     args.scale_runs = args.scale_runs or (1 if args.quick else 3)
     # A smoke test never overwrites the published results.
     args.results_md = args.results_md or (args.out_dir / "RESULTS-quick.md" if args.quick else BENCH / "RESULTS.md")
