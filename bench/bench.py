@@ -415,7 +415,7 @@ def prepare(tool: Tool, fmt: str, input_path: Path, rows: int, args, binaries: d
     return Job(res, argv, output, logfile, reference, rows)
 
 
-def run_job(job: Job, i: int, args) -> None:
+def run_job(job: Job, i: int, runs: int, args) -> None:
     """Run `i` (0-based) of one tool: output removed before and after, the first run's
     output checked; a failure, timeout or wrong output sets the status (no more runs)."""
     res, tool = job.res, job.res.tool
@@ -443,13 +443,13 @@ def run_job(job: Job, i: int, args) -> None:
     remove(job.output)
     remove(Path(str(job.output) + ".tmp"))  # DuckDB's spill directory
     shown = f"{wall:.2f} s, {rss:.0f} MiB" if rc == 0 else ""
-    log(f"    run {i + 1}/{args.runs} {tool.name:<40} {res.fmt:<8} {shown if res.status == 'ok' else res.status}")
+    log(f"    run {i + 1}/{runs} {tool.name:<40} {res.fmt:<8} {shown if res.status == 'ok' else res.status}")
 
 
 def measure_all(tools: list[Tool], fmt: str, input_path: Path, rows: int, args,
-                binaries: dict[str, str]) -> list[Result]:
-    """`args.runs` runs of every tool on one input, interleaved: run i of every tool
-    happens before run i+1 of any, so a slow drift of the machine (other jobs, heat, the
+                binaries: dict[str, str], runs: int | None = None) -> list[Result]:
+    """`runs` (default `args.runs`) runs of every tool on one input, interleaved: run i of
+    every tool happens before run i+1 of any, so a slow drift of the machine (other jobs, heat, the
     page cache) hits every tool alike instead of whichever came last. Round 1 runs in list
     order, so Polars writes its reference before the two-pass sluice row is compared with
     it. Every later round runs in a shuffled order (seeded by format and round, so a rerun
@@ -459,15 +459,16 @@ def measure_all(tools: list[Tool], fmt: str, input_path: Path, rows: int, args,
     out 10% slower than the three smallest although they run the same code). A tool that
     fails, times out or writes a wrong output gets no further runs; the others go on."""
     jobs = [prepare(t, fmt, input_path, rows, args, binaries) for t in tools]
-    for i in range(args.runs):
+    runs = runs or args.runs
+    for i in range(runs):
         live = [j for j in jobs if j.argv is not None and j.res.status == "ok"]
         if not live:
             break
-        log(f"  round {i + 1}/{args.runs} ({fmt}): {len(live)} tool(s)")
+        log(f"  round {i + 1}/{runs} ({fmt}): {len(live)} tool(s)")
         if i > 0:
             random.Random(f"{fmt}/{rows}/{i}").shuffle(live)
         for job in live:
-            run_job(job, i, args)
+            run_job(job, i, runs, args)
     for job in jobs:
         res = job.res
         if job.argv is None:
@@ -832,8 +833,7 @@ def main(argv: list[str] | None = None) -> int:
             for fmt in [f.strip() for f in args.scale_formats.split(",") if f.strip()]:
                 path = {"csv": csv_path, "parquet": pq_path}[fmt]
                 log(f"scale: {n:,} rows, {fmt}")
-                results += measure_all(scale_tools(n), fmt, path, n,
-                                       argparse.Namespace(**{**vars(args), "runs": args.scale_runs}), binaries)
+                results += measure_all(scale_tools(n), fmt, path, n, args, binaries, runs=args.scale_runs)
 
     invoked = os.environ.get("SLUICE_BENCH_INVOKED_AS", f"python {Path(__file__).relative_to(REPO)}")
     ctx = {

@@ -150,6 +150,24 @@ fn tsv_without_trailing_newline() {
     assert_eq!(rows, 3);
 }
 
+fn field_names(schema: &arrow::datatypes::SchemaRef) -> Vec<String> {
+    schema.fields().iter().map(|f| f.name().clone()).collect()
+}
+
+/// `opened` must be refused for asking for a column `nope`, naming the file's `label`.
+fn assert_unknown_column_refused<T>(opened: Result<T, SluiceError>) {
+    match opened {
+        Err(SluiceError::BadInput { message, .. }) => {
+            assert!(message.contains("no column named \"nope\""), "{message}");
+            assert!(message.contains("\"label\""), "{message}");
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("an unknown column was accepted"),
+    }
+}
+
+/// Whole files by row group; a projection reads its columns in the file's order, a column
+/// named twice once (its schema and its batches agree), and refuses an unknown name.
 #[test]
 fn parquet_source_by_row_groups_and_projection() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -158,29 +176,6 @@ fn parquet_source_by_row_groups_and_projection() {
     assert!(ParquetSource::open(&path).expect("open").num_row_groups() > 10);
     let p = path.clone();
     check_source(move || Box::new(ParquetSource::open(&p).expect("open")));
-    let projected = ParquetSource::open_with(
-        &path,
-        ParquetOptions {
-            columns: Some(vec!["label".into(), "id".into()]),
-        },
-    )
-    .expect("open");
-    let names: Vec<_> = projected
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    assert_eq!(names, vec!["id", "label"]);
-}
-
-/// A column named twice is read once (the projection's schema and its batches agree), and
-/// an unknown name is refused with the file's columns, as for CSV.
-#[test]
-fn parquet_projection_names_a_column_once_however_often_it_is_asked_for() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("data.parquet");
-    write_parquet(&path, &input(), 1000);
     let open = |names: &[&str]| {
         ParquetSource::open_with(
             &path,
@@ -190,13 +185,7 @@ fn parquet_projection_names_a_column_once_however_often_it_is_asked_for() {
         )
     };
     let projected = open(&["label", "id", "label"]).expect("open");
-    let names: Vec<_> = projected
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    assert_eq!(names, vec!["id", "label"]);
+    assert_eq!(field_names(&projected.schema()), vec!["id", "label"]);
     let pipeline = StreamingDataPipeline::builder()
         .chunk_size(777)
         .build()
@@ -219,14 +208,7 @@ fn parquet_projection_names_a_column_once_however_often_it_is_asked_for() {
         got.column(1).as_ref(),
         whole.column_by_name("label").expect("label").as_ref()
     );
-    match open(&["id", "nope"]) {
-        Err(SluiceError::BadInput { message, .. }) => {
-            assert!(message.contains("no column named \"nope\""), "{message}");
-            assert!(message.contains("\"label\""), "{message}");
-        }
-        Err(other) => panic!("wrong error: {other}"),
-        Ok(_) => panic!("an unknown column was accepted"),
-    }
+    assert_unknown_column_refused(open(&["id", "nope"]));
 }
 
 #[test]
@@ -305,13 +287,7 @@ fn csv_columns_are_read_alone_across_files_quoted_or_plain() {
     let format =
         FileFormat::Csv(CsvOptions::default().with_columns(vec!["value".into(), "id".into()]));
     let source = FilesSource::open(&[pattern.as_str()], Some(format.clone())).expect("open");
-    let names: Vec<_> = source
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    assert_eq!(names, vec!["id", "value"]);
+    assert_eq!(field_names(&source.schema()), vec!["id", "value"]);
     for chunk in [1usize, 2, 100] {
         let source = FilesSource::open(&[pattern.as_str()], Some(format.clone())).expect("open");
         let pipeline = StreamingDataPipeline::builder()
@@ -337,16 +313,8 @@ fn csv_columns_are_read_alone_across_files_quoted_or_plain() {
             "chunk {chunk}"
         );
     }
-    let unknown = CsvSource::open_with(
+    assert_unknown_column_refused(CsvSource::open_with(
         dir.path().join("a.csv"),
         CsvOptions::default().with_columns(vec!["nope".into()]),
-    );
-    match unknown {
-        Err(SluiceError::BadInput { message, .. }) => {
-            assert!(message.contains("no column named \"nope\""), "{message}");
-            assert!(message.contains("\"label\""), "{message}");
-        }
-        Err(other) => panic!("wrong error: {other}"),
-        Ok(_) => panic!("an unknown column was accepted"),
-    }
+    ));
 }
