@@ -120,27 +120,43 @@ impl Default for WideSum {
 }
 
 impl WideSum {
+    /// Adds one value exactly.
     #[inline]
     pub(crate) fn add(&mut self, value: f64) {
+        if self.add_to_bucket(value) {
+            self.special += value;
+        }
+    }
+
+    /// Adds every value exactly. The loop has no branch on the values: infinities and NaNs
+    /// land in the unused bucket 0 and are summed in a second loop, only when there are any.
+    /// (The loop with a branch per value took 70 or 140 ms per 10M values depending only on
+    /// where the compiler placed it.)
+    pub(crate) fn add_all(&mut self, values: &[f64]) {
+        let mut special = false;
+        for &v in values {
+            special |= self.add_to_bucket(v);
+        }
+        if special {
+            self.special += values.iter().filter(|v| !v.is_finite()).sum::<f64>();
+        }
+    }
+
+    /// Adds a finite value's significand to its exponent's bucket, or anything to bucket 0
+    /// (which no finite value uses) and returns true for an infinity or NaN.
+    #[inline(always)]
+    fn add_to_bucket(&mut self, value: f64) -> bool {
         let bits = value.to_bits();
         let exponent = ((bits >> 52) & 0x7ff) as usize;
-        if exponent == 0x7ff {
-            self.special += value;
-            return;
-        }
-        let fraction = bits & ((1 << 52) - 1);
+        let special = exponent == 0x7ff;
         // A subnormal (exponent field 0) has no hidden bit and the scale of exponent 1.
-        let (significand, bucket) = if exponent == 0 {
-            (fraction, 1)
-        } else {
-            (fraction | (1 << 52), exponent)
-        };
-        let significand = significand as i128;
-        self.buckets[bucket] += if bits >> 63 == 1 {
-            -significand
-        } else {
-            significand
-        };
+        let hidden = u64::from(exponent != 0) << 52;
+        let significand = ((bits & ((1 << 52) - 1)) | hidden) as i64;
+        let bucket = if special { 0 } else { exponent.max(1) };
+        // Negated without a branch: the sign is all ones for a negative value.
+        let sign = (bits as i64) >> 63;
+        self.buckets[bucket] += i128::from((significand ^ sign) - sign);
+        special
     }
 
     /// Adds everything summed here to `sum`, exactly.
@@ -148,7 +164,8 @@ impl WideSum {
         if self.special != 0.0 || self.special.is_nan() {
             sum.special += self.special;
         }
-        for (bucket, &total) in self.buckets.iter().enumerate() {
+        // Bucket 0 holds what infinities and NaNs added, not a sum.
+        for (bucket, &total) in self.buckets.iter().enumerate().skip(1) {
             if total == 0 {
                 continue;
             }
@@ -170,6 +187,106 @@ impl WideSum {
     }
 }
 
+/// Exact sums of squares. A double `v = m · 2^(e-1075)` (53-bit `m`, exponent field `e`) has
+/// the square `m² · 2^(2(e-1075))`, and `m²` is a 106-bit integer: it is added to a 128-bit
+/// bucket per exponent with one multiply, instead of the square's two halves from a fused
+/// multiply-add going to two buckets (twice the adds, and a libm call per value on the
+/// baseline x86-64 target). The sums are the same exact numbers, so the result is the same
+/// bit for bit.
+pub(crate) struct SquareSum {
+    /// Bucket `e` holds `m²` of the values of exponent field `e`, in [`FAST_EXPONENTS`].
+    buckets: Box<[u128; 2048]>,
+    /// Values added to the buckets since they were last emptied into `flushed`.
+    in_buckets: usize,
+    flushed: ExactSum,
+    /// Squares of the other values (tiny, huge, infinite, NaN), as the square's two halves.
+    rest: WideSum,
+}
+
+/// Exponent fields whose squares the buckets hold exactly and the two halves hold exactly
+/// too: the lowest bit of the square, 2^(2(e-1075)), is at least 2^-1074 (no underflow), and
+/// the square stays below 2^1022 (its rounded half is finite).
+const FAST_EXPONENTS: std::ops::RangeInclusive<usize> = 538..=1533;
+
+/// Values per emptying of the buckets: 2^21 squares below 2^106 each stay under 2^128.
+const SQUARES_PER_FLUSH: usize = 1 << 21;
+
+impl Default for SquareSum {
+    fn default() -> Self {
+        SquareSum {
+            buckets: Box::new([0; 2048]),
+            in_buckets: 0,
+            flushed: ExactSum::default(),
+            rest: WideSum::default(),
+        }
+    }
+}
+
+impl SquareSum {
+    /// Adds the exact square of every value.
+    pub(crate) fn add_all(&mut self, values: &[f64]) {
+        let mut values = values;
+        while !values.is_empty() {
+            if self.in_buckets == SQUARES_PER_FLUSH {
+                self.flush();
+            }
+            let take = values.len().min(SQUARES_PER_FLUSH - self.in_buckets);
+            let (now, later) = values.split_at(take);
+            for &v in now {
+                self.add_one(v);
+            }
+            self.in_buckets += take;
+            values = later;
+        }
+    }
+
+    #[inline(always)]
+    fn add_one(&mut self, v: f64) {
+        let bits = v.to_bits();
+        let exponent = ((bits >> 52) & 0x7ff) as usize;
+        if FAST_EXPONENTS.contains(&exponent) {
+            let significand = u128::from((bits & ((1 << 52) - 1)) | (1 << 52));
+            self.buckets[exponent] += significand * significand;
+        } else {
+            let (p, e) = two_product(v, v);
+            self.rest.add(p);
+            if p.is_finite() {
+                self.rest.add(e);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let mut flushed = std::mem::take(&mut self.flushed);
+        self.buckets_to(&mut flushed);
+        self.flushed = flushed;
+        self.buckets.fill(0);
+        self.in_buckets = 0;
+    }
+
+    fn buckets_to(&self, sum: &mut ExactSum) {
+        for (exponent, &total) in self.buckets.iter().enumerate() {
+            let mut rest = total;
+            let mut scale = 2 * (exponent as i32 - 1075);
+            while rest != 0 {
+                let piece = (rest & ((1 << 52) - 1)) as f64;
+                rest >>= 52;
+                if piece != 0.0 {
+                    sum.add(times_power_of_two(piece, scale));
+                }
+                scale += 52;
+            }
+        }
+    }
+
+    /// Adds every square summed here to `sum`, exactly.
+    pub(crate) fn add_to(&self, sum: &mut ExactSum) {
+        sum.merge(&self.flushed);
+        self.buckets_to(sum);
+        self.rest.add_to(sum);
+    }
+}
+
 /// `x · 2^scale` for an integer `x < 2^52`, exact whenever the result is a finite double.
 fn times_power_of_two(x: f64, scale: i32) -> f64 {
     let power = |e: i32| f64::from_bits(((e + 1023) as u64) << 52);
@@ -186,6 +303,7 @@ fn times_power_of_two(x: f64, scale: i32) -> f64 {
 
 /// `a * b` as an exact sum of two doubles (Dekker / fused multiply-add), when it does not
 /// overflow or underflow.
+#[inline(always)]
 pub(crate) fn two_product(a: f64, b: f64) -> (f64, f64) {
     let p = a * b;
     (p, a.mul_add(b, -p))
@@ -258,12 +376,98 @@ mod tests {
             let mut sum = ExactSum::default();
             wide.add_to(&mut sum);
             assert_eq!(sum.value().to_bits(), fsum(&values).to_bits(), "{values:?}");
+            let mut all = WideSum::default();
+            all.add_all(&values);
+            let mut sum = ExactSum::default();
+            all.add_to(&mut sum);
+            assert_eq!(sum.value().to_bits(), fsum(&values).to_bits(), "{values:?}");
         }
         let mut wide = WideSum::default();
         [1.0, f64::INFINITY].iter().for_each(|&v| wide.add(v));
         let mut sum = ExactSum::default();
         wide.add_to(&mut sum);
         assert!(sum.value().is_infinite());
+    }
+
+    /// The branch-free loops give what one value at a time gives, infinities, NaNs and
+    /// squares that overflow included.
+    #[test]
+    fn slices_sum_as_single_values_do() {
+        let finite: Vec<f64> = (0..3000)
+            .map(|i| ((i as f64) * 0.37).cos() * 10f64.powi(i % 23 - 11))
+            .chain([5e-324, -2.5e-320, 1e-160, 0.0, -0.0])
+            .collect();
+        let with = |extra: &[f64]| finite.iter().chain(extra).copied().collect::<Vec<_>>();
+        let cases = [
+            finite.clone(),
+            with(&[1e200]),
+            with(&[-1e300, 3.0]),
+            with(&[f64::INFINITY]),
+            with(&[f64::NEG_INFINITY, 1e200]),
+            with(&[f64::NAN]),
+        ];
+        for values in cases {
+            let (mut one, mut all) = (WideSum::default(), WideSum::default());
+            values.iter().for_each(|&v| one.add(v));
+            all.add_all(&values);
+            let (mut a, mut b) = (ExactSum::default(), ExactSum::default());
+            one.add_to(&mut a);
+            all.add_to(&mut b);
+            assert_eq!(
+                a.value().to_bits(),
+                b.value().to_bits(),
+                "sums of {values:?}"
+            );
+
+            let mut one = WideSum::default();
+            for &v in &values {
+                let (p, e) = two_product(v, v);
+                one.add(p);
+                if p.is_finite() {
+                    one.add(e);
+                }
+            }
+            let mut squares = SquareSum::default();
+            squares.add_all(&values);
+            let (mut a, mut b) = (ExactSum::default(), ExactSum::default());
+            one.add_to(&mut a);
+            squares.add_to(&mut b);
+            assert_eq!(
+                a.value().to_bits(),
+                b.value().to_bits(),
+                "squares of {values:?}"
+            );
+        }
+    }
+
+    /// More squares than the buckets take between two emptyings, of the largest
+    /// significand, and values around both ends of the buckets' exponent range.
+    #[test]
+    fn square_sums_empty_their_buckets_before_they_overflow() {
+        let largest = f64::from_bits(0x3fff_ffff_ffff_ffff); // 2 - 2^-52
+        let edges = [
+            f64::from_bits(538 << 52),
+            f64::from_bits((537 << 52) | 12345),
+            f64::from_bits((1533 << 52) | ((1 << 52) - 1)),
+            f64::from_bits(1534 << 52),
+        ];
+        let mut values = vec![largest; 3 * SQUARES_PER_FLUSH + 5];
+        values.extend(edges);
+        let mut squares = SquareSum::default();
+        squares.add_all(&values[..7]);
+        squares.add_all(&values[7..]);
+        let mut got = ExactSum::default();
+        squares.add_to(&mut got);
+        let mut halves = WideSum::default();
+        for &v in &values {
+            let (p, e) = two_product(v, v);
+            halves.add(p);
+            halves.add(e);
+        }
+        let mut want = ExactSum::default();
+        halves.add_to(&mut want);
+        assert_eq!(got.value().to_bits(), want.value().to_bits());
+        assert!(got.value().is_finite());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
 use datafusion::logical_expr::Accumulator;
 
-use super::exact::{two_product, ExactSum, WideSum};
+use super::exact::{two_product, ExactSum, SquareSum, WideSum};
 
 /// The aggregates computed over the whole input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,9 +141,10 @@ impl ColumnState {
                     let floats = cast(values, &DataType::Float64)?;
                     let floats = floats.as_primitive::<Float64Type>();
                     if floats.null_count() == 0 {
-                        self.add_floats(floats.values().iter().copied(), needs);
+                        self.add_floats(floats.values(), needs);
                     } else {
-                        self.add_floats(floats.iter().flatten(), needs);
+                        let present: Vec<f64> = floats.iter().flatten().collect();
+                        self.add_floats(&present, needs);
                     }
                 }
                 Numeric::Other => {}
@@ -175,21 +176,15 @@ impl ColumnState {
         }
     }
 
-    fn add_floats(&mut self, values: impl Iterator<Item = f64>, needs: Needs) {
-        let mut sum = needs.sum.then(WideSum::default);
-        let mut squares = needs.squares.then(WideSum::default);
-        for v in values {
-            if let Some(sum) = &mut sum {
-                sum.add(v);
-            }
-            if let Some(squares) = &mut squares {
-                add_square(squares, v);
-            }
-        }
-        if let Some(sum) = sum {
+    fn add_floats(&mut self, values: &[f64], needs: Needs) {
+        if needs.sum {
+            let mut sum = WideSum::default();
+            sum.add_all(values);
             sum.add_to(&mut self.float_sum);
         }
-        if let Some(squares) = squares {
+        if needs.squares {
+            let mut squares = SquareSum::default();
+            squares.add_all(values);
             squares.add_to(&mut self.squares);
         }
     }
