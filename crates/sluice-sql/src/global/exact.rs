@@ -169,21 +169,34 @@ impl WideSum {
             if total == 0 {
                 continue;
             }
-            let negative = total < 0;
-            let mut magnitude = total.unsigned_abs();
-            // In pieces of 52 bits: each piece times its power of two is a double, exactly
-            // (or an overflow, which `ExactSum::add` keeps as an infinity).
-            let mut scale = bucket as i32 - 1075;
-            while magnitude != 0 {
-                let piece = (magnitude & ((1 << 52) - 1)) as f64;
-                magnitude >>= 52;
-                if piece != 0.0 {
-                    let value = times_power_of_two(piece, scale);
-                    sum.add(if negative { -value } else { value });
-                }
-                scale += 52;
-            }
+            add_scaled(sum, total.unsigned_abs(), total < 0, bucket as i32 - 1075);
         }
+    }
+
+    /// Adds the exact square of `v`: the rounded square and, when that is finite, its
+    /// rounding error.
+    #[inline]
+    pub(crate) fn add_square(&mut self, v: f64) {
+        let (p, e) = two_product(v, v);
+        self.add(p);
+        if p.is_finite() {
+            self.add(e);
+        }
+    }
+}
+
+/// Adds `±magnitude · 2^scale` to `sum` exactly, in pieces of 52 bits: each piece times its
+/// power of two is a double, exactly (or an overflow, which `ExactSum::add` keeps as an
+/// infinity).
+fn add_scaled(sum: &mut ExactSum, mut magnitude: u128, negative: bool, mut scale: i32) {
+    while magnitude != 0 {
+        let piece = (magnitude & ((1 << 52) - 1)) as f64;
+        magnitude >>= 52;
+        if piece != 0.0 {
+            let value = times_power_of_two(piece, scale);
+            sum.add(if negative { -value } else { value });
+        }
+        scale += 52;
     }
 }
 
@@ -248,11 +261,7 @@ impl SquareSum {
             let significand = u128::from((bits & ((1 << 52) - 1)) | (1 << 52));
             self.buckets[exponent] += significand * significand;
         } else {
-            let (p, e) = two_product(v, v);
-            self.rest.add(p);
-            if p.is_finite() {
-                self.rest.add(e);
-            }
+            self.rest.add_square(v);
         }
     }
 
@@ -266,16 +275,7 @@ impl SquareSum {
 
     fn buckets_to(&self, sum: &mut ExactSum) {
         for (exponent, &total) in self.buckets.iter().enumerate() {
-            let mut rest = total;
-            let mut scale = 2 * (exponent as i32 - 1075);
-            while rest != 0 {
-                let piece = (rest & ((1 << 52) - 1)) as f64;
-                rest >>= 52;
-                if piece != 0.0 {
-                    sum.add(times_power_of_two(piece, scale));
-                }
-                scale += 52;
-            }
+            add_scaled(sum, total, false, 2 * (exponent as i32 - 1075));
         }
     }
 
@@ -303,7 +303,6 @@ fn times_power_of_two(x: f64, scale: i32) -> f64 {
 
 /// `a * b` as an exact sum of two doubles (Dekker / fused multiply-add), when it does not
 /// overflow or underflow.
-#[inline(always)]
 pub(crate) fn two_product(a: f64, b: f64) -> (f64, f64) {
     let p = a * b;
     (p, a.mul_add(b, -p))
@@ -420,13 +419,7 @@ mod tests {
             );
 
             let mut one = WideSum::default();
-            for &v in &values {
-                let (p, e) = two_product(v, v);
-                one.add(p);
-                if p.is_finite() {
-                    one.add(e);
-                }
-            }
+            values.iter().for_each(|&v| one.add_square(v));
             let mut squares = SquareSum::default();
             squares.add_all(&values);
             let (mut a, mut b) = (ExactSum::default(), ExactSum::default());
@@ -459,11 +452,7 @@ mod tests {
         let mut got = ExactSum::default();
         squares.add_to(&mut got);
         let mut halves = WideSum::default();
-        for &v in &values {
-            let (p, e) = two_product(v, v);
-            halves.add(p);
-            halves.add(e);
-        }
+        values.iter().for_each(|&v| halves.add_square(v));
         let mut want = ExactSum::default();
         halves.add_to(&mut want);
         assert_eq!(got.value().to_bits(), want.value().to_bits());

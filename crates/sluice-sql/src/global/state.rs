@@ -168,7 +168,7 @@ impl ColumnState {
         for v in values {
             self.int_sum += v;
             if let Some(squares) = &mut squares {
-                add_square(squares, v as f64);
+                squares.add_square(v as f64);
             }
         }
         if let Some(squares) = squares {
@@ -313,16 +313,6 @@ fn merge_extreme(
             }
         }
         _ => *current = Some(candidate),
-    }
-}
-
-/// Adds `v²` exactly: the rounded product and its rounding error.
-#[inline]
-fn add_square(squares: &mut WideSum, v: f64) {
-    let (p, e) = two_product(v, v);
-    squares.add(p);
-    if p.is_finite() {
-        squares.add(e);
     }
 }
 
