@@ -118,6 +118,13 @@ impl ChunkSql {
             .map_err(|e| failed(DataFusionError::ArrowError(Box::new(e), None)))
     }
 
+    /// The optimized physical plan, indented one operator per line (as EXPLAIN shows it).
+    pub fn physical_plan_text(&self) -> String {
+        datafusion::physical_plan::displayable(self.template.as_ref())
+            .indent(true)
+            .to_string()
+    }
+
     /// How many times a scan of `chunk` was planned: once per table reference in the query,
     /// during [`new`](Self::new), and never again. For the plan-once tests.
     #[doc(hidden)]

@@ -450,3 +450,39 @@ fn a_query_without_windows_needs_no_first_pass() {
     let b = batch(&data, 0..100);
     assert_eq!(pass2.apply(&b).unwrap(), direct.apply(&b).unwrap());
 }
+
+#[test]
+fn pass2_folds_the_values_into_the_query() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("feature_1", DataType::Float64, true),
+        Field::new("feature_2", DataType::Float64, true),
+        Field::new("feature_3", DataType::Float64, true),
+        Field::new("category", DataType::Utf8, true),
+        Field::new("target", DataType::Int64, true),
+    ]));
+    let sql = include_str!("../../../examples/seed_preprocessing_global.sql");
+    let global = GlobalSql::new(sql, schema.clone()).unwrap();
+    let f = |v: Vec<f64>| Arc::new(Float64Array::from(v)) as ArrayRef;
+    let projected = RecordBatch::try_new(
+        Arc::new(schema.project(&[0, 1, 2]).unwrap()),
+        vec![
+            f(vec![1.0, 2.0, 4.0]),
+            f(vec![1.0, 2.0, 3.0]),
+            f(vec![0.5, 0.5, 2.0]),
+        ],
+    )
+    .unwrap();
+    let values = global.compute([projected]).unwrap();
+    let plan = global.pass2(&values).unwrap().physical_plan_text();
+    // Every std is > 0, so each CASE is its THEN branch with the values as literals: no
+    // column of constants is built, compared and divided by per chunk.
+    assert!(!plan.contains("CASE"), "{plan}");
+    assert!(
+        !plan.contains("OVER") && !plan.contains("UNBOUNDED"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(" - 2.3333333333333335) / 1.5275252316519468 as feature_1"),
+        "{plan}"
+    );
+}

@@ -21,6 +21,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     lit, Expr, LogicalPlan, Projection, Window, WindowFrameBound, WindowFunctionDefinition,
 };
@@ -80,6 +81,9 @@ pub struct GlobalSql {
 
 /// One window operator of the query, all of whose windows are whole-input aggregates.
 struct Site {
+    /// The window operator as planned; pass 2 finds it by equality (an identical copy
+    /// elsewhere in the plan has the same values).
+    window: Window,
     /// Evaluates the aggregates' arguments over the window's input rows, per chunk.
     pass1: Planned,
     /// Pass 1's output columns: the distinct arguments.
@@ -345,32 +349,57 @@ impl GlobalSql {
                 ),
             });
         }
+        // Each window operator becomes a projection of its input and its values, and the
+        // node above it reads the values as literals rather than as columns: the optimizer
+        // then folds them (`CASE WHEN 1.2 > 0 THEN ...` is just its THEN), where a column
+        // of constants is an array built, compared and divided by per chunk.
+        let mut offsets = Vec::with_capacity(self.sites.len());
         let mut next = 0;
+        for site in &self.sites {
+            offsets.push(next);
+            next += site.calls.len();
+        }
+        let replace = |window: &Window| -> datafusion::error::Result<(LogicalPlan, Constants)> {
+            let site = self
+                .sites
+                .iter()
+                .position(|s| s.window == *window)
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal(format!(
+                        "a window operator pass 1 did not plan: {:?}",
+                        window.window_expr
+                    ))
+                })?;
+            literal_projection(window, &values.values[offsets[site]..])
+        };
         let rewritten = self
             .logical
             .clone()
-            .transform_up(|node| match node {
-                LogicalPlan::Window(window) => {
-                    let input = Arc::clone(&window.input);
-                    let input_len = input.schema().fields().len();
-                    let mut exprs: Vec<Expr> = input
-                        .schema()
-                        .iter()
-                        .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
-                        .collect();
-                    for j in 0..window.window_expr.len() {
-                        let (qualifier, field) = window.schema.qualified_field(input_len + j);
-                        let value = values.values[next].cast_to(field.data_type())?;
-                        next += 1;
-                        exprs.push(lit(value).alias_qualified(qualifier.cloned(), field.name()));
-                    }
-                    let projection = Projection::try_new(exprs, input)?;
-                    Ok(Transformed::yes(LogicalPlan::Projection(projection)))
+            .transform_up(|node| {
+                // A window is replaced by the node above it, which takes its values.
+                if matches!(node, LogicalPlan::Window(_)) {
+                    return Ok(Transformed::no(node));
                 }
-                other => Ok(Transformed::yes(other.recompute_schema()?)),
+                let mut constants = Constants::new();
+                let node = node
+                    .map_children(|child| match child {
+                        LogicalPlan::Window(window) => {
+                            let (projection, values) = replace(&window)?;
+                            constants.extend(values);
+                            Ok(Transformed::yes(projection))
+                        }
+                        other => Ok(Transformed::no(other)),
+                    })?
+                    .data;
+                let node = substitute(node, &constants)?;
+                Ok(Transformed::yes(node.recompute_schema()?))
             })
-            .map_err(SqlError::from_planning)?
-            .data;
+            .and_then(|plan| match plan.data {
+                // Only a plan made by hand ends in a window; it keeps the columns.
+                LogicalPlan::Window(window) => Ok(replace(&window)?.0),
+                other => Ok(other),
+            })
+            .map_err(SqlError::from_planning)?;
         let planned = plan::physical(&self.ctx, &rewritten)?;
         Ok(ChunkSql::from_planned(
             &self.sql,
@@ -401,6 +430,63 @@ impl fmt::Debug for GlobalSql {
             .field("pass1_columns", &self.columns)
             .finish_non_exhaustive()
     }
+}
+
+/// A replaced window's output columns and the literals that stand for them.
+type Constants = Vec<(Column, Expr)>;
+
+/// `window` as a projection of its input and of `values` (in its windows' order) named
+/// as its windows, with each window's column and literal.
+fn literal_projection(
+    window: &Window,
+    values: &[ScalarValue],
+) -> datafusion::error::Result<(LogicalPlan, Constants)> {
+    let input = Arc::clone(&window.input);
+    let input_len = input.schema().fields().len();
+    let mut exprs: Vec<Expr> = input
+        .schema()
+        .iter()
+        .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+        .collect();
+    let mut constants = Constants::with_capacity(window.window_expr.len());
+    for j in 0..window.window_expr.len() {
+        let (qualifier, field) = window.schema.qualified_field(input_len + j);
+        let value = values
+            .get(j)
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Internal("too few window values".into())
+            })?
+            .cast_to(field.data_type())?;
+        constants.push((
+            Column::new(qualifier.cloned(), field.name()),
+            lit(value.clone()),
+        ));
+        exprs.push(lit(value).alias_qualified(qualifier.cloned(), field.name()));
+    }
+    let projection = Projection::try_new(exprs, input)?;
+    Ok((LogicalPlan::Projection(projection), constants))
+}
+
+/// `node` with every reference to a column of `constants` replaced by its literal; the
+/// node's output names stay as they were.
+fn substitute(node: LogicalPlan, constants: &Constants) -> datafusion::error::Result<LogicalPlan> {
+    if constants.is_empty() {
+        return Ok(node);
+    }
+    let names = NamePreserver::new(&node);
+    Ok(node
+        .map_expressions(|expr| {
+            let name = names.save(&expr);
+            let replaced = expr.transform(|e| match e {
+                Expr::Column(column) => match constants.iter().find(|(c, _)| *c == column) {
+                    Some((_, literal)) => Ok(Transformed::yes(literal.clone())),
+                    None => Ok(Transformed::no(Expr::Column(column))),
+                },
+                other => Ok(Transformed::no(other)),
+            })?;
+            Ok(replaced.update_data(|e| name.restore(e)))
+        })?
+        .data)
 }
 
 fn refuse(window: &Expr, reason: impl Into<String>) -> SqlError {
@@ -532,6 +618,7 @@ fn analyse(ctx: &SessionContext, window: &Window) -> Result<Site, SqlError> {
         arg.needs.add(call.kind);
     }
     Ok(Site {
+        window: window.clone(),
         pass1,
         args: arg_states,
         calls,
