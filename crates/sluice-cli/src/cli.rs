@@ -130,6 +130,13 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "chunk")]
     pub windows: WindowsArg,
 
+    /// With `--windows global` on CSV or NDJSON: `auto` keeps the rows pass 1 parsed in a
+    /// scratch Arrow file in the output folder (`.sluice-pass1-rows.arrow`, removed at the
+    /// end; disk for about the parsed size of the input), so pass 2 does not parse the
+    /// input again; `off` parses it twice and writes no scratch file.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    pub pass1_copy: Pass1CopyArg,
+
     /// Input format [default: from each file's extension].
     #[arg(long, value_enum)]
     pub format: Option<InputFormat>,
@@ -242,6 +249,12 @@ impl InputFormat {
 pub enum WindowsArg {
     Chunk,
     Global,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pass1CopyArg {
+    Auto,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -16,6 +16,7 @@ use sluice_sql::{GlobalSql, GlobalValues};
 
 use crate::cli::RunArgs;
 use crate::error::CliError;
+use crate::parsed_copy::{CopyWriter, ParsedCopy};
 use crate::progress::{self, Progress};
 use crate::run::{ChunkFunction, Ui};
 use crate::signals;
@@ -130,13 +131,18 @@ impl GlobalRun {
     }
 
     /// Pass 1: every chunk's partial states, merged; in parallel, unordered, in the budget.
+    ///
+    /// With `copy_to` (a folder) and a text input, pass 1 parses every column, in input
+    /// order, and keeps the rows there for pass 2 ([`ParsedCopy`]); otherwise it parses
+    /// only the columns the windows need.
     pub fn pass1(
         &self,
         args: &RunArgs,
         max_memory: Option<u64>,
         format: Option<&FileFormat>,
+        copy_to: Option<&Path>,
         ui: Ui,
-    ) -> Result<(GlobalValues, PassStats), CliError> {
+    ) -> Result<(GlobalValues, PassStats, Option<ParsedCopy>), CliError> {
         let paths: Vec<String> = self
             .stamps
             .iter()
@@ -153,7 +159,18 @@ impl GlobalRun {
                     .map(|f| f.name().clone()),
             );
         }
-        let projected = match common_format(&self.stamps, format) {
+        let common = common_format(&self.stamps, format);
+        let copy_to = copy_to.filter(|_| {
+            matches!(
+                common,
+                Some(FileFormat::Csv(_)) | Some(FileFormat::Ndjson(_))
+            )
+        });
+        let projected = match common {
+            Some(_) if copy_to.is_some() => {
+                ui.note("pass 1 parses every column and keeps the rows for pass 2");
+                format.cloned()
+            }
             Some(FileFormat::Parquet(_)) => {
                 ui.note(format!("pass 1 reads the Parquet columns {columns:?}"));
                 Some(FileFormat::Parquet(ParquetOptions {
@@ -178,8 +195,10 @@ impl GlobalRun {
             .map_err(|e| CliError::setup("cannot open the input for pass 1", e))?;
         let total_bytes = source.total_bytes();
 
+        let source_schema = source.schema();
+        // The copy is in input order, as pass 2 must read it.
         let mut builder = StreamingDataPipeline::builder()
-            .ordered(false)
+            .ordered(copy_to.is_some())
             .adaptive_batching(!args.fixed_chunks);
         if let Some(rows) = args.chunk_size {
             builder = builder.chunk_size(rows);
@@ -197,6 +216,7 @@ impl GlobalRun {
         );
 
         let total = Arc::new(Mutex::new(self.sql.empty_partial()));
+        let keep_rows = copy_to.is_some();
         let function: ChunkFunction = {
             let sql = Arc::clone(&self.sql);
             let total = Arc::clone(&total);
@@ -206,8 +226,20 @@ impl GlobalRun {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .merge(&partial);
-                Ok(RecordBatch::new_empty(batch.schema()))
+                if keep_rows {
+                    Ok(batch)
+                } else {
+                    Ok(RecordBatch::new_empty(batch.schema()))
+                }
             })
+        };
+        let mut copy = match copy_to.map(|dir| CopyWriter::create(dir, &source_schema)) {
+            Some(Err(reason)) => {
+                ui.say(format!("{reason}; pass 2 will parse the input again"));
+                None
+            }
+            Some(Ok(writer)) => Some(writer),
+            None => None,
         };
         ui.say(format!(
             "pass 1/2: whole-input statistics for {} windows",
@@ -224,7 +256,14 @@ impl GlobalRun {
             total_bytes,
             "pass 1/2",
         );
-        let result = stream.run_to_end();
+        let mut stream = stream;
+        let result = stream.by_ref().try_for_each(|chunk| {
+            if let Some(copy) = copy.as_mut() {
+                copy.write(&chunk?.batch);
+            }
+            Ok(())
+        });
+        drop(stream);
         bar.finish();
         result.map_err(|e| CliError::run("pass 1 (whole-input statistics) failed", e))?;
         if signals::interrupted() {
@@ -247,7 +286,22 @@ impl GlobalRun {
             peak_rss_mb: stats.memory_peak_mb,
             reused: false,
         };
-        Ok((values, pass))
+        let copy = match copy.map(CopyWriter::finish) {
+            Some(Ok(copy)) => {
+                ui.note(format!(
+                    "pass 1 kept the parsed rows in {} ({} bytes) for pass 2",
+                    copy.path().display(),
+                    copy.bytes()
+                ));
+                Some(copy)
+            }
+            Some(Err(reason)) => {
+                ui.say(format!("{reason}; pass 2 will parse the input again"));
+                None
+            }
+            None => None,
+        };
+        Ok((values, pass, copy))
     }
 
     /// Fails when an input's size or modification time is not what pass 1 saw.

@@ -9,6 +9,7 @@ mod error;
 mod global;
 mod inspect;
 mod metrics;
+mod parsed_copy;
 mod progress;
 mod resume;
 mod run;

@@ -14,10 +14,11 @@ use sluice::{
 };
 use sluice_sql::ChunkSql;
 
-use crate::cli::{RunArgs, WindowsArg};
+use crate::cli::{Pass1CopyArg, RunArgs, WindowsArg};
 use crate::error::CliError;
 use crate::global::{self, GlobalRun, PassStats};
 use crate::metrics::MetricsServer;
+use crate::parsed_copy::{self, ParsedCopy};
 use crate::progress::{self, Progress};
 use crate::resume::{self, Plan, RunRecord};
 use crate::signals;
@@ -160,13 +161,14 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
 
     // Pass 1 (or its saved values), before the output folder is touched.
     let mut passes: Vec<PassStats> = Vec::new();
+    let mut parsed_copy = None;
     let global_function = match &global {
         Some(run) => {
-            let (function, saved) =
-                global_pass1(run, &args, max_memory, format.as_ref(), resuming, ui)?;
-            record.global = Some(saved.0);
-            passes.push(saved.1);
-            Some(function)
+            let outcome = global_pass1(run, &args, max_memory, format.as_ref(), resuming, ui)?;
+            record.global = Some(outcome.record);
+            passes.push(outcome.pass);
+            parsed_copy = outcome.copy;
+            Some(outcome.function)
         }
         None => None,
     };
@@ -194,6 +196,14 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
     if let Some(rows) = args.rows_per_part {
         output = output.rows_per_part(rows);
     }
+    // Pass 2 reads the rows pass 1 kept, when it kept them (never when resuming).
+    let source = match &parsed_copy {
+        Some(copy) => {
+            FilesSource::open(&[copy.path().display().to_string()], Some(FileFormat::Ipc))
+                .map_err(|e| CliError::setup("cannot open the rows pass 1 kept", e))?
+        }
+        None => source,
+    };
     let total_bytes = source.total_bytes();
     let source: Box<dyn Source> = if skip_rows > 0 {
         Box::new(SkipRows::new(source, skip_rows))
@@ -220,6 +230,7 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
         if global.is_some() { "pass 2/2" } else { "" },
     );
     drop(metrics);
+    drop(parsed_copy);
     let stats = pipeline.stats();
     // An input that changed during pass 2 fails the run like bad data does.
     let outcome = match (&global, outcome) {
@@ -458,8 +469,18 @@ pub fn write_stats_json(
     std::fs::write(path, text + "\n").map_err(|e| CliError::io("write", path, e))
 }
 
-/// Pass 1 of `--windows global`, or the values a stopped run saved when resuming it; gives
-/// pass 2's function and what the run record keeps.
+/// What pass 1 (or the run record of an earlier run) leaves for pass 2.
+struct Pass1Outcome {
+    /// Pass 2's per-chunk function.
+    function: ChunkFunction,
+    /// What the run record keeps of pass 1.
+    record: global::GlobalRecord,
+    pass: PassStats,
+    /// The rows pass 1 parsed, for pass 2 to read instead of the input.
+    copy: Option<ParsedCopy>,
+}
+
+/// Pass 1 of `--windows global`, or the values a stopped run saved when resuming it.
 fn global_pass1(
     run: &GlobalRun,
     args: &RunArgs,
@@ -467,13 +488,14 @@ fn global_pass1(
     format: Option<&FileFormat>,
     resuming: bool,
     ui: Ui,
-) -> Result<(ChunkFunction, (global::GlobalRecord, PassStats)), CliError> {
+) -> Result<Pass1Outcome, CliError> {
+    parsed_copy::remove_stale(&args.output);
     let earlier = if resuming {
         RunRecord::read_from(&args.output)?.and_then(|r| r.global)
     } else {
         None
     };
-    let (values, pass) = match run.saved_values(earlier.as_ref(), &args.output)? {
+    let (values, pass, copy) = match run.saved_values(earlier.as_ref(), &args.output)? {
         Some(values) => {
             ui.say("resuming pass 2/2 with the whole-input values saved by pass 1");
             let pass = PassStats {
@@ -481,12 +503,23 @@ fn global_pass1(
                 reused: true,
                 ..PassStats::default()
             };
-            (values, pass)
+            (values, pass, None)
         }
-        None => run.pass1(args, max_memory, format, ui)?,
+        None => {
+            let copy_to = (args.pass1_copy == Pass1CopyArg::Auto).then_some(args.output.as_path());
+            run.pass1(args, max_memory, format, copy_to, ui)?
+        }
     };
     run.check_unchanged()?;
-    ui.say("pass 2/2: the query per chunk, with the whole-input values");
-    let record = run.record(&values)?;
-    Ok((run.pass2_function(&values)?, (record, pass)))
+    ui.say(if copy.is_some() {
+        "pass 2/2: the query per chunk, with the whole-input values, on the rows pass 1 kept"
+    } else {
+        "pass 2/2: the query per chunk, with the whole-input values"
+    });
+    Ok(Pass1Outcome {
+        function: run.pass2_function(&values)?,
+        record: run.record(&values)?,
+        pass,
+        copy,
+    })
 }

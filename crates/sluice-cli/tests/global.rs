@@ -16,6 +16,8 @@ use arrow::record_batch::RecordBatch;
 use common::*;
 
 const SCALE: f64 = 1024.0;
+/// The rows pass 1 keeps for pass 2 when the input is text.
+const COPY_FILE: &str = ".sluice-pass1-rows.arrow";
 const ZSCORE_SQL: &str = "SELECT id, \
     (x - AVG(x) OVER ()) / STDDEV_SAMP(x) OVER () AS zx, \
     (big - AVG(big) OVER ()) / STDDEV(big) OVER () AS zbig, \
@@ -207,9 +209,18 @@ fn slow_extra() -> Vec<&'static str> {
 
 #[test]
 fn a_run_killed_in_pass_2_resumes_pass_2_with_the_saved_values() -> TestResult {
+    // Parquet: pass 2 reads the input again; CSV: it reads the rows pass 1 kept, a copy
+    // the kill leaves behind and the resumed run (which reads the input) removes.
+    for format in ["parquet", "csv"] {
+        killed_in_pass_2_and_resumed(format)?;
+    }
+    Ok(())
+}
+
+fn killed_in_pass_2_and_resumed(format: &str) -> TestResult {
     const ROWS: usize = 300_000;
     let dir = tempfile::tempdir()?;
-    let input = dir.path().join("data.parquet");
+    let input = dir.path().join(format!("data.{format}"));
     write_input(&input, ROWS)?;
 
     // The whole run, uninterrupted, for comparison.
@@ -231,6 +242,11 @@ fn a_run_killed_in_pass_2_resumes_pass_2_with_the_saved_values() -> TestResult {
     assert_eq!(
         m["status"], "running",
         "the run finished before it was killed; make the input bigger"
+    );
+    assert_eq!(
+        out.join(COPY_FILE).is_file(),
+        format == "csv",
+        "{format}: the rows pass 1 kept are in the folder until pass 2 ends"
     );
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("_sluice_run.json"))?)?;
@@ -275,7 +291,92 @@ fn a_run_killed_in_pass_2_resumes_pass_2_with_the_saved_values() -> TestResult {
     };
     assert!(
         bits(&got) == bits(&want),
-        "the resumed output differs from a whole run's"
+        "{format}: the resumed output differs from a whole run's"
+    );
+    assert!(
+        !out.join(COPY_FILE).exists(),
+        "{format}: the stale copy is removed"
+    );
+    assert!(
+        !whole.join(COPY_FILE).exists(),
+        "{format}: the copy is removed"
+    );
+    Ok(())
+}
+
+/// Pass 2's bytes read, from a run's `--stats-json`.
+fn pass_2_bytes(stats: &Path) -> TestResult<u64> {
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stats)?)?;
+    assert_eq!(stats["passes"][1]["pass"], 2, "{stats}");
+    Ok(stats["passes"][1]["input_bytes_read"]
+        .as_u64()
+        .ok_or("no input_bytes_read")?)
+}
+
+#[test]
+fn a_csv_input_is_parsed_once_and_its_copy_removed() -> TestResult {
+    const ROWS: usize = 30_000;
+    let dir = tempfile::tempdir()?;
+    let (kx, _) = integers(ROWS);
+    let want_x = reference(&kx, 0);
+    let mut outputs = Vec::new();
+    let mut bytes = Vec::new();
+    let cases = [
+        ("csv", "auto"),
+        ("csv", "off"),
+        ("parquet", "auto"),
+        ("parquet", "off"),
+    ];
+    for (format, copy) in cases {
+        let what = format!("{format}, --pass1-copy {copy}");
+        let input = dir.path().join(format!("data.{format}"));
+        if !input.exists() {
+            write_input(&input, ROWS)?;
+        }
+        let input_bytes = std::fs::metadata(&input)?.len();
+        let out = dir.path().join(format!("out-{format}-{copy}"));
+        let stats = dir.path().join(format!("stats-{format}-{copy}.json"));
+        let extra = [
+            "--pass1-copy",
+            copy,
+            "--chunk-size",
+            "1000",
+            "--stats-json",
+            path_str(&stats),
+        ];
+        let output = sluice().args(run_args(&input, &out, &extra)).output()?;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{what}: {}",
+            stderr_of(&output)
+        );
+        bytes.push((format, copy, pass_2_bytes(&stats)?, input_bytes));
+        assert!(!out.join(COPY_FILE).exists(), "{what}: the copy is removed");
+        let rows = read_scores(&out)?;
+        assert_eq!(rows.len(), ROWS, "{what}");
+        for (i, &(id, zx, _)) in rows.iter().enumerate() {
+            assert_eq!(id, i as i64, "{what}: every row once");
+            assert!(
+                close(zx, want_x[i]),
+                "{what}: zx[{i}] {zx} vs {}",
+                want_x[i]
+            );
+        }
+        let ordered = int_column(&read_output(&out)?, "id")?;
+        assert!(
+            ordered.iter().enumerate().all(|(i, &id)| id == i as i64),
+            "{what}: in input order"
+        );
+        outputs.push(
+            rows.iter()
+                .map(|&(i, a, b)| (i, a.to_bits(), b.to_bits()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(
+        outputs.iter().all(|o| *o == outputs[0]),
+        "the same bits every way"
     );
     Ok(())
 }
@@ -315,6 +416,10 @@ fn an_input_changed_during_the_run_fails_it() -> TestResult {
     let m = manifest(&out)?;
     assert_eq!(m["status"], "failed");
     assert_only_listed_parts(&out, &m)?;
+    assert!(
+        !out.join(COPY_FILE).exists(),
+        "a failed run removes its copy"
+    );
     Ok(())
 }
 
