@@ -47,6 +47,9 @@ pub fn remove_stale(dir: &Path) {
 /// only gives up the copy: pass 2 then parses the input again.
 pub struct CopyWriter {
     path: PathBuf,
+    /// The output folder, when the copy created it: removed again (if still empty) when
+    /// pass 1 fails, which otherwise leaves no trace.
+    created_dir: Option<PathBuf>,
     writer: Option<FileWriter<BufWriter<File>>>,
     gave_up: Option<String>,
 }
@@ -54,19 +57,31 @@ pub struct CopyWriter {
 impl CopyWriter {
     /// Starts the copy in `dir` (created if missing); `Err` says why there is none.
     pub fn create(dir: &Path, schema: &SchemaRef) -> Result<Self, String> {
+        let created_dir = (!dir.exists()).then(|| dir.to_path_buf());
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join(COPY_FILE);
-        let file =
-            File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let file = match File::create(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                if let Some(dir) = &created_dir {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                return Err(format!("cannot create {}: {e}", path.display()));
+            }
+        };
         match FileWriter::try_new(BufWriter::new(file), schema) {
             Ok(writer) => Ok(CopyWriter {
                 path,
+                created_dir,
                 writer: Some(writer),
                 gave_up: None,
             }),
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
+                if let Some(dir) = &created_dir {
+                    let _ = std::fs::remove_dir(dir);
+                }
                 Err(format!("cannot write {}: {e}", path.display()))
             }
         }
@@ -115,6 +130,9 @@ impl Drop for CopyWriter {
         // Unfinished: pass 1 failed or was stopped.
         if self.writer.take().is_some() {
             let _ = std::fs::remove_file(&self.path);
+            if let Some(dir) = &self.created_dir {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
     }
 }

@@ -424,6 +424,33 @@ fn an_input_changed_during_the_run_fails_it() -> TestResult {
 }
 
 #[test]
+fn a_run_failed_in_pass_1_leaves_no_output_folder() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("data.csv");
+    write_input(&input, 20_000)?;
+    // A record with a field too many, after the first chunks have gone to the copy.
+    let mut file = std::fs::OpenOptions::new().append(true).open(&input)?;
+    writeln!(file, "20000,1.0,1000000000.0,late,extra")?;
+    writeln!(file, "20001,1.0,1000000000.0,late")?;
+    drop(file);
+    let out = dir.path().join("out");
+    let output = sluice()
+        .args(run_args(&input, &out, &["--chunk-size", "1000"]))
+        .output()?;
+    assert_ne!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("pass 1"),
+        "{}",
+        stderr_of(&output)
+    );
+    assert!(
+        !out.exists(),
+        "pass 1 left the output folder (and its copy) behind"
+    );
+    Ok(())
+}
+
+#[test]
 fn stdin_and_windows_it_cannot_compute_are_refused() -> TestResult {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("out");
