@@ -140,7 +140,8 @@ SLUICE = [
          f"defaults ({CLI_DEFAULT_BUDGET_MB} MB budget, workers = cores)",
          needs=(SLUICE_BINARIES["sluice"]["path"], SLUICE_SQL), output_is_dir=True),
     Tool(GLOBAL_NAME, GLOBAL_CMD, "preprocess", "global",
-         f"CLI, --windows global: pass 1 exact whole-input mean/std (3 columns read), pass 2 per chunk; "
+         f"CLI, --windows global: pass 1 exact whole-input mean/std (Parquet: 3 columns read; CSV: parsed once, "
+         f"the rows kept in a scratch Arrow file for pass 2), pass 2 per chunk; "
          f"--max-memory {GLOBAL_BUDGET_MB}MB, the budget its issue names (RSS < {GLOBAL_RSS_LIMIT_MB} MB); "
          "output checked equal to Polars' (1e-9)",
          needs=(SLUICE_BINARIES["sluice"]["path"], SLUICE_GLOBAL_SQL), output_is_dir=True, compare_to_polars=True),
@@ -690,8 +691,10 @@ def write_markdown(path: Path, results: list[Result], ctx: dict) -> None:
         "whole file, because that is what the expression means there: they must see every row "
         "before emitting the first one (DuckDB's window buffers all rows; the stats-join variant "
         "reads the input twice). `sluice run --windows global` computes the *same* global result "
-        "in two passes (pass 1 reads only the three feature columns: a Parquet file's column chunks, "
-        "a CSV's fields, each line still split) inside its memory budget, and its output is checked equal to Polars' to 1e-9 "
+        "in two passes inside its memory budget (on Parquet, pass 1 reads only the three feature columns' "
+        "column chunks and pass 2 reads the file again; a CSV is parsed once, by pass 1, which keeps the rows "
+        "in a scratch Arrow file in the output folder for pass 2 and deletes it at the end), and its output is "
+        "checked equal to Polars' to 1e-9 "
         "in the same run; compare it with the peers' rows, not with the per-chunk rows.",
         "- **The seed's `time.sleep(0.01)`** per chunk is left out everywhere: it would only measure sleep.",
         "- **Ceilings.** pyarrow read-only is how fast the input can be parsed at all; pyarrow "
