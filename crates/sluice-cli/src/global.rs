@@ -130,7 +130,8 @@ impl GlobalRun {
         Ok(Some(values))
     }
 
-    /// Pass 1: every chunk's partial states, merged; in parallel, unordered, in the budget.
+    /// Pass 1: every chunk's partial states, merged; in parallel, in the budget (unordered
+    /// unless it keeps a copy).
     ///
     /// With `copy_to` (a folder) and a text input, pass 1 parses every column, in input
     /// order, and keeps the rows there for pass 2 ([`ParsedCopy`]); otherwise it parses
@@ -258,8 +259,9 @@ impl GlobalRun {
         );
         let mut stream = stream;
         let result = stream.by_ref().try_for_each(|chunk| {
+            let chunk = chunk?;
             if let Some(copy) = copy.as_mut() {
-                copy.write(&chunk?.batch);
+                copy.write(&chunk.batch);
             }
             Ok(())
         });

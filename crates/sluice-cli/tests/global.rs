@@ -433,20 +433,27 @@ fn a_run_failed_in_pass_1_leaves_no_output_folder() -> TestResult {
     writeln!(file, "20000,1.0,1000000000.0,late,extra")?;
     writeln!(file, "20001,1.0,1000000000.0,late")?;
     drop(file);
-    let out = dir.path().join("out");
-    let output = sluice()
-        .args(run_args(&input, &out, &["--chunk-size", "1000"]))
-        .output()?;
-    assert_ne!(output.status.code(), Some(0), "{}", stderr_of(&output));
-    assert!(
-        stderr_of(&output).contains("pass 1"),
-        "{}",
-        stderr_of(&output)
-    );
-    assert!(
-        !out.exists(),
-        "pass 1 left the output folder (and its copy) behind"
-    );
+    // With the copy or without it, the bad record fails the run in pass 1.
+    for copy in ["auto", "off"] {
+        let out = dir.path().join(format!("out-{copy}"));
+        let extra = ["--chunk-size", "1000", "--pass1-copy", copy];
+        let output = sluice().args(run_args(&input, &out, &extra)).output()?;
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{copy}: {}",
+            stderr_of(&output)
+        );
+        assert!(
+            stderr_of(&output).contains("pass 1"),
+            "{copy}: {}",
+            stderr_of(&output)
+        );
+        assert!(
+            !out.exists(),
+            "{copy}: pass 1 left the output folder (and its copy) behind"
+        );
+    }
     Ok(())
 }
 
