@@ -6,8 +6,11 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::array::{make_array, ArrayRef, MutableArrayData};
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use arrow::ipc::reader::{FileReader, StreamReader};
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::{DecodedPart, PartHint, Source, SourcePart};
 use crate::error::{Result, SluiceError};
@@ -87,7 +90,10 @@ impl Source for IpcFileSource {
                 .set_index(index)
                 .map_err(|e| bad(&path, location(), e))?;
             match reader.next() {
-                Some(batch) => Ok(vec![batch.map_err(|e| bad(&path, location(), e))?].into()),
+                Some(batch) => {
+                    let batch = batch.and_then(|b| own_buffers(&b));
+                    Ok(vec![batch.map_err(|e| bad(&path, location(), e))?].into())
+                }
                 None => Err(bad(&path, location(), "the batch is missing")),
             }
         });
@@ -99,6 +105,27 @@ impl Source for IpcFileSource {
             estimate,
         )))
     }
+}
+
+/// The batch with each column in buffers of its own. Arrow's IPC reader reads a record
+/// batch into one buffer and makes every column a slice of it; a column the user's function
+/// passes through to its output (`SELECT id, ...`) would keep the whole batch alive until
+/// the output is written, while the engine accounts it at the column's size. Where outputs
+/// wait for the sink that was 80-125 MB of RSS outside the budget (a 256 MB run peaked at
+/// 368 MiB). Copying costs one memcpy of the batch.
+fn own_buffers(batch: &RecordBatch) -> std::result::Result<RecordBatch, ArrowError> {
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|column| {
+            let data = column.to_data();
+            let mut copy = MutableArrayData::new(vec![&data], false, data.len());
+            copy.try_extend(0, 0, data.len())?;
+            Ok(make_array(copy.freeze()))
+        })
+        .collect::<std::result::Result<_, ArrowError>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(batch.schema(), columns, &options)
 }
 
 pub struct IpcStreamSource {
@@ -156,5 +183,58 @@ impl Source for IpcStreamSource {
                 Ok(Some((SourcePart::Owned(batch), bytes)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::ipc::writer::FileWriter;
+
+    #[test]
+    fn a_decoded_column_holds_only_its_own_bytes() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| SluiceError::write(PathBuf::from("tmp"), e))?;
+        let path = dir.path().join("four.arrow");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("a", DataType::Float64, true),
+            Field::new("b", DataType::Float64, true),
+            Field::new("c", DataType::Float64, true),
+        ]));
+        let rows = 100_000;
+        let float =
+            || Arc::new(Float64Array::from_iter_values((0..rows).map(f64::from))) as ArrayRef;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..i64::from(rows))),
+                float(),
+                float(),
+                float(),
+            ],
+        )
+        .expect("a valid batch");
+        let file = File::create(&path).map_err(|e| SluiceError::write(&path, e))?;
+        let mut writer = FileWriter::try_new(file, &schema).expect("a writer");
+        writer.write(&batch).expect("written");
+        writer.finish().expect("finished");
+
+        let mut source = IpcFileSource::open(&path)?;
+        let Some((SourcePart::Deferred { decode, .. }, _)) = source.next_part(PartHint {
+            rows: 1000,
+            bytes: 1 << 20,
+        })?
+        else {
+            panic!("one deferred part");
+        };
+        let decoded = decode()?;
+        let got = &decoded.batches[0];
+        assert_eq!(got, &batch);
+        // The id column alone keeps 800 kB, not the 3.2 MB record batch it was read with.
+        let id_bytes = got.column(0).get_array_memory_size();
+        assert!(id_bytes < 1_000_000, "the id column keeps {id_bytes} bytes");
+        Ok(())
     }
 }
