@@ -159,7 +159,8 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
             ),
         };
 
-    // Pass 1 (or its saved values), before the output folder is touched.
+    // Pass 1 (or its saved values), before the output folder's files are touched (a CSV
+    // pass 1 adds its copy of the rows to the folder; it is removed on failure).
     let mut passes: Vec<PassStats> = Vec::new();
     let mut parsed_copy = None;
     let global_function = match &global {
