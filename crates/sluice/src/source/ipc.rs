@@ -178,6 +178,9 @@ impl Source for IpcStreamSource {
                 e,
             )),
             Some(Ok(batch)) => {
+                let batch = own_buffers(&batch).map_err(|e| {
+                    bad(&self.path, format!("record batch {}", self.batches_read), e)
+                })?;
                 self.batches_read += 1;
                 let bytes = batch.get_array_memory_size() as u64;
                 Ok(Some((SourcePart::Owned(batch), bytes)))
@@ -191,7 +194,7 @@ mod tests {
     use super::*;
     use arrow::array::{Float64Array, Int64Array};
     use arrow::datatypes::{DataType, Field, Schema};
-    use arrow::ipc::writer::FileWriter;
+    use arrow::ipc::writer::{FileWriter, StreamWriter};
 
     #[test]
     fn a_decoded_column_holds_only_its_own_bytes() -> Result<()> {
@@ -222,11 +225,11 @@ mod tests {
         writer.finish().expect("finished");
 
         let mut source = IpcFileSource::open(&path)?;
-        let Some((SourcePart::Deferred { decode, .. }, _)) = source.next_part(PartHint {
+        let hint = PartHint {
             rows: 1000,
             bytes: 1 << 20,
-        })?
-        else {
+        };
+        let Some((SourcePart::Deferred { decode, .. }, _)) = source.next_part(hint)? else {
             panic!("one deferred part");
         };
         let decoded = decode()?;
@@ -235,6 +238,27 @@ mod tests {
         // The id column alone keeps 800 kB, not the 3.2 MB record batch it was read with.
         let id_bytes = got.column(0).get_array_memory_size();
         assert!(id_bytes < 1_000_000, "the id column keeps {id_bytes} bytes");
+
+        // The stream format too.
+        let stream_path = dir.path().join("four.arrows");
+        let file = File::create(&stream_path).map_err(|e| SluiceError::write(&stream_path, e))?;
+        let mut writer = StreamWriter::try_new(file, &schema).expect("a writer");
+        writer.write(&batch).expect("written");
+        writer.finish().expect("finished");
+        let mut source = IpcStreamSource::open(&stream_path)?;
+        let Some((SourcePart::Owned(got), bytes)) = source.next_part(hint)? else {
+            panic!("one owned part");
+        };
+        assert_eq!(got, batch);
+        let id_bytes = got.column(0).get_array_memory_size();
+        assert!(
+            id_bytes < 1_000_000,
+            "stream: the id column keeps {id_bytes} bytes"
+        );
+        assert!(
+            bytes < 4_000_000,
+            "stream: the part is counted at {bytes} bytes"
+        );
         Ok(())
     }
 }
