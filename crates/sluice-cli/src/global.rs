@@ -247,7 +247,7 @@ impl GlobalRun {
             self.sql.windows().len()
         ));
         let started = Instant::now();
-        let stream = pipeline
+        let mut stream = pipeline
             .start_boxed(Box::new(source), function, None)
             .map_err(|e| CliError::setup("cannot start pass 1", e))?;
         signals::watch(&pipeline);
@@ -257,7 +257,6 @@ impl GlobalRun {
             total_bytes,
             "pass 1/2",
         );
-        let mut stream = stream;
         let result = stream.by_ref().try_for_each(|chunk| {
             let chunk = chunk?;
             if let Some(copy) = copy.as_mut() {

@@ -344,31 +344,42 @@ fn nulls_single_rows_and_empty_input_follow_sql() {
     assert_eq!(global.compute(with_empty).unwrap(), values);
 }
 
-#[test]
-fn the_seed_query_reads_only_the_columns_its_windows_need() {
-    let schema = Arc::new(Schema::new(vec![
+/// The seed's input: three float features, a category and a target.
+fn seed_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
         Field::new("feature_1", DataType::Float64, true),
         Field::new("feature_2", DataType::Float64, true),
         Field::new("feature_3", DataType::Float64, true),
         Field::new("category", DataType::Utf8, true),
         Field::new("target", DataType::Int64, true),
-    ]));
-    let sql = include_str!("../../../examples/seed_preprocessing.sql");
-    let global = GlobalSql::new(sql, schema.clone()).unwrap();
-    let mut columns = global.pass1_columns().to_vec();
-    columns.sort();
-    assert_eq!(columns, ["feature_1", "feature_2", "feature_3"]);
-    // A chunk of only those columns (a projected Parquet read) is enough for pass 1.
+    ]))
+}
+
+/// Three rows of the float columns `projection` names, in that order (as a projected read
+/// hands them over): [1, 2, 4], [1, 2, 3] and [0.5, 0.5, 2].
+fn three_rows(schema: &SchemaRef, projection: &[usize]) -> RecordBatch {
     let f = |v: Vec<f64>| Arc::new(Float64Array::from(v)) as ArrayRef;
-    let projected = RecordBatch::try_new(
-        Arc::new(schema.project(&[2, 0, 1]).unwrap()),
+    RecordBatch::try_new(
+        Arc::new(schema.project(projection).unwrap()),
         vec![
             f(vec![1.0, 2.0, 4.0]),
             f(vec![1.0, 2.0, 3.0]),
             f(vec![0.5, 0.5, 2.0]),
         ],
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn the_seed_query_reads_only_the_columns_its_windows_need() {
+    let schema = seed_schema();
+    let sql = include_str!("../../../examples/seed_preprocessing.sql");
+    let global = GlobalSql::new(sql, schema.clone()).unwrap();
+    let mut columns = global.pass1_columns().to_vec();
+    columns.sort();
+    assert_eq!(columns, ["feature_1", "feature_2", "feature_3"]);
+    // A chunk of only those columns (a projected Parquet read) is enough for pass 1.
+    let projected = three_rows(&schema, &[2, 0, 1]);
     let values = global.compute([projected]).unwrap();
     // AVG(feature_1) over the three rows is 2.
     assert!(values
@@ -453,25 +464,10 @@ fn a_query_without_windows_needs_no_first_pass() {
 
 #[test]
 fn pass2_folds_the_values_into_the_query() {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("feature_1", DataType::Float64, true),
-        Field::new("feature_2", DataType::Float64, true),
-        Field::new("feature_3", DataType::Float64, true),
-        Field::new("category", DataType::Utf8, true),
-        Field::new("target", DataType::Int64, true),
-    ]));
+    let schema = seed_schema();
     let sql = include_str!("../../../examples/seed_preprocessing_global.sql");
     let global = GlobalSql::new(sql, schema.clone()).unwrap();
-    let f = |v: Vec<f64>| Arc::new(Float64Array::from(v)) as ArrayRef;
-    let projected = RecordBatch::try_new(
-        Arc::new(schema.project(&[0, 1, 2]).unwrap()),
-        vec![
-            f(vec![1.0, 2.0, 4.0]),
-            f(vec![1.0, 2.0, 3.0]),
-            f(vec![0.5, 0.5, 2.0]),
-        ],
-    )
-    .unwrap();
+    let projected = three_rows(&schema, &[0, 1, 2]);
     let values = global.compute([projected]).unwrap();
     let plan = global.pass2(&values).unwrap().physical_plan_text();
     // Every std is > 0, so each CASE is its THEN branch with the values as literals: no

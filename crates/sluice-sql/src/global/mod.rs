@@ -376,10 +376,8 @@ impl GlobalSql {
             .logical
             .clone()
             .transform_up(|node| {
-                // A window is replaced by the node above it, which takes its values.
-                if matches!(node, LogicalPlan::Window(_)) {
-                    return Ok(Transformed::no(node));
-                }
+                // A window is replaced when the node above it is visited: that node takes
+                // its values as literals.
                 let mut constants = Constants::new();
                 let node = node
                     .map_children(|child| match child {
