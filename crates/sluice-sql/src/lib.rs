@@ -18,6 +18,7 @@ mod global;
 mod plan;
 mod scan;
 mod stddev;
+mod string_eq;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};

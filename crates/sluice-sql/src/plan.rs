@@ -19,6 +19,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
 use crate::chunk_aggregates::InlineChunkAggregates;
 use crate::scan::ChunkTable;
+use crate::string_eq::StringEqLiteralRule;
 use crate::SqlError;
 
 /// The name of the one table a query sees.
@@ -53,7 +54,10 @@ pub(crate) fn session(
     let state = SessionStateBuilder::new()
         .with_config(session_config())
         .with_default_features()
-        // After DataFusion's own rules: whole-chunk aggregates as values, not columns.
+        // After DataFusion's own rules: text compared with a literal without a memcmp call
+        // per row; then whole-chunk aggregates as values, not columns (that rule folds the
+        // projection's expressions, the first one's included).
+        .with_physical_optimizer_rule(Arc::new(StringEqLiteralRule))
         .with_physical_optimizer_rule(Arc::new(InlineChunkAggregates))
         .build();
     let ctx = SessionContext::new_with_state(state);

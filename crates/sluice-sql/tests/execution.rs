@@ -238,3 +238,48 @@ fn scalar_subquery_is_per_chunk() {
         }
     }
 }
+
+/// Text compared with a literal runs sluice's kernel (`string_eq_literal`) in a projection,
+/// with SQL's answers: equal, not equal, NULL for a NULL row, the literal on either side,
+/// and the same answers in a filter (which keeps DataFusion's kernel).
+#[test]
+fn text_compared_with_a_literal_gives_sqls_answers() {
+    let rows: Vec<Row> = ["A", "B", "AB", "", "A"]
+        .iter()
+        .map(|c| Some(*c))
+        .chain([None])
+        .enumerate()
+        .map(|(i, category)| Row {
+            f1: i as f64,
+            f2: 0.0,
+            f3: 0.0,
+            category,
+            target: i as i64,
+        })
+        .collect();
+    let sql = plan(
+        "SELECT category = 'A' AS is_a, 'B' <> category AS not_b, category = '' AS empty, \
+         COALESCE(category = 'AB', FALSE) AS is_ab FROM chunk",
+    );
+    let text = sql.physical_plan_text();
+    assert_eq!(text.matches("(string_eq_literal)").count(), 4, "{text}");
+    let out = sql.apply(&to_batch(&rows)).unwrap();
+    let column = |at: usize| -> Vec<Option<bool>> {
+        out.column(at)
+            .as_any()
+            .downcast_ref::<arrow::array::BooleanArray>()
+            .unwrap()
+            .iter()
+            .collect()
+    };
+    let (t, f) = (Some(true), Some(false));
+    assert_eq!(column(0), [t, f, f, f, t, None]);
+    assert_eq!(column(1), [t, f, t, t, t, None]);
+    assert_eq!(column(2), [f, f, f, t, f, None]);
+    assert_eq!(column(3), [f, f, t, f, f, f]);
+
+    let filtered = plan("SELECT target FROM chunk WHERE category <> 'A'")
+        .apply(&to_batch(&rows))
+        .unwrap();
+    assert_eq!(int_column(&filtered, 0), [1, 2, 3]);
+}
