@@ -481,4 +481,6 @@ fn pass2_folds_the_values_into_the_query() {
         plan.contains(" - 2.3333333333333335) / 1.5275252316519468 as feature_1"),
         "{plan}"
     );
+    // The one-hot comparisons run sluice's text kernel in pass 2 too.
+    assert_eq!(plan.matches("(string_eq_literal)").count(), 3, "{plan}");
 }

@@ -6,7 +6,7 @@ mod common;
 use arrow::record_batch::RecordBatch;
 use sluice::source::{
     CsvOptions, CsvSource, FileFormat, FilesSource, IpcFileSource, IpcStreamSource, IterSource,
-    MemorySource, NdjsonSource, ParquetOptions, ParquetSource,
+    MemorySource, NdjsonSource, ParquetOptions, ParquetSource, PartHint,
 };
 use sluice::{SluiceError, Source, StreamingDataPipeline};
 
@@ -186,6 +186,26 @@ fn parquet_source_by_row_groups_and_projection() {
     };
     let projected = open(&["label", "id", "label"]).expect("open");
     assert_eq!(field_names(&projected.schema()), vec!["id", "label"]);
+    // Progress and the bytes-read statistic count the projected columns' chunks only.
+    let whole_file = ParquetSource::open(&path).expect("open").total_bytes();
+    let one_column = open(&["id"]).expect("open");
+    let total = one_column.total_bytes().expect("known");
+    assert!(
+        total > 0 && total * 2 < whole_file.expect("known"),
+        "{total} of {whole_file:?}"
+    );
+    let mut parts = open(&["id"]).expect("open");
+    let mut counted = 0;
+    while let Some((_, bytes)) = parts
+        .next_part(PartHint {
+            rows: 1000,
+            bytes: 1 << 20,
+        })
+        .expect("part")
+    {
+        counted += bytes;
+    }
+    assert_eq!(counted, total);
     let pipeline = StreamingDataPipeline::builder()
         .chunk_size(777)
         .build()

@@ -10,7 +10,7 @@ use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
 use datafusion::logical_expr::Accumulator;
 
-use super::exact::{two_product, ExactSum, SquareSum, WideSum};
+use super::exact::{two_product, ExactSum, SquareSum, SumAndSquares, WideSum};
 
 /// The aggregates computed over the whole input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +177,12 @@ impl ColumnState {
     }
 
     fn add_floats(&mut self, values: &[f64], needs: Needs) {
+        if needs.sum && needs.squares {
+            let mut both = SumAndSquares::default();
+            both.add_all(values);
+            both.add_to(&mut self.float_sum, &mut self.squares);
+            return;
+        }
         if needs.sum {
             let mut sum = WideSum::default();
             sum.add_all(values);

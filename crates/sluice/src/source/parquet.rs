@@ -43,7 +43,7 @@ impl ParquetSource {
             path: path.clone(),
             source,
         })?;
-        let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         let metadata = load_footer(&file).map_err(|message| SluiceError::BadInput {
             path: path.clone(),
             location: "footer".into(),
@@ -63,14 +63,38 @@ impl ParquetSource {
                 )
             }
         };
-        Ok(ParquetSource {
+        let mut source = ParquetSource {
             path: Arc::new(path),
             metadata,
             projection,
             schema,
             next_row_group: 0,
-            total_bytes,
-        })
+            total_bytes: file_bytes,
+        };
+        if options.columns.is_some() {
+            // Only the projected columns' chunks are read: progress and the bytes-read
+            // statistic count those, not the whole file.
+            source.total_bytes = (0..source.num_row_groups())
+                .map(|index| source.projected_sizes(index).0)
+                .sum();
+        }
+        Ok(source)
+    }
+
+    /// Compressed and uncompressed bytes of row group `index`'s projected column chunks.
+    fn projected_sizes(&self, index: usize) -> (u64, u64) {
+        let row_group = self.metadata.metadata().row_group(index);
+        row_group
+            .columns()
+            .iter()
+            .enumerate()
+            .filter(|(leaf, _)| self.projection.leaf_included(*leaf))
+            .fold((0, 0), |(compressed, uncompressed), (_, column)| {
+                (
+                    compressed + column.compressed_size().max(0) as u64,
+                    uncompressed + column.uncompressed_size().max(0) as u64,
+                )
+            })
     }
 
     pub fn num_row_groups(&self) -> usize {
@@ -100,7 +124,7 @@ impl Source for ParquetSource {
                 break;
             }
             rows += n;
-            bytes += row_group.compressed_size().max(0) as u64;
+            bytes += self.projected_sizes(self.next_row_group).0;
             self.next_row_group += 1;
         }
         Ok((rows, bytes))
@@ -112,9 +136,7 @@ impl Source for ParquetSource {
             return Ok(None);
         }
         self.next_row_group += 1;
-        let row_group = self.metadata.metadata().row_group(index);
-        let compressed = row_group.compressed_size().max(0) as u64;
-        let uncompressed = row_group.total_byte_size().max(0) as u64;
+        let (compressed, uncompressed) = self.projected_sizes(index);
         let path = self.path.clone();
         let metadata = self.metadata.clone();
         let projection = self.projection.clone();
