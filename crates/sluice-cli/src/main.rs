@@ -73,23 +73,12 @@ fn report(error: &CliError, ui: Ui) {
 /// Parquet run with SQL. Buffers up to 32 MiB now stay in the heap, and each arena keeps up
 /// to 16 MiB free, for ~6 MB more peak RSS (measured on 10M rows of Parquet with the seed's
 /// SQL: 1.2 s -> 1.0 s; 2.2 GB of CSV at a 256 MB budget: 288 -> 294 MB peak RSS).
-///
-/// glibc also gives every thread that allocates an arena of its own, up to 8 per core, and
-/// a buffer freed on another thread (a part decoded by the reader, freed by a worker; an
-/// output freed by the writer) goes back to its arena, where that free space waits for its
-/// own thread. With the budget full of cheap-to-decode parts (pass 2 of a global run over
-/// its Arrow copy), that stranded 120-170 MB: 323-352 MiB peak RSS at `--max-memory 256MB`
-/// on 30M rows with 178-184 MB tracked. One arena per core: 146-160 MiB on the same run,
-/// and the 10M Parquet run's time unchanged within noise.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_buffers() {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, arenas);
     }
 }
 
