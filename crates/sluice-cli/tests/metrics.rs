@@ -99,7 +99,7 @@ fn metrics_answer_with_live_counters_during_a_run() -> TestResult {
         value(&text, "sluice_input_bytes_read_total").is_some_and(|b| b > 0.0),
         "{text}"
     );
-    let budget = 256.0 * 1024.0 * 1024.0 * sluice::pipeline::TRACKED_SHARE;
+    let budget = sluice::pipeline::tracked_budget_bytes(256 << 20) as f64;
     assert!(
         value(&text, "sluice_memory_budget_bytes").is_some_and(|b| (b - budget).abs() < 1.0),
         "{text}"

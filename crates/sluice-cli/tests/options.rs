@@ -339,7 +339,7 @@ fn stats_json_max_memory_and_the_statistics_block() -> TestResult {
     // The engine tracks its share of --max-memory; the rest is headroom for temporaries.
     let budget = stats["memory_budget_mb"].as_f64().ok_or("budget")?;
     assert!(
-        (budget - 48.0 * sluice::pipeline::TRACKED_SHARE).abs() < 1e-6,
+        (budget * 1048576.0 - sluice::pipeline::tracked_budget_bytes(48 << 20) as f64).abs() < 1.0,
         "budget {budget}"
     );
     assert_eq!(stats["current_chunk_size"], 1000);
