@@ -876,11 +876,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.results_md.parent.mkdir(parents=True, exist_ok=True)
     write_markdown(args.results_md, results, ctx)
-    write_plot(args.results_png, results, ctx)
     (args.out_dir / "results.json").write_text(json.dumps(
         [{"tool": r.tool.name, "format": r.fmt, "status": r.status, "walls_s": r.walls,
           "peak_rss_mib": r.rss_mb, "command": r.command, **r.tool.params} for r in results], indent=1))
-    log(f"wrote {args.results_md} and {args.results_png}")
+    # Measurements are kept whatever happens to the picture (a run with --no-install on a
+    # machine without matplotlib ended at the import below, before results.json).
+    try:
+        write_plot(args.results_png, results, ctx)
+        log(f"wrote {args.results_md} and {args.results_png}")
+    except ImportError as e:
+        log(f"wrote {args.results_md}; {args.results_png} NOT updated ({e}): pip install matplotlib")
+        return 1
     broken = [r for r in results if r.status.startswith(("wrong output", "failed", "timeout"))]
     return 1 if broken else 0
 
