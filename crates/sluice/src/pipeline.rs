@@ -29,12 +29,14 @@ pub const TRACKED_SHARE: f64 = 0.75;
 /// Headroom left untracked where the budget allows it (at most half the budget): what the
 /// process held besides the tracked data when a run filled its budget, measured on two
 /// cores (release build, 30M CSV rows, two-pass SQL): 43 MiB before any data, then
-/// 115-150 MiB at budgets of 128, 256 and 512 MB, about constant. A quarter of 256 MB (64)
-/// left a filled budget peaking at 323-388 MiB; 128 MiB of headroom keeps it near 300.
+/// 115-150 MiB at budgets of 128, 256 and 512 MB, about constant, most of it freed memory
+/// glibc's per-thread arenas keep resident. A quarter of 256 MB (64) left a filled budget
+/// peaking at 323-388 MiB; 128 MiB of headroom keeps it near 300.
 pub const UNTRACKED_HEADROOM_BYTES: u64 = 128 << 20;
 
-/// Bytes of `max_memory_bytes` the engine tracks: all but a headroom of a quarter of the
-/// budget, or of [`UNTRACKED_HEADROOM_BYTES`] where that is more and still leaves half.
+/// Bytes of `max_memory_bytes` the engine tracks: all but a headroom of the larger of a
+/// quarter of the budget and [`UNTRACKED_HEADROOM_BYTES`], the headroom never more than half
+/// (64 MB tracks 32, 256 tracks 128, 1000 tracks 750).
 pub fn tracked_budget_bytes(max_memory_bytes: u64) -> u64 {
     let quarter = (max_memory_bytes as f64 * (1.0 - TRACKED_SHARE)) as u64;
     let headroom = quarter.max(UNTRACKED_HEADROOM_BYTES.min(max_memory_bytes / 2));
