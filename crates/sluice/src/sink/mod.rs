@@ -12,6 +12,7 @@ mod parquet;
 mod writeback;
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,7 +24,8 @@ use crate::error::{Result, SluiceError};
 use crate::stats::StreamingStats;
 pub use dead_letter::{DeadLetter, LetterKind};
 pub use manifest::{Manifest, PartInfo, RunStatus};
-pub use parquet::{EncodedRowGroup, RowGroupEncoder};
+pub(crate) use parquet::EncodedRowGroup;
+use parquet::RowGroupEncoder;
 
 /// File format of the part files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -129,6 +131,20 @@ impl OutputOptions {
         };
         self
     }
+}
+
+/// What a sink offers the workers: each chunk's output encoded ahead, on their threads,
+/// into what [`PartSink::write_encoded`] appends, so that the consumer, which writes every
+/// part in order on one thread, does not encode it there.
+pub(crate) trait EncodeAhead: Send + Sync {
+    /// `batch`, the output of chunk `seq` (input rows `rows`, named in errors), encoded;
+    /// `None` when it is better left to the part writer (e.g. too few rows).
+    fn encode(
+        &self,
+        batch: &RecordBatch,
+        seq: u64,
+        rows: &Range<u64>,
+    ) -> Option<Result<EncodedRowGroup>>;
 }
 
 /// One open part file's encoder.
@@ -243,13 +259,17 @@ impl PartSink {
 
     /// An encoder for workers to turn chunks' outputs into this sink's row groups ahead
     /// of [`Self::write_encoded`]; `None` when the parts are not Parquet.
-    pub fn row_group_encoder(&self) -> Option<Arc<RowGroupEncoder>> {
+    pub(crate) fn row_group_encoder(&self) -> Option<Arc<dyn EncodeAhead>> {
         (self.options.format == OutputFormat::Parquet)
-            .then(|| Arc::new(RowGroupEncoder::new(&self.options.dir)))
+            .then(|| Arc::new(RowGroupEncoder::new(&self.options.dir)) as Arc<dyn EncodeAhead>)
     }
 
     /// Writes one chunk, encoded ahead by a [`RowGroupEncoder`], that covers `input_rows`.
-    pub fn write_encoded(&mut self, group: EncodedRowGroup, input_rows: (u64, u64)) -> Result<()> {
+    pub(crate) fn write_encoded(
+        &mut self,
+        group: EncodedRowGroup,
+        input_rows: (u64, u64),
+    ) -> Result<()> {
         if self.options.format != OutputFormat::Parquet {
             return Err(SluiceError::write(
                 &self.options.dir,

@@ -22,7 +22,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
-use super::PartFileWriter;
+use super::{EncodeAhead, PartFileWriter};
 use crate::error::{Result, SluiceError};
 
 const MAX_ROW_GROUP_ROWS: usize = 1024 * 1024;
@@ -147,6 +147,28 @@ impl RowGroupEncoder {
             rows: batch.num_rows(),
             chunks,
         })
+    }
+}
+
+impl EncodeAhead for RowGroupEncoder {
+    fn encode(
+        &self,
+        batch: &RecordBatch,
+        seq: u64,
+        rows: &Range<u64>,
+    ) -> Option<Result<EncodedRowGroup>> {
+        if !Self::worth_it(batch) {
+            return None;
+        }
+        Some(RowGroupEncoder::encode(self, batch).map_err(|e| {
+            SluiceError::write(
+                self.dir(),
+                format!(
+                    "encoding the output of chunk {seq} (input rows {}..{}) as Parquet: {e}",
+                    rows.start, rows.end
+                ),
+            )
+        }))
     }
 }
 

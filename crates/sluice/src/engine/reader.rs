@@ -1,219 +1,27 @@
-//! One run of the pipeline: the reader (coordinator) thread and the worker pool.
-//!
-//! The reader pulls parts from the source, sends deferred decodes to the workers, puts the
-//! decoded batches back in input order, cuts them into chunks of the sizer's row count,
-//! and admits each chunk against the memory budget and the queue before a worker may
-//! process it. It is the only thread that waits for admission; while it waits, nothing new
-//! enters the engine (backpressure). Workers run decodes and the user's function (catching
-//! panics), apply the error policy, and send outcomes to the consumer ([`crate::ChunkStream`]),
-//! which restores order. Malformed input records (rejects) come out of decoding with their
-//! part, ride with the chunk holding the next good row, and are set aside by the worker
-//! that processes it (written by [`crate::sink::dead_letter`] under `dead_letter`).
+//! The reader (coordinator) thread. It pulls parts from the source, sends deferred decodes
+//! to the workers, puts the decoded batches back in input order, cuts them into chunks of
+//! the sizer's row count, and admits each chunk against the memory budget and the queue
+//! before a worker may process it. It is the only thread that waits for admission; while it
+//! waits, nothing new enters the engine (backpressure).
 
 use std::collections::BTreeMap;
-use std::ops::Range;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
-use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::backpressure::{BackpressureController, Reservation, RunQueue};
+use super::worker::set_aside;
+use super::{Decoded, Outcome, Shared, Task};
+use crate::backpressure::{BackpressureController, Reservation};
 use crate::chunk::{batch_memory, Chunker};
-use crate::config::{ErrorPolicy, PipelineConfig};
-use crate::error::{BoxError, Result, SluiceError};
-use crate::sink::dead_letter::{self, DeadLetter};
-use crate::sink::{EncodedRowGroup, RowGroupEncoder};
+use crate::config::ErrorPolicy;
+use crate::error::SluiceError;
 use crate::sizer::{READ_AHEAD_FRACTION, THROUGHPUT_CHUNK_BYTES};
-use crate::source::{DecodeFn, DecodedPart, PartHint, Reject, Source, SourcePart};
-use crate::stats::StatsCollector;
-
-/// The user's function, shared by the workers.
-pub(crate) type ChunkFn =
-    Arc<dyn Fn(RecordBatch) -> std::result::Result<RecordBatch, BoxError> + Send + Sync>;
+use crate::source::{DecodedPart, PartHint, Reject, Source, SourcePart};
 
 /// Largest raw byte range one text part reads.
 const MAX_PART_BYTES: usize = 8 << 20;
 const MIN_PART_BYTES: usize = 64 << 10;
-
-/// Stops one run: set by the consumer when it is dropped or fails, or by `stop()`.
-#[derive(Default)]
-pub(crate) struct RunControl {
-    stopped: AtomicBool,
-}
-
-impl RunControl {
-    pub fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-    }
-    pub fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
-    }
-}
-
-/// What handling a chunk set aside besides its output: malformed records before its rows
-/// (counted), and the dead letters written (listed by the consumer).
-#[derive(Debug, Default)]
-pub(crate) struct SetAside {
-    pub rejected: u64,
-    pub letters: Vec<DeadLetter>,
-}
-
-/// What a worker or the reader tells the consumer.
-pub(crate) enum Outcome {
-    Done {
-        seq: u64,
-        rows: Range<u64>,
-        batch: RecordBatch,
-        /// `batch` encoded as a Parquet row group of its own, when the run's sink wants it.
-        encoded: Option<EncodedRowGroup>,
-        reservation: Reservation,
-        latency: Duration,
-        passed_through: bool,
-        aside: SetAside,
-    },
-    /// The function failed and the policy dropped the chunk (skip, dead letter).
-    Dropped {
-        seq: u64,
-        rows: Range<u64>,
-        aside: SetAside,
-    },
-    /// Rejects after the last row of the input (no chunk to ride with); not a chunk, so
-    /// it takes no sequence number.
-    Trailing(SetAside),
-    /// The run cannot go on (fail policy, bad input, a dead letter that could not be written).
-    Fatal { seq: u64, error: SluiceError },
-    /// The function failed after the run was stopped (e.g. interrupted): not a failure of
-    /// the chunk, and the run ends here.
-    Abandoned { seq: u64 },
-    /// No chunk after `chunks` (the total count of sequence numbers) will come.
-    End { chunks: u64 },
-}
-
-impl Outcome {
-    pub fn seq(&self) -> u64 {
-        match self {
-            Outcome::Done { seq, .. }
-            | Outcome::Dropped { seq, .. }
-            | Outcome::Fatal { seq, .. }
-            | Outcome::Abandoned { seq } => *seq,
-            Outcome::End { chunks } => *chunks,
-            // Handled as it arrives, never ordered.
-            Outcome::Trailing(_) => u64::MAX,
-        }
-    }
-}
-
-enum Task {
-    Decode {
-        index: u64,
-        decode: DecodeFn,
-        reservation: Reservation,
-        source_bytes: u64,
-    },
-    Process {
-        seq: u64,
-        rows: Range<u64>,
-        batch: RecordBatch,
-        reservation: Reservation,
-        /// Admitted before any output was weighed: its reservation is a guess.
-        guessed: bool,
-        /// Bytes of the source its rows were decoded from (for progress).
-        source_bytes: f64,
-        /// Malformed records before its rows (absolute positions).
-        rejects: Vec<Reject>,
-    },
-}
-
-struct Decoded {
-    index: u64,
-    result: Result<DecodedPart>,
-    reservation: Reservation,
-    /// Bytes of the source this part was decoded from.
-    source_bytes: u64,
-}
-
-pub(crate) struct Shared {
-    pub config: PipelineConfig,
-    pub controller: BackpressureController,
-    pub stats: Arc<StatsCollector>,
-    pub control: Arc<RunControl>,
-    pub function: ChunkFn,
-    /// Chunks admitted on the guess that output weighs what input does, not yet processed.
-    pub guessed_in_flight: AtomicUsize,
-    /// This run's queue slots (the budget is the pipeline's, the slots are the run's).
-    pub queue: Arc<RunQueue>,
-    /// Set when the run writes Parquet parts: workers encode each large enough output
-    /// into its row group, so the consumer's one thread only appends it.
-    pub encoder: Option<Arc<RowGroupEncoder>>,
-}
-
-/// Handles of a run's threads, joined when the consumer is done.
-pub(crate) struct RunThreads {
-    handles: Vec<JoinHandle<()>>,
-}
-
-impl RunThreads {
-    pub fn join(&mut self) {
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
-    }
-}
-
-/// Starts the reader and the workers; outcomes arrive on the returned receiver.
-pub(crate) fn start(
-    shared: Arc<Shared>,
-    source: Box<dyn Source>,
-) -> Result<(Receiver<Outcome>, RunThreads)> {
-    let workers = shared.config.effective_workers();
-    let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task>();
-    let (decoded_tx, decoded_rx) = crossbeam_channel::unbounded::<Decoded>();
-    let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded::<Outcome>();
-    let mut handles = Vec::with_capacity(workers + 1);
-    for i in 0..workers {
-        let (shared, task_rx, decoded_tx, outcome_tx) = (
-            shared.clone(),
-            task_rx.clone(),
-            decoded_tx.clone(),
-            outcome_tx.clone(),
-        );
-        let handle = std::thread::Builder::new()
-            .name(format!("sluice-worker-{i}"))
-            .spawn(move || worker_loop(&shared, task_rx, decoded_tx, outcome_tx))
-            .map_err(|e| SluiceError::Source {
-                source_name: "worker pool".into(),
-                message: format!("cannot start a worker thread: {e}"),
-            })?;
-        handles.push(handle);
-    }
-    drop(decoded_tx);
-    let reader_shared = shared.clone();
-    let handle = std::thread::Builder::new()
-        .name("sluice-reader".into())
-        .spawn(move || {
-            let mut reader = Reader::new(
-                &reader_shared,
-                source,
-                task_tx,
-                decoded_rx,
-                outcome_tx.clone(),
-            );
-            if let Err((seq, error)) = reader.run() {
-                let _ = outcome_tx.send(Outcome::Fatal { seq, error });
-                let _ = outcome_tx.send(Outcome::End { chunks: seq + 1 });
-            }
-        })
-        .map_err(|e| SluiceError::Source {
-            source_name: "reader".into(),
-            message: format!("cannot start the reader thread: {e}"),
-        })?;
-    handles.push(handle);
-    Ok((outcome_rx, RunThreads { handles }))
-}
 
 enum ReadAhead {
     Read,
@@ -222,7 +30,7 @@ enum ReadAhead {
     NotNeeded,
 }
 
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     shared: &'a Shared,
     source: Box<dyn Source>,
     tasks: Sender<Task>,
@@ -250,7 +58,7 @@ struct Reader<'a> {
 type ReaderResult = std::result::Result<(), (u64, SluiceError)>;
 
 impl<'a> Reader<'a> {
-    fn new(
+    pub(super) fn new(
         shared: &'a Shared,
         source: Box<dyn Source>,
         tasks: Sender<Task>,
@@ -308,7 +116,7 @@ impl<'a> Reader<'a> {
         self.shared.queue.queued()
     }
 
-    fn run(&mut self) -> ReaderResult {
+    pub(super) fn run(&mut self) -> ReaderResult {
         self.start_at_resume_row()?;
         let mut target: Option<usize> = None;
         // Set while a chunk waits for admission, so one wait counts one event.
@@ -699,236 +507,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn worker_loop(
-    shared: &Shared,
-    tasks: Receiver<Task>,
-    decoded: Sender<Decoded>,
-    outcomes: Sender<Outcome>,
-) {
-    for task in tasks {
-        if shared.control.is_stopped() {
-            // Dropping the task releases its reservation.
-            continue;
-        }
-        match task {
-            Task::Decode {
-                index,
-                decode,
-                mut reservation,
-                source_bytes,
-            } => {
-                let result = catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
-                    Err(SluiceError::Source {
-                        source_name: "decoder".into(),
-                        message: format!("panicked: {}", panic_message(&panic)),
-                    })
-                });
-                if let Ok(part) = &result {
-                    reservation.resize(part.batches.iter().map(batch_memory).sum());
-                }
-                let _ = decoded.send(Decoded {
-                    index,
-                    result,
-                    reservation,
-                    source_bytes,
-                });
-                shared.controller.notify();
-            }
-            Task::Process {
-                seq,
-                rows,
-                batch,
-                reservation,
-                guessed,
-                source_bytes,
-                rejects,
-            } => {
-                // Counted out even if this thread unwinds: the reader may be waiting for
-                // the last guessed chunk to be weighed.
-                let _guessed = guessed.then(|| GuessedChunk(shared));
-                let outcome = process_chunk(shared, seq, rows, batch, reservation);
-                let outcome = with_rejects(shared, outcome, rejects);
-                shared.stats.source_bytes_processed(source_bytes);
-                let _ = outcomes.send(outcome);
-            }
-        }
-    }
-}
-
-/// A chunk admitted on the 1x guess, in a worker's hands.
-struct GuessedChunk<'a>(&'a Shared);
-
-impl Drop for GuessedChunk<'_> {
-    fn drop(&mut self) {
-        self.0.guessed_in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.controller.notify();
-    }
-}
-
-fn process_chunk(
-    shared: &Shared,
-    seq: u64,
-    rows: Range<u64>,
-    batch: RecordBatch,
-    mut reservation: Reservation,
-) -> Outcome {
-    let input_bytes = batch_memory(&batch);
-    let keep_input = matches!(
-        shared.config.error_policy,
-        ErrorPolicy::PassThrough | ErrorPolicy::DeadLetter(_)
-    );
-    let input = keep_input.then(|| batch.clone());
-    let start = Instant::now();
-    let result = catch_unwind(AssertUnwindSafe(|| (shared.function)(batch)));
-    let latency = start.elapsed();
-    let cause = match result {
-        Ok(Ok(output)) => {
-            let output_bytes = batch_memory(&output);
-            shared.controller.observe_output(input_bytes, output_bytes);
-            reservation.resize(output_bytes);
-            if let Some(hooks) = &shared.config.hooks {
-                let secs = latency.as_secs_f64().max(1e-9);
-                let rows_per_second = rows_len(&rows) as f64 / secs;
-                // A hook that panics (a Python one at interpreter shutdown) must not take
-                // the worker, and with it this chunk, down.
-                let _ = catch_unwind(AssertUnwindSafe(|| {
-                    hooks.record_performance(rows_per_second)
-                }));
-            }
-            let encoded = match &shared.encoder {
-                Some(encoder) if RowGroupEncoder::worth_it(&output) => {
-                    match encoder.encode(&output) {
-                        Ok(group) => Some(group),
-                        Err(e) => {
-                            return Outcome::Fatal {
-                                seq,
-                                error: SluiceError::write(
-                                    encoder.dir(),
-                                    format!(
-                                        "encoding the output of chunk {seq} (input rows {}..{}) as Parquet: {e}",
-                                        rows.start, rows.end
-                                    ),
-                                ),
-                            }
-                        }
-                    }
-                }
-                _ => None,
-            };
-            if let Some(group) = &encoded {
-                // Held with the output until the consumer appends it.
-                reservation.resize(output_bytes + group.bytes());
-            }
-            return Outcome::Done {
-                seq,
-                rows,
-                batch: output,
-                encoded,
-                reservation,
-                latency,
-                passed_through: false,
-                aside: SetAside::default(),
-            };
-        }
-        Ok(Err(error)) => error.to_string(),
-        Err(panic) => format!("panicked: {}", panic_message(&panic)),
-    };
-    if shared.control.is_stopped() {
-        return Outcome::Abandoned { seq };
-    }
-    match &shared.config.error_policy {
-        ErrorPolicy::Fail => Outcome::Fatal {
-            seq,
-            error: SluiceError::ChunkFailed {
-                chunk: seq,
-                first_row: rows.start,
-                end_row: rows.end,
-                cause,
-            },
-        },
-        ErrorPolicy::Skip => Outcome::Dropped {
-            seq,
-            rows,
-            aside: SetAside::default(),
-        },
-        ErrorPolicy::PassThrough => {
-            let batch = input.expect("kept for pass-through");
-            reservation.resize(batch_memory(&batch));
-            Outcome::Done {
-                seq,
-                rows,
-                batch,
-                encoded: None,
-                reservation,
-                latency,
-                passed_through: true,
-                aside: SetAside::default(),
-            }
-        }
-        ErrorPolicy::DeadLetter(dir) => {
-            let batch = input.expect("kept for dead letter");
-            match dead_letter::write_chunk(dir, seq, &rows, &batch, &cause) {
-                Ok(letter) => Outcome::Dropped {
-                    seq,
-                    rows,
-                    aside: SetAside {
-                        rejected: 0,
-                        letters: vec![letter],
-                    },
-                },
-                Err(error) => Outcome::Fatal { seq, error },
-            }
-        }
-    }
-}
-
-fn rows_len(rows: &Range<u64>) -> usize {
-    (rows.end - rows.start) as usize
-}
-
-/// Sets aside the rejects that ride with a delivered or dropped chunk.
-fn with_rejects(shared: &Shared, outcome: Outcome, rejects: Vec<Reject>) -> Outcome {
-    if rejects.is_empty() {
-        return outcome;
-    }
-    match outcome {
-        Outcome::Done { ref rows, .. } | Outcome::Dropped { ref rows, .. } => {
-            match set_aside(shared, &rows.clone(), rejects) {
-                Ok(more) => attach(outcome, more),
-                Err(error) => Outcome::Fatal {
-                    seq: outcome.seq(),
-                    error,
-                },
-            }
-        }
-        // The run ends here: the rejects of this chunk are redone by a resume.
-        other => other,
-    }
-}
-
-fn attach(mut outcome: Outcome, more: SetAside) -> Outcome {
-    if let Outcome::Done { aside, .. } | Outcome::Dropped { aside, .. } = &mut outcome {
-        aside.rejected += more.rejected;
-        aside.letters.extend(more.letters);
-    }
-    outcome
-}
-
-/// Counts rejects and, under `dead_letter`, writes them, named by the input rows `rows`
-/// they ride with. (Under `fail` the reader has already stopped the run at the first.)
-fn set_aside(shared: &Shared, rows: &Range<u64>, rejects: Vec<Reject>) -> Result<SetAside> {
-    let mut aside = SetAside {
-        rejected: rejects.len() as u64,
-        letters: Vec::new(),
-    };
-    if let ErrorPolicy::DeadLetter(dir) = &shared.config.error_policy {
-        aside
-            .letters
-            .push(dead_letter::write_rejects(dir, rows, &rejects)?);
-    }
-    Ok(aside)
-}
-
 /// The error that stops a run at a malformed record under the `fail` policy.
 fn reject_error(reject: &Reject) -> SluiceError {
     let location = match (reject.line, reject.byte_offset) {
@@ -940,15 +518,5 @@ fn reject_error(reject: &Reject) -> SluiceError {
         path: reject.file.clone(),
         location,
         message: reject.cause.clone(),
-    }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with no message".to_string()
     }
 }
