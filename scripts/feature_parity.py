@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKSPACE_TESTS = ["-p", "sluice", "-p", "sluice-sql", "-p", "sluice-cli", "-p", "sluice-stream"]
+WORKSPACE_TESTS = ["-p", "sluice", "-p", "sluice-sql", "-p", "sluice-job", "-p", "sluice-cli", "-p", "sluice-stream"]
 
 
 def features(packages, edges):

@@ -97,6 +97,9 @@ class NativePipeline:
         output_path: Optional[str] = None,
         output_format: str = "parquet",
         rows_per_part: Optional[int] = None,
+        overwrite: bool = False,
+        sql_windows: Optional[str] = None,
+        resume: bool = False,
     ) -> NativeRun: ...
     def open_push(
         self,
@@ -117,6 +120,9 @@ class NativePipeline:
         output_path: Optional[str] = None,
         output_format: str = "parquet",
         rows_per_part: Optional[int] = None,
+        overwrite: bool = False,
+        sql_windows: Optional[str] = None,
+        resume: bool = False,
     ) -> NativeRun: ...
     def stats_json(self) -> str: ...
     def config_json(self) -> str: ...
@@ -125,3 +131,5 @@ class NativePipeline:
     def cleanup(self, timeout: float = 30.0) -> bool: ...
     @property
     def active_runs(self) -> int: ...
+
+def prepare_output(path: str, overwrite: bool = False) -> None: ...

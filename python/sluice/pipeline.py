@@ -207,6 +207,28 @@ def _check_sql_windows(sql_windows: Any, sql: Any) -> None:
         raise ValueError("sql_windows='global' needs sql=")
 
 
+def _check_output_mode(out: Optional[str], overwrite: Any, resume: Any) -> None:
+    if not isinstance(overwrite, bool) or not isinstance(resume, bool):
+        raise TypeError("overwrite and resume must be True or False")
+    if overwrite and resume:
+        raise ValueError("give overwrite=True or resume=True, not both")
+    if resume and out is None:
+        raise ValueError("resume=True needs output_path: it continues the run written there")
+
+
+def _refuse_distributed(sql_windows: str, resume: bool) -> None:
+    """What a distributed run cannot do yet, refused before any task starts."""
+    if resume:
+        raise NotImplementedError("resume=True is for runs on one machine (enable_distributed=False)")
+    if sql_windows == "global":
+        # Each task would see only its partition: per-partition values, silently wrong.
+        raise NotImplementedError(
+            "sql_windows='global' does not run distributed yet: each task would compute the "
+            "windows over its own partition, not the whole input. Run it on one machine "
+            "(enable_distributed=False), where both passes cover every row."
+        )
+
+
 def _sql_text(sql: Any) -> Optional[str]:
     if sql is None:
         return None
@@ -417,6 +439,7 @@ class StreamingDataPipeline:
         with_info: bool = False,
         overwrite: bool = False,
         sql_windows: str = "chunk",
+        resume: bool = False,
     ) -> ChunkIterator:
         """Processes ``df`` (pandas DataFrame, pyarrow Table or Polars DataFrame) chunk by
         chunk and yields the processed chunks in input order, in ``chunk_format``.
@@ -427,7 +450,10 @@ class StreamingDataPipeline:
         (``output_format``: parquet, csv or ipc) with a ``_manifest.json``. With
         ``with_info=True`` it yields :class:`ProcessedChunk` (data plus input rows).
         A folder that already holds output (a manifest or part files) is refused with
-        ``FileExistsError`` unless ``overwrite=True``.
+        ``FileExistsError`` unless ``overwrite=True`` (replace it) or ``resume=True``
+        (continue the run that wrote it: its committed parts are kept and their input rows
+        skipped; the same ``df``, query and settings are expected, and a different input or
+        query is refused).
 
         Distributed, ``df`` may also be the backend's own DataFrame (a Dask DataFrame, a
         Ray Dataset, a Spark DataFrame such as ``spark.read.parquet(...)``): each of its
@@ -440,9 +466,11 @@ class StreamingDataPipeline:
         _check_sql_windows(sql_windows, sql)
         self._function(processing_function, sql)  # checks the arguments before converting
         out = _output_path(output_path)
+        _check_output_mode(out, overwrite, resume)
         rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
         if self.enable_distributed:
-            return self._distributed_frame(df, processing_function, sql, out, output_format, rows, with_info)
+            _refuse_distributed(sql_windows, resume)
+            return self._distributed_frame(df, processing_function, sql, out, output_format, rows, with_info, overwrite)
         if self._slices_frame(df, processing_function, sql):
             # The function gets `df.iloc[a:b]`, as in a plain loop: the engine chunks row
             # positions (it never needs the data itself), so nothing is converted on the way
@@ -450,7 +478,7 @@ class StreamingDataPipeline:
             _convert.check_frame(df, "the DataFrame given as df")
             adapter, _ = self._function(processing_function, None, frame=df, hold_output=out is None)
             run = self._native.run_table(
-                _convert.positions_table(len(df)), adapter, None, out, output_format, rows, overwrite
+                _convert.positions_table(len(df)), adapter, None, out, output_format, rows, overwrite, None, resume
             )
             return self._iterator(run, out, with_info)
         # pandas chunks keep the input's index (as `df.iloc[a:b]` would), unless SQL runs or
@@ -462,7 +490,7 @@ class StreamingDataPipeline:
         )
         table, index = _convert.input_to_arrow(df, keep_index=keep_index)
         adapter, sql = self._function(processing_function, sql, index)
-        run = self._native.run_table(table, adapter, sql, out, output_format, rows, overwrite, sql_windows)
+        run = self._native.run_table(table, adapter, sql, out, output_format, rows, overwrite, sql_windows, resume)
         return self._iterator(run, out, with_info, index)
 
     def _slices_frame(self, df: Any, processing_function: Any, sql: Any) -> bool:
@@ -489,6 +517,7 @@ class StreamingDataPipeline:
         with_info: bool = False,
         overwrite: bool = False,
         sql_windows: str = "chunk",
+        resume: bool = False,
     ) -> ChunkIterator:
         """Processes files (a path, a glob, a folder, or a list of them; CSV, TSV, Parquet,
         NDJSON or Arrow IPC) read and decoded in parallel by the Rust engine, and yields the
@@ -496,37 +525,49 @@ class StreamingDataPipeline:
 
         With ``sql=`` the whole run stays in Rust; use ``.run_to_end()`` on the result to
         only write ``output_path``. A folder that already holds output is refused with
-        ``FileExistsError`` unless ``overwrite=True``.
-        only write ``output_path``. ``sql_windows="global"``: ``AGG(x) OVER ()`` covers
-        every file's rows (two passes; the files must be regular files, unchanged between
-        the passes).
+        ``FileExistsError`` unless ``overwrite=True`` (replace it) or ``resume=True``
+        (continue the run that wrote it, as ``sluice run --resume``: its committed parts are
+        kept and the input rows they cover skipped; other inputs or another query are
+        refused). ``sql_windows="global"``: ``AGG(x) OVER ()`` covers every file's rows (two
+        passes; the files must be regular files, unchanged between the passes; a CSV or
+        NDJSON input is parsed once, its rows kept for pass 2 in a scratch Arrow file in
+        ``output_path``, or in a temporary folder without one).
         """
         _check_sql_windows(sql_windows, sql)
         paths = _paths(file_path)
         if not isinstance(file_format, str):
             raise TypeError(f"file_format must be a string, got {type(file_format).__name__}")
         out = _output_path(output_path)
+        _check_output_mode(out, overwrite, resume)
         adapter, sql = self._function(processing_function, sql, hold_output=out is None)
         rows = None if rows_per_part is None else _check_int("rows_per_part", rows_per_part)
         if self.enable_distributed:
-            runner = self._runner(processing_function, sql, out, output_format, rows, file_format)
+            _refuse_distributed(sql_windows, resume)
+            runner = self._runner(processing_function, sql, out, output_format, rows, file_format, overwrite)
             wanted = self.partitions or 2 * self._backend.parallelism()
             partitions = file_partitions(expand_paths(paths), wanted, file_format)
             return self._distributed_iterator(runner, with_info, partitions=partitions)
         fmt = None if file_format == "auto" else file_format
-        run = self._native.run_files(paths, fmt, adapter, sql, out, output_format, rows, overwrite, sql_windows)
+        run = self._native.run_files(paths, fmt, adapter, sql, out, output_format, rows, overwrite, sql_windows, resume)
         return self._iterator(run, out, with_info)
 
     # Distributed runs (enable_distributed=True).
 
     def _runner(
-        self, function: Any, sql: Any, out: Optional[str], output_format: str, rows: Optional[int], file_format: str = "auto"
+        self,
+        function: Any,
+        sql: Any,
+        out: Optional[str],
+        output_format: str,
+        rows: Optional[int],
+        file_format: str = "auto",
+        overwrite: bool = False,
     ) -> PartitionRunner:
         """The task body every worker runs: a local pipeline with these settings."""
         output = None
         if out is not None:
             # Tasks write where the driver lists: the same absolute folder on every machine.
-            output = OutputSpec(os.path.abspath(out), output_format, rows)
+            output = OutputSpec(os.path.abspath(out), output_format, rows, overwrite)
         settings = self._settings()
         if self.on_error.startswith("dead_letter="):
             # Workers have their own working folders: the driver's folder, absolute.
@@ -542,9 +583,17 @@ class StreamingDataPipeline:
         )
 
     def _distributed_frame(
-        self, df: Any, function: Any, sql: Any, out: Optional[str], output_format: str, rows: Optional[int], with_info: bool
+        self,
+        df: Any,
+        function: Any,
+        sql: Any,
+        out: Optional[str],
+        output_format: str,
+        rows: Optional[int],
+        with_info: bool,
+        overwrite: bool = False,
     ) -> "DistributedChunkIterator":
-        runner = self._runner(function, sql, out, output_format, rows)
+        runner = self._runner(function, sql, out, output_format, rows, overwrite=overwrite)
         if self._backend.accepts(df):
             # The engine's own DataFrame (dd.read_parquet, spark.read...): its partitions.
             return self._distributed_iterator(runner, with_info, native=df)

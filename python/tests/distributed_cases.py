@@ -137,6 +137,41 @@ class DistributedCases:
         assert p.get_stats().total_rows_processed == 50_000
         p.cleanup()
 
+    def test_earlier_output_is_refused_unless_overwrite(self, cluster, tmp_path):
+        # As on one machine: a folder holding a run's output is never mixed with or
+        # silently replaced by another run's.
+        df = small_frame(20_000)
+        out = tmp_path / "out"
+        p = self.pipeline(cluster, chunk_size=5_000, partitions=2)
+        first = p.process_dataframe_stream(df, doubled, output_path=out).run_to_end()
+        assert first["status"] == "complete" and first["total_rows"] == 20_000
+        before = sorted(os.listdir(out))
+        with pytest.raises(FileExistsError, match="overwrite=True"):
+            p.process_dataframe_stream(df.iloc[:5_000], doubled, output_path=out).run_to_end()
+        assert sorted(os.listdir(out)) == before
+        assert json.loads((out / "_manifest.json").read_text())["total_rows"] == 20_000
+        second = p.process_dataframe_stream(df.iloc[:5_000], doubled, output_path=out, overwrite=True).run_to_end()
+        assert second["status"] == "complete" and second["total_rows"] == 5_000
+        files = sorted(f for f in os.listdir(out) if f.startswith("part-"))
+        assert files == sorted(part["file"] for part in second["parts"])
+        written = pd.concat(pq.read_table(out / f).to_pandas() for f in files)
+        pd.testing.assert_frame_equal(written.reset_index(drop=True), doubled(df.iloc[:5_000]).reset_index(drop=True))
+        p.cleanup()
+
+    def test_global_windows_are_refused_naming_the_limitation(self, cluster, tmp_path):
+        # Each task sees its partition only: per-partition values would be silently wrong.
+        df = small_frame(2_000)
+        path = tmp_path / "data.parquet"
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+        sql = "SELECT feature_1 - AVG(feature_1) OVER () AS centred FROM chunk"
+        p = self.pipeline(cluster, chunk_size=500)
+        with pytest.raises(NotImplementedError, match="does not run distributed"):
+            p.process_dataframe_stream(df, sql=sql, sql_windows="global")
+        with pytest.raises(NotImplementedError, match="whole input"):
+            p.process_file_stream(str(path), sql=sql, sql_windows="global", output_path=tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+        p.cleanup()
+
     def test_output_files_and_a_task_run_twice_does_not_duplicate(self, cluster, tmp_path):
         df = small_frame(60_000)
         out = tmp_path / "out"

@@ -36,7 +36,7 @@ def test_a_dask_dataframe_runs_partition_by_partition(cluster, tmp_path):
     out = tmp_path / "out"
     got = pd.concat(list(p.process_dataframe_stream(ddf, doubled, output_path=out)))
     pd.testing.assert_frame_equal(got.reset_index(drop=True), doubled(df).reset_index(drop=True), check_dtype=False)
-    manifest = p.process_dataframe_stream(ddf, doubled, output_path=out).run_to_end()
+    manifest = p.process_dataframe_stream(ddf, doubled, output_path=out, overwrite=True).run_to_end()
     assert [(x["file"], x["input_row_start"], x["input_row_end"]) for x in manifest["parts"]] == [
         (f"part-p{i:05d}-00000.parquet", i * 10_000, (i + 1) * 10_000) for i in range(3)
     ]

@@ -83,6 +83,37 @@ def test_global_windows_on_files(tmp_path, fmt):
     assert it.manifest["total_rows"] == 9_000
 
 
+@pytest.mark.parametrize("with_output", [True, False])
+def test_global_windows_on_csv_parse_the_file_once(tmp_path, with_output):
+    # Pass 1 keeps the rows it parsed (an Arrow file: in the output folder, or a temporary
+    # one) and pass 2 reads them, as `sluice run --windows global` does: the CSV is not
+    # parsed a second time.
+    df = small_frame(9_000, seed=5)
+    path = tmp_path / "data.csv"
+    df.to_csv(path, index=False, float_format="%.17g")
+    out_dir = tmp_path / "out"
+    pipeline = StreamingDataPipeline(chunk_size=1_000, adaptive_batching=False)
+    it = pipeline.process_file_stream(
+        path, sql=ZSCORE, sql_windows="global", output_path=out_dir if with_output else None
+    )
+    out = pd.concat(list(it), ignore_index=True)
+    check(df, out)
+    read = pipeline.get_stats().input_bytes_read
+    assert read > 0 and read != os.path.getsize(path), "pass 2 read the CSV again"
+    if with_output:
+        assert it.manifest["total_rows"] == 9_000
+        assert sorted(os.listdir(out_dir)) == sorted(
+            ["_manifest.json", "_sluice_run.json"] + [p["file"] for p in it.manifest["parts"]]
+        ), "the copy is removed"
+
+    # The same bits as a Parquet input, whose pass 2 reads the file itself.
+    parquet = tmp_path / "data.parquet"
+    pq.write_table(pa.Table.from_pandas(pd.read_csv(path), preserve_index=False), parquet)
+    again = StreamingDataPipeline(chunk_size=1_000, adaptive_batching=False)
+    same = pd.concat(list(again.process_file_stream(parquet, sql=ZSCORE, sql_windows="global")), ignore_index=True)
+    pd.testing.assert_frame_equal(out, same, check_exact=True)
+
+
 def test_bad_settings_and_unsupported_windows_are_refused(tmp_path):
     df = small_frame(100)
     pipeline = StreamingDataPipeline(chunk_size=10)

@@ -51,7 +51,8 @@ def test_a_folder_with_earlier_output_is_refused_unless_overwrite(tmp_path):
     assert len(manifest(out)["parts"]) == 4, "the refused run touched the folder"
 
     pipeline.process_dataframe_stream(frame(200), double, output_path=out, overwrite=True).run_to_end()
-    assert visible_files(out) == ["_manifest.json", "part-00000.parquet"]
+    # `_sluice_run.json` records the run's input and query, for resume=True to check.
+    assert visible_files(out) == ["_manifest.json", "_sluice_run.json", "part-00000.parquet"]
     assert listed_ids(out) == list(range(200))
 
 
@@ -70,7 +71,7 @@ def test_a_failed_run_leaves_only_committed_parts_and_says_failed(tmp_path):
     m = manifest(out)
     assert m["status"] == "failed"
     assert [(p["input_row_start"], p["input_row_end"]) for p in m["parts"]] == [(0, 300), (300, 600)]
-    assert visible_files(out) == ["_manifest.json", "part-00000.parquet", "part-00001.parquet"]
+    assert visible_files(out) == ["_manifest.json", "_sluice_run.json", "part-00000.parquet", "part-00001.parquet"]
     assert listed_ids(out) == list(range(600))
 
 
@@ -101,3 +102,81 @@ def test_a_run_that_ends_is_not_stopped(tmp_path):
     assert sum(len(c) for c in run) == 1000
     pipeline.stop_processing()
     assert not run.stopped
+
+
+def stopped_run(out, start, n=60_000):
+    """A run of ``double`` over ``frame(n)`` (through ``start``) stopped after 5,000 rows;
+    the ids its manifest lists as committed (a prefix)."""
+    pipeline = StreamingDataPipeline(chunk_size=1000, adaptive_batching=False, num_workers=2)
+    run = start(pipeline, out)
+    seen = 0
+    with pytest.raises(StoppedError):
+        for chunk in run:
+            seen += len(chunk)
+            if seen == 5_000:
+                pipeline.stop_processing()
+    assert manifest(out)["status"] == "stopped"
+    committed = listed_ids(out)
+    assert committed == list(range(len(committed)))
+    assert 0 < len(committed) < n, "the stop must leave some, not all, rows committed"
+    return committed
+
+
+@pytest.mark.parametrize("input_kind", ["dataframe", "csv"])
+def test_resume_after_a_stop_continues_exactly(tmp_path, input_kind):
+    n = 60_000
+    df = frame(n)
+    csv = tmp_path / "data.csv"
+    df.to_csv(csv, index=False)
+    out = str(tmp_path / "out")
+
+    def start(pipeline, out, **kwargs):
+        if input_kind == "csv":
+            return pipeline.process_file_stream(str(csv), double, output_path=out, rows_per_part=2000, **kwargs)
+        return pipeline.process_dataframe_stream(df, double, output_path=out, rows_per_part=2000, **kwargs)
+
+    committed = stopped_run(out, start, n)
+    # Without resume=True (or overwrite=True) the folder is refused, untouched.
+    with pytest.raises(FileExistsError, match="resume=True"):
+        start(StreamingDataPipeline(chunk_size=700), out)
+    assert listed_ids(out) == committed
+
+    # Resumed with other chunk sizes: only the rows after the committed ones run, in order.
+    pipeline = StreamingDataPipeline(chunk_size=777, num_workers=2)
+    rest = pd.concat(list(start(pipeline, out, resume=True)))
+    assert rest["id"].tolist() == list(range(len(committed), n))
+    assert pipeline.get_stats().total_rows_processed == n - len(committed)
+    m = manifest(out)
+    assert m["status"] == "complete" and m["total_rows"] == n
+    assert listed_ids(out) == list(range(n)), "every id once, in order"
+    parts = [p["file"] for p in m["parts"]]
+    assert sorted(f for f in os.listdir(out) if f.startswith("part-")) == sorted(parts)
+    written = pd.concat(pq.read_table(os.path.join(out, f)).to_pandas() for f in parts)
+    np.testing.assert_array_equal(written["y"].to_numpy(), df["x"].to_numpy() * 2)
+
+    # A complete run resumed again has nothing to do.
+    again = StreamingDataPipeline(chunk_size=1000)
+    run = start(again, out, resume=True)
+    assert list(run) == []
+    assert run.manifest["status"] == "complete" and run.manifest["total_rows"] == n
+    assert again.get_stats().total_rows_processed == 0
+
+
+def test_resume_refuses_another_input_and_bad_combinations(tmp_path):
+    out = str(tmp_path / "out")
+
+    def start(pipeline, out, **kwargs):
+        return pipeline.process_dataframe_stream(frame(60_000), double, output_path=out, rows_per_part=2000, **kwargs)
+
+    committed = stopped_run(out, start)
+    pipeline = StreamingDataPipeline(chunk_size=1000)
+    with pytest.raises(ValueError, match="input differs"):
+        pipeline.process_dataframe_stream(frame(50_000), double, output_path=out, resume=True)
+    assert listed_ids(out) == committed
+    with pytest.raises(ValueError, match="not both"):
+        pipeline.process_dataframe_stream(frame(10), double, output_path=out, resume=True, overwrite=True)
+    with pytest.raises(ValueError, match="needs output_path"):
+        pipeline.process_dataframe_stream(frame(10), double, resume=True)
+    unordered = StreamingDataPipeline(chunk_size=1000, ordered=False)
+    with pytest.raises(ValueError, match="ordered"):
+        unordered.process_dataframe_stream(frame(60_000), double, output_path=out, resume=True)

@@ -40,6 +40,60 @@ pub enum Command {
     Stream(Box<StreamArgs>),
 }
 
+/// The engine's settings, shared by `run` and `stream`.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Rows per chunk: the first chunk's size, or every chunk's with --fixed-chunks [default: 1000].
+    #[arg(long, value_name = "ROWS")]
+    pub chunk_size: Option<usize>,
+
+    /// Memory budget for everything the engine holds, e.g. 512MB, 2GiB (KB/MB/GB are
+    /// powers of 1024, like max_memory_mb) [default: 1000MB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
+
+    /// Worker threads [default: the machine's cores].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+}
+
+/// The query run on every chunk, shared by `run` and `stream`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// File holding the SQL run on every chunk (the table is `chunk`).
+    #[arg(long, value_name = "FILE", conflicts_with = "sql_text")]
+    pub sql: Option<PathBuf>,
+
+    /// The SQL run on every chunk, given inline.
+    #[arg(long, value_name = "SQL")]
+    pub sql_text: Option<String>,
+}
+
+/// Where the part files go and what is reported, shared by `run` and `stream`.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Output folder for part files and `_manifest.json` (a `stream` into a folder it
+    /// wrote before continues the stream).
+    #[arg(long, short, value_name = "DIR")]
+    pub output: PathBuf,
+
+    /// Format of the part files [default: parquet, or the earlier run's when continuing].
+    #[arg(long, value_enum)]
+    pub output_format: Option<OutputFormatArg>,
+
+    /// Close (commit) a part file once it holds this many rows [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub rows_per_part: Option<u64>,
+
+    /// Write the run's statistics as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+
+    /// Serve live statistics in Prometheus text format at http://ADDR/metrics during the run.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
 #[derive(Debug, Args)]
 pub struct StreamArgs {
     /// The stream: redis://HOST:PORT/STREAM?group=G&consumer=C (entries' `data` field
@@ -48,45 +102,22 @@ pub struct StreamArgs {
     #[arg(long, value_name = "URL")]
     pub from: String,
 
-    /// Output folder for part files and `_manifest.json`; a later run into the same folder
-    /// continues the stream.
-    #[arg(long, short, value_name = "DIR")]
-    pub output: PathBuf,
+    #[command(flatten)]
+    pub out: OutputArgs,
 
-    /// File holding the SQL run on every chunk (the table is `chunk`).
-    #[arg(long, value_name = "FILE", conflicts_with = "sql_text")]
-    pub sql: Option<PathBuf>,
+    #[command(flatten)]
+    pub query: SqlArgs,
 
-    /// The SQL run on every chunk, given inline.
-    #[arg(long, value_name = "SQL")]
-    pub sql_text: Option<String>,
-
-    /// Format of the part files [default: parquet, or the earlier run's].
-    #[arg(long, value_enum)]
-    pub output_format: Option<OutputFormatArg>,
-
-    /// Rows per chunk at first [default: 1000].
-    #[arg(long, value_name = "ROWS")]
-    pub chunk_size: Option<usize>,
-
-    /// Memory budget, e.g. 256MB [default: 1000MB].
-    #[arg(long, value_name = "SIZE")]
-    pub max_memory: Option<String>,
-
-    /// Worker threads [default: the machine's cores].
-    #[arg(long, value_name = "N")]
-    pub workers: Option<usize>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 
     /// When the SQL fails on a chunk or a message is malformed: fail, skip,
     /// dead-letter=DIR [default: dead-letter=OUTPUT/_dead_letters].
     #[arg(long, value_name = "POLICY")]
     pub on_error: Option<String>,
 
-    /// Commit a part once it holds this many rows [default: 1000000].
-    #[arg(long, value_name = "N")]
-    pub rows_per_part: Option<u64>,
-
-    /// ... or once its first row waited this long, whichever comes first.
+    /// Commit a part once its first row waited this long, or at --rows-per-part,
+    /// whichever comes first.
     #[arg(long, value_name = "DURATION", default_value = "1s")]
     pub commit_interval: String,
 
@@ -97,14 +128,6 @@ pub struct StreamArgs {
     /// Exit 0 once no message came for this long [default: run until stopped].
     #[arg(long, value_name = "DURATION")]
     pub stop_when_idle: Option<String>,
-
-    /// Write the run's statistics as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    pub stats_json: Option<PathBuf>,
-
-    /// Serve live statistics in Prometheus text format at http://ADDR/metrics.
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -113,17 +136,14 @@ pub struct RunArgs {
     #[arg(long, short, required = true, num_args = 1.., value_name = "PATH")]
     pub input: Vec<String>,
 
-    /// Output folder for part files and `_manifest.json`.
-    #[arg(long, short, value_name = "DIR")]
-    pub output: PathBuf,
+    #[command(flatten)]
+    pub out: OutputArgs,
 
-    /// File holding the SQL run on every chunk (the table is `chunk`).
-    #[arg(long, value_name = "FILE", conflicts_with = "sql_text")]
-    pub sql: Option<PathBuf>,
+    #[command(flatten)]
+    pub query: SqlArgs,
 
-    /// The SQL run on every chunk, given inline.
-    #[arg(long, value_name = "SQL")]
-    pub sql_text: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 
     /// What `AGG(x) OVER ()` covers: `chunk` (each chunk's rows, the specification's
     /// behaviour) or `global` (the whole input's rows, in two passes over the files).
@@ -141,27 +161,10 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub format: Option<InputFormat>,
 
-    /// Format of the part files [default: parquet, or the earlier run's with --resume].
-    #[arg(long, value_enum)]
-    pub output_format: Option<OutputFormatArg>,
-
-    /// Rows per chunk: the first chunk's size, or every chunk's with --fixed-chunks [default: 1000].
-    #[arg(long, value_name = "ROWS")]
-    pub chunk_size: Option<usize>,
-
     /// Keep every chunk at --chunk-size rows (no adaptive batching): per-chunk results
     /// such as z-scores are then the same on every run.
     #[arg(long)]
     pub fixed_chunks: bool,
-
-    /// Memory budget for everything the engine holds, e.g. 512MB, 2GiB (KB/MB/GB are
-    /// powers of 1024, like max_memory_mb) [default: 1000MB].
-    #[arg(long, value_name = "SIZE")]
-    pub max_memory: Option<String>,
-
-    /// Worker threads [default: the machine's cores].
-    #[arg(long, value_name = "N")]
-    pub workers: Option<usize>,
 
     /// Write chunks as they complete instead of in input order (cannot be resumed).
     #[arg(long)]
@@ -171,18 +174,6 @@ pub struct RunArgs {
     /// skip, pass-through, dead-letter=DIR (malformed records go to DIR/rejects-*.ndjson).
     #[arg(long, value_name = "POLICY", default_value = "fail")]
     pub on_error: String,
-
-    /// Write the run's statistics as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    pub stats_json: Option<PathBuf>,
-
-    /// Close a part file once it holds this many rows [default: 1000000].
-    #[arg(long, value_name = "N")]
-    pub rows_per_part: Option<u64>,
-
-    /// Serve live statistics in Prometheus text format at http://ADDR/metrics during the run.
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
 
     /// Continue an earlier run into the same output folder: keep its completed parts and
     /// skip the input rows they cover.

@@ -15,15 +15,16 @@ use parquet::file::properties::WriterProperties;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
-use sluice::{BoxError, FileFormat, FilesSource, OutputOptions, Source, StreamingDataPipeline};
-use sluice_sql::ChunkSql;
+use sluice::{FileFormat, FilesSource, OutputOptions, Source};
+use sluice_job::{EngineSettings, Transform};
+use sluice_sql::Windows;
 
 use crate::cli::{DemoArgs, DemoFormat};
 use crate::error::CliError;
-use crate::progress;
-use crate::run::{execute, ChunkFunction, Ui};
+use crate::run::execute;
 use crate::signals;
 use crate::size::human_bytes;
+use crate::ui::Ui;
 
 /// The seed's `data_preprocessing` as SQL (the repository's `examples/seed_preprocessing.sql`).
 pub const SEED_SQL: &str = include_str!("../../../examples/seed_preprocessing.sql");
@@ -79,23 +80,22 @@ fn demo_in(args: &DemoArgs, workdir: &Path, ui: Ui) -> Result<(), CliError> {
         FileFormat::from_name(extension).map_err(|e| CliError::setup("bad demo format", e))?;
     let source = FilesSource::open(&paths, Some(format))
         .map_err(|e| CliError::setup("cannot open the sample", e))?;
-    let sql =
-        ChunkSql::new(SEED_SQL, source.schema()).map_err(|source| CliError::Sql { source })?;
-    let columns = sql.output_schema().fields().len();
-    let mut builder = StreamingDataPipeline::builder()
-        .chunk_size(5_000)
-        .max_memory_mb(500.0);
-    if let Some(workers) = args.workers {
-        builder = builder.num_workers(workers);
-    }
-    let pipeline = Arc::new(
-        builder
-            .build()
-            .map_err(|e| CliError::setup("bad settings", e))?,
-    );
-    let sql = Arc::new(sql);
-    let function: ChunkFunction =
-        Arc::new(move |batch: RecordBatch| sql.apply(&batch).map_err(BoxError::from));
+    let transform = Transform::Sql {
+        text: SEED_SQL.into(),
+        windows: Windows::Chunk,
+    };
+    let (function, output_schema) = transform.plan_chunk(source.schema())?;
+    let columns = output_schema.fields().len();
+    // The seed example's settings.
+    let settings = EngineSettings {
+        chunk_size: Some(5_000),
+        max_memory_mb: Some(500.0),
+        workers: args.workers,
+        ..EngineSettings::default()
+    };
+    let pipeline = settings
+        .build()
+        .map_err(|e| CliError::setup("bad settings", e))?;
     let total_bytes = source.total_bytes();
     let output = OutputOptions::new(workdir.join("processed_data"));
 
@@ -108,8 +108,9 @@ fn demo_in(args: &DemoArgs, workdir: &Path, ui: Ui) -> Result<(), CliError> {
         function,
         output,
         total_bytes,
-        progress::Mode::detect(ui.quiet),
+        ui,
         || Ok(()),
+        "",
     )?;
     if signals::interrupted() {
         return Err(CliError::Interrupted);

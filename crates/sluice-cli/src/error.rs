@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use sluice::SluiceError;
-use sluice_sql::SqlError;
+use sluice_job::JobError;
 
 /// Exit code of a run that finished.
 pub const EXIT_OK: u8 = 0;
@@ -39,51 +39,9 @@ pub enum CliError {
         source: std::io::Error,
     },
 
-    /// The SQL does not parse, names a missing column, or cannot be planned.
-    #[error("bad SQL")]
-    Sql {
-        #[source]
-        source: SqlError,
-    },
-
-    /// Opening the input or building the pipeline failed, before any data was processed.
-    #[error("{context}")]
-    Setup {
-        context: String,
-        #[source]
-        source: SluiceError,
-    },
-
-    /// The run failed on the data or the function.
-    #[error("{context}")]
-    Run {
-        context: String,
-        #[source]
-        source: SluiceError,
-    },
-
-    /// The output folder holds what an earlier run left, and nothing says what to do with it.
-    #[error("{dir} already holds the output of an earlier run ({what}); add --resume to continue it or --overwrite to replace it")]
-    OutputExists { dir: PathBuf, what: String },
-
-    /// `--resume` on a folder whose earlier run cannot be continued by this one.
-    #[error("cannot resume into {dir}: {reason}")]
-    Resume { dir: PathBuf, reason: String },
-
-    #[error("cannot {action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-
     #[error("cannot serve metrics on {addr}: {message}")]
     Metrics { addr: SocketAddr, message: String },
 
-    /// An input file changed between the two passes of `--windows global`.
-    #[error("{path} changed during the run ({detail}); the whole-input statistics of pass 1 no longer describe it")]
-    InputChanged { path: PathBuf, detail: String },
     /// A broker stream failed (connecting, reading, acknowledging, its output folder).
     #[error("{context}")]
     Stream {
@@ -92,6 +50,11 @@ pub enum CliError {
         source: sluice_stream::StreamError,
     },
 
+    /// What the job layer refused or failed on (the SQL, the output folder, a changed
+    /// input, pass 1).
+    #[error(transparent)]
+    Job(#[from] JobError),
+
     /// SIGINT or SIGTERM stopped the run; what was complete is kept.
     #[error("stopped by a signal before the run finished")]
     Interrupted,
@@ -99,25 +62,17 @@ pub enum CliError {
 
 impl CliError {
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        CliError::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        CliError::Job(JobError::io(action, path, source))
     }
 
+    /// Opening the input or building the pipeline failed, before any data was processed.
     pub fn setup(context: impl Into<String>, source: SluiceError) -> Self {
-        CliError::Setup {
-            context: context.into(),
-            source,
-        }
+        CliError::Job(JobError::setup(context, source))
     }
 
+    /// The run failed on the data or the function.
     pub fn run(context: impl Into<String>, source: SluiceError) -> Self {
-        CliError::Run {
-            context: context.into(),
-            source,
-        }
+        CliError::Job(JobError::run(context, source))
     }
 
     /// The process exit code this error means.
@@ -126,28 +81,15 @@ impl CliError {
             CliError::Usage(_)
             | CliError::BadValue { .. }
             | CliError::SqlFile { .. }
-            | CliError::Sql { .. }
-            | CliError::OutputExists { .. }
-            | CliError::Resume { .. }
             | CliError::Metrics { .. } => EXIT_USAGE,
-            CliError::Setup { source, .. } => match source {
-                SluiceError::InvalidSetting { .. }
-                | SluiceError::NoInput { .. }
-                | SluiceError::UnknownFormat { .. }
-                | SluiceError::Open { .. } => EXIT_USAGE,
-                _ => EXIT_FAILED,
-            },
-            CliError::Run { source, .. } => match source {
-                SluiceError::InvalidSetting { .. } => EXIT_USAGE,
-                _ => EXIT_FAILED,
-            },
             CliError::Stream { source, .. } => match source {
                 sluice_stream::StreamError::BadUrl { .. }
                 | sluice_stream::StreamError::Output { .. } => EXIT_USAGE,
                 _ => EXIT_FAILED,
             },
-            CliError::Io { .. } | CliError::InputChanged { .. } => EXIT_FAILED,
-            CliError::Interrupted => EXIT_INTERRUPTED,
+            CliError::Job(JobError::Interrupted) | CliError::Interrupted => EXIT_INTERRUPTED,
+            CliError::Job(error) if error.is_usage() => EXIT_USAGE,
+            CliError::Job(_) => EXIT_FAILED,
         }
     }
 

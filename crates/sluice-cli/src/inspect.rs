@@ -14,8 +14,8 @@ use sluice::{FileFormat, Manifest, SluiceError};
 
 use crate::cli::InspectArgs;
 use crate::error::CliError;
-use crate::resume::status_name;
 use crate::size::human_bytes;
+use sluice_job::output_state::status_name;
 
 const HINT: PartHint = PartHint {
     rows: 64 * 1024,

@@ -6,16 +6,15 @@
 mod cli;
 mod demo;
 mod error;
-mod global;
 mod inspect;
 mod metrics;
-mod parsed_copy;
 mod progress;
-mod resume;
 mod run;
+mod settings;
 mod signals;
 mod size;
 mod stream;
+mod ui;
 
 use std::process::ExitCode;
 
@@ -23,7 +22,7 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 use crate::error::{CliError, EXIT_OK};
-use crate::run::Ui;
+use crate::ui::Ui;
 
 fn main() -> ExitCode {
     keep_freed_buffers();

@@ -5,50 +5,23 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::datatypes::Schema;
-use arrow::record_batch::RecordBatch;
 use sluice::source::SkipRows;
 use sluice::{
-    BoxError, ErrorPolicy, FileFormat, FilesSource, Manifest, OutputFormat, OutputOptions,
-    RunStatus, RunSummary, SluiceError, Source, StreamingDataPipeline, StreamingStats,
+    ErrorPolicy, FileFormat, FilesSource, OutputFormat, OutputOptions, RunStatus, RunSummary,
+    SluiceError, Source, StreamingDataPipeline, StreamingStats,
 };
-use sluice_sql::ChunkSql;
+use sluice_job::output_state::{self, Plan, RunRecord};
+use sluice_job::parsed_copy::{self, ParsedCopy};
+use sluice_job::two_pass::{self, GlobalRecord, GlobalRun, PassStats};
+use sluice_job::{ChunkFunction, Observer, Transform};
+use sluice_sql::Windows;
 
 use crate::cli::{Pass1CopyArg, RunArgs, WindowsArg};
 use crate::error::CliError;
-use crate::global::{self, GlobalRun, PassStats};
 use crate::metrics::MetricsServer;
-use crate::parsed_copy::{self, ParsedCopy};
-use crate::progress::{self, Progress};
-use crate::resume::{self, Plan, RunRecord};
+use crate::settings::{parse_policy, write_stats_json};
 use crate::signals;
-use crate::size::parse_size;
-
-/// The function run on every chunk.
-pub type ChunkFunction = Arc<dyn Fn(RecordBatch) -> Result<RecordBatch, BoxError> + Send + Sync>;
-
-/// How the command talks to the person running it.
-#[derive(Debug, Clone, Copy)]
-pub struct Ui {
-    pub quiet: bool,
-    pub verbose: bool,
-}
-
-impl Ui {
-    /// A note on stderr, shown with `--verbose` only.
-    pub fn note(&self, text: impl AsRef<str>) {
-        if self.verbose && !self.quiet {
-            eprintln!("sluice: {}", text.as_ref());
-        }
-    }
-
-    /// A line on stderr unless `--quiet`.
-    pub fn say(&self, text: impl AsRef<str>) {
-        if !self.quiet {
-            eprintln!("sluice: {}", text.as_ref());
-        }
-    }
-}
+use crate::ui::Ui;
 
 pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
     if args.resume && args.unordered {
@@ -56,7 +29,7 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
             "--resume needs ordered output: the parts of an --unordered run are not a prefix of the input".into(),
         ));
     }
-    let max_memory = parse_max_memory(args.max_memory.as_deref())?;
+    let mut settings = args.engine.settings()?;
     let policy = parse_policy(&args.on_error)?;
     let format = args
         .format
@@ -65,7 +38,7 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
         .map_err(|e| CliError::setup("bad --format", e))?;
 
     if args.windows == WindowsArg::Global {
-        global::refuse_unrepeatable(&args.input)?;
+        two_pass::refuse_unrepeatable(&args.input)?;
     }
     let source = FilesSource::open(&args.input, format.clone())
         .map_err(|e| CliError::setup("cannot open the input", e))?;
@@ -78,48 +51,42 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
         input_schema.fields().len()
     ));
 
-    let sql_text = read_sql(args.sql.as_deref(), args.sql_text.as_deref())?;
-    // --windows global: planned for two passes (see global.rs); no ChunkSql of its own.
-    let global = match args.windows {
-        WindowsArg::Global => Some(GlobalRun::new(
-            &args,
+    let sql_text = args.query.read()?;
+    let windows = match args.windows {
+        WindowsArg::Global => Windows::Global,
+        WindowsArg::Chunk => Windows::Chunk,
+    };
+    // Whole-input windows are planned for two passes (sluice_job::two_pass); the function
+    // of pass 2 exists only once pass 1 has its values.
+    let global = match windows {
+        Windows::Global => Some(GlobalRun::new(
             sql_text.as_deref(),
             input_schema.clone(),
             &paths,
         )?),
-        WindowsArg::Chunk => None,
+        Windows::Chunk => None,
     };
-    let chunk_sql = sql_text
-        .as_deref()
-        .filter(|_| global.is_none())
-        .map(|sql| ChunkSql::new(sql, input_schema.clone()))
-        .transpose()
-        .map_err(|source| CliError::Sql { source })?;
-    let output_schema = match &global {
-        Some(run) => run.sql.output_schema(),
-        None => chunk_sql
-            .as_ref()
-            .map_or(input_schema.clone(), |s| s.output_schema()),
+    let transform = match &sql_text {
+        Some(text) => Transform::Sql {
+            text: text.clone(),
+            windows,
+        },
+        None => Transform::Copy,
+    };
+    let (chunk_function, output_schema) = match &global {
+        Some(run) => (None, run.sql.output_schema()),
+        None => {
+            let (function, schema) = transform.plan_chunk(input_schema.clone())?;
+            (Some(function), schema)
+        }
     };
 
-    let mut builder = StreamingDataPipeline::builder()
-        .ordered(!args.unordered)
-        .adaptive_batching(!args.fixed_chunks)
-        .error_policy(policy.clone());
-    if let Some(rows) = args.chunk_size {
-        builder = builder.chunk_size(rows);
-    }
-    if let Some(bytes) = max_memory {
-        builder = builder.max_memory_bytes(bytes);
-    }
-    if let Some(workers) = args.workers {
-        builder = builder.num_workers(workers);
-    }
-    let pipeline = Arc::new(
-        builder
-            .build()
-            .map_err(|e| CliError::setup("bad settings", e))?,
-    );
+    settings.ordered = Some(!args.unordered);
+    settings.adaptive_batching = Some(!args.fixed_chunks);
+    settings.error_policy = Some(policy.clone());
+    let pipeline = settings
+        .build()
+        .map_err(|e| CliError::setup("bad settings", e))?;
 
     let mut record = RunRecord::new(&paths, sql_text.as_deref(), !args.unordered);
     record.global = global.as_ref().map(GlobalRun::pending_record);
@@ -130,12 +97,12 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
     };
     let mut keep_letters = Vec::new();
     let (output_format, keep, skip_rows) =
-        match resume::plan(&args.output, args.resume, args.overwrite, &record)? {
+        match output_state::plan(&args.out.output, args.resume, args.overwrite, &record)? {
             Plan::Complete(manifest) => {
                 if !ui.quiet {
                     println!(
                         "{}: the run is already complete ({} parts, {} rows); nothing to do",
-                        args.output.display(),
+                        args.out.output.display(),
                         manifest.parts.len(),
                         manifest.total_rows
                     );
@@ -146,14 +113,22 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
                 manifest,
                 skip_rows,
             } => {
-                check_resumable(&args, &manifest, &input_schema, &output_schema)?;
+                output_state::check_continues(
+                    &args.out.output,
+                    &manifest,
+                    args.out.output_format.map(Into::into),
+                    &input_schema,
+                    Some(&output_schema),
+                )?;
                 keep_letters =
-                    resume::split_dead_letters(&manifest, skip_rows, letters_dir.as_deref())?;
+                    output_state::split_dead_letters(&manifest, skip_rows, letters_dir.as_deref())?;
                 resuming = true;
                 (manifest.format, manifest.parts, skip_rows)
             }
             Plan::Fresh => (
-                args.output_format.map_or(OutputFormat::Parquet, Into::into),
+                args.out
+                    .output_format
+                    .map_or(OutputFormat::Parquet, Into::into),
                 Vec::new(),
                 0,
             ),
@@ -165,7 +140,7 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
     let mut parsed_copy = None;
     let global_function = match &global {
         Some(run) => {
-            let outcome = global_pass1(run, &args, max_memory, format.as_ref(), resuming, ui)?;
+            let outcome = global_pass1(run, &args, &pipeline, format.as_ref(), resuming, ui)?;
             record.global = Some(outcome.record);
             passes.push(outcome.pass);
             parsed_copy = outcome.copy;
@@ -176,25 +151,26 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
 
     // Bound before the folder is touched, so a bad address leaves nothing behind.
     let metrics = args
+        .out
         .metrics_addr
         .map(|addr| MetricsServer::start(addr, pipeline.clone()))
         .transpose()?;
-    if let Some(addr) = args.metrics_addr {
+    if let Some(addr) = args.out.metrics_addr {
         ui.note(format!("serving metrics at http://{addr}/metrics"));
     }
 
-    resume::clear(&args.output, &keep)?;
+    output_state::clear(&args.out.output, &keep)?;
     if !keep.is_empty() {
         ui.say(format!(
             "resuming: keeping {} complete parts, skipping input rows 0..{skip_rows}",
             keep.len()
         ));
     }
-    let mut output = OutputOptions::new(&args.output)
+    let mut output = OutputOptions::new(&args.out.output)
         .format(output_format)
         .resume(keep, skip_rows)
         .keep_dead_letters(keep_letters);
-    if let Some(rows) = args.rows_per_part {
+    if let Some(rows) = args.out.rows_per_part {
         output = output.rows_per_part(rows);
     }
     // Pass 2 reads the rows pass 1 kept, when it kept them (never when resuming).
@@ -211,23 +187,19 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
     } else {
         Box::new(source)
     };
-    let function: ChunkFunction = match (global_function, chunk_sql) {
-        (Some(function), _) => function,
-        (None, Some(sql)) => {
-            let sql = Arc::new(sql);
-            Arc::new(move |batch: RecordBatch| sql.apply(&batch).map_err(BoxError::from))
-        }
-        (None, None) => Arc::new(|batch: RecordBatch| Ok::<_, BoxError>(batch)),
+    let function = match (global_function, chunk_function) {
+        (Some(function), _) | (None, Some(function)) => function,
+        (None, None) => unreachable!("a one-pass job always has its function planned"),
     };
 
-    let outcome = execute_labelled(
+    let outcome = execute(
         &pipeline,
         source,
         function,
         output,
         total_bytes,
-        progress::Mode::detect(ui.quiet),
-        || record.write_to(&args.output),
+        ui,
+        || record.write_to(&args.out.output).map_err(CliError::from),
         if global.is_some() { "pass 2/2" } else { "" },
     );
     drop(metrics);
@@ -238,171 +210,46 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
         (Some(run), Ok(summary)) => match run.check_unchanged() {
             Ok(()) => Ok(summary),
             Err(error) => {
-                global::mark_failed(&args.output, &error)?;
+                let error = CliError::from(error);
+                output_state::mark_failed(&args.out.output, &error.one_line())?;
                 Err(error)
             }
         },
         (_, outcome) => outcome,
     };
     if global.is_some() {
-        passes.push(global::pass2_stats(&stats));
+        passes.push(PassStats::pass2(&stats));
         if !ui.quiet {
-            print!("{}", global::report(&passes));
+            print!("{}", two_pass::report(&passes));
         }
     }
-    if let Some(path) = &args.stats_json {
+    if let Some(path) = &args.out.stats_json {
         write_stats_json(path, &stats, &passes)?;
     }
     // A failed run keeps the parts it committed before the failure (its manifest says
     // `failed`, with the error): `--resume` goes on from there.
     let summary = outcome?;
-    finish(&args.output, &summary, &stats, ui)
+    finish(&args.out.output, &summary, &stats, ui)
 }
 
-/// Reads the SQL from `--sql FILE` or `--sql-text`.
-pub fn read_sql(sql: Option<&Path>, sql_text: Option<&str>) -> Result<Option<String>, CliError> {
-    match (sql, sql_text) {
-        (Some(path), _) => {
-            std::fs::read_to_string(path)
-                .map(Some)
-                .map_err(|source| CliError::SqlFile {
-                    path: path.to_path_buf(),
-                    source,
-                })
-        }
-        (None, Some(text)) => Ok(Some(text.to_string())),
-        (None, None) => Ok(None),
-    }
-}
-
-/// `--max-memory SIZE` in bytes.
-pub fn parse_max_memory(text: Option<&str>) -> Result<Option<u64>, CliError> {
-    text.map(|text| {
-        parse_size(text).map_err(|reason| CliError::BadValue {
-            flag: "max-memory",
-            value: text.to_string(),
-            reason,
-        })
-    })
-    .transpose()
-}
-
-/// `--on-error POLICY`.
-pub fn parse_policy(text: &str) -> Result<ErrorPolicy, CliError> {
-    text.parse().map_err(|e| CliError::BadValue {
-        flag: "on-error",
-        value: text.to_string(),
-        reason: setting_reason(e),
-    })
-}
-
-/// The chunk function: the planned SQL, or a plain copy.
-pub fn sql_function(chunk_sql: Option<ChunkSql>) -> ChunkFunction {
-    match chunk_sql {
-        Some(sql) => {
-            let sql = Arc::new(sql);
-            Arc::new(move |batch: RecordBatch| sql.apply(&batch).map_err(BoxError::from))
-        }
-        None => Arc::new(|batch: RecordBatch| Ok::<_, BoxError>(batch)),
-    }
-}
-
-/// The reason of an `InvalidSetting`, or the whole message of anything else.
-fn setting_reason(error: SluiceError) -> String {
-    match error {
-        SluiceError::InvalidSetting { reason, .. } => reason,
-        other => other.to_string(),
-    }
-}
-
-/// Refuses a resume whose output would not match the parts already written.
-fn check_resumable(
-    args: &RunArgs,
-    manifest: &Manifest,
-    input: &Schema,
-    output: &Schema,
-) -> Result<(), CliError> {
-    let refuse = |reason: String| CliError::Resume {
-        dir: args.output.clone(),
-        reason,
-    };
-    if let Some(format) = args.output_format.map(OutputFormat::from) {
-        if format != manifest.format {
-            return Err(refuse(format!(
-                "its parts are {}, not {}; drop --output-format",
-                manifest.format.extension(),
-                format.extension()
-            )));
-        }
-    }
-    if manifest.parts.is_empty() || manifest.schema.is_empty() {
-        return Ok(());
-    }
-    let describe = |schema: &Schema| -> Vec<(String, String)> {
-        schema
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().to_string()))
-            .collect()
-    };
-    let written: Vec<(String, String)> = manifest
-        .schema
-        .iter()
-        .map(|c| (c.name.clone(), c.data_type.clone()))
-        .collect();
-    // A pass-through part holds the input's columns.
-    if written != describe(output) && written != describe(input) {
-        return Err(refuse(format!(
-            "its parts have columns {:?}, this run writes {:?}",
-            written.iter().map(|c| &c.0).collect::<Vec<_>>(),
-            output.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
-        )));
-    }
-    Ok(())
-}
-
-/// Runs `function` over `source` into `output` with progress, signals and metrics wired up;
-/// `started` runs once the output folder exists. A stopped run is `Ok` (see its manifest).
+/// Runs `function` over `source` into `output` with progress, signals and metrics wired up
+/// (the progress led by `label`); `started` runs once the output folder exists. A stopped
+/// run is `Ok` (see its manifest).
 pub fn execute(
     pipeline: &Arc<StreamingDataPipeline>,
     source: Box<dyn Source>,
     function: ChunkFunction,
     output: OutputOptions,
     total_bytes: Option<u64>,
-    progress: progress::Mode,
-    started: impl FnOnce() -> Result<(), CliError>,
-) -> Result<RunSummary, CliError> {
-    execute_labelled(
-        pipeline,
-        source,
-        function,
-        output,
-        total_bytes,
-        progress,
-        started,
-        "",
-    )
-}
-
-/// [`execute`] with the progress led by `label`.
-#[allow(clippy::too_many_arguments)]
-pub fn execute_labelled(
-    pipeline: &Arc<StreamingDataPipeline>,
-    source: Box<dyn Source>,
-    function: ChunkFunction,
-    output: OutputOptions,
-    total_bytes: Option<u64>,
-    progress: progress::Mode,
+    ui: Ui,
     started: impl FnOnce() -> Result<(), CliError>,
     label: &'static str,
 ) -> Result<RunSummary, CliError> {
-    let stream = pipeline
+    let mut stream = pipeline
         .start_boxed(source, function, Some(output))
         .map_err(|e| CliError::setup("cannot start the run", e))?;
-    signals::watch(pipeline);
     started()?;
-    let mut bar = Progress::start_labelled(progress, pipeline.clone(), total_bytes, label);
-    let mut stream = stream;
+    let mut watch = Observer::pass_started(&ui, pipeline, total_bytes, label);
     let mut failure = None;
     for chunk in stream.by_ref() {
         match chunk {
@@ -412,7 +259,7 @@ pub fn execute_labelled(
             Err(e) => failure = Some(e),
         }
     }
-    bar.finish();
+    watch.finish();
     match failure {
         Some(e) => Err(CliError::run("the run failed", e)),
         None => Ok(stream.summary()),
@@ -451,31 +298,12 @@ fn finish(
     Ok(())
 }
 
-/// The run's statistics; with `--windows global` also `passes`: each pass's rows, time and
-/// bytes (pass 2's are the top-level figures).
-pub fn write_stats_json(
-    path: &Path,
-    stats: &StreamingStats,
-    passes: &[PassStats],
-) -> Result<(), CliError> {
-    let mut value = serde_json::to_value(stats)
-        .map_err(|e| CliError::io("write", path, std::io::Error::other(e)))?;
-    if let (false, Some(object)) = (passes.is_empty(), value.as_object_mut()) {
-        let passes = serde_json::to_value(passes)
-            .map_err(|e| CliError::io("write", path, std::io::Error::other(e)))?;
-        object.insert("passes".into(), passes);
-    }
-    let text = serde_json::to_string_pretty(&value)
-        .map_err(|e| CliError::io("write", path, std::io::Error::other(e)))?;
-    std::fs::write(path, text + "\n").map_err(|e| CliError::io("write", path, e))
-}
-
 /// What pass 1 (or the run record of an earlier run) leaves for pass 2.
 struct Pass1Outcome {
     /// Pass 2's per-chunk function.
     function: ChunkFunction,
     /// What the run record keeps of pass 1.
-    record: global::GlobalRecord,
+    record: GlobalRecord,
     pass: PassStats,
     /// The rows pass 1 parsed, for pass 2 to read instead of the input.
     copy: Option<ParsedCopy>,
@@ -485,18 +313,19 @@ struct Pass1Outcome {
 fn global_pass1(
     run: &GlobalRun,
     args: &RunArgs,
-    max_memory: Option<u64>,
+    pipeline: &StreamingDataPipeline,
     format: Option<&FileFormat>,
     resuming: bool,
     ui: Ui,
 ) -> Result<Pass1Outcome, CliError> {
-    parsed_copy::remove_stale(&args.output);
+    let dir = args.out.output.as_path();
+    parsed_copy::remove_stale(dir);
     let earlier = if resuming {
-        RunRecord::read_from(&args.output)?.and_then(|r| r.global)
+        RunRecord::read_from(dir)?.and_then(|r| r.global)
     } else {
         None
     };
-    let (values, pass, copy) = match run.saved_values(earlier.as_ref(), &args.output)? {
+    let (values, pass, copy) = match run.saved_values(earlier.as_ref(), dir)? {
         Some(values) => {
             ui.say("resuming pass 2/2 with the whole-input values saved by pass 1");
             let pass = PassStats {
@@ -507,8 +336,9 @@ fn global_pass1(
             (values, pass, None)
         }
         None => {
-            let copy_to = (args.pass1_copy == Pass1CopyArg::Auto).then_some(args.output.as_path());
-            run.pass1(args, max_memory, format, copy_to, ui)?
+            let copy_to = (args.pass1_copy == Pass1CopyArg::Auto).then_some(dir);
+            let pass1 = run.pass1(pipeline.config(), format, copy_to, &ui)?;
+            (pass1.values, pass1.stats, pass1.copy)
         }
     };
     run.check_unchanged()?;

@@ -7,18 +7,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice::{ErrorPolicy, Source, StreamingDataPipeline};
-use sluice_sql::ChunkSql;
-use sluice_stream::{
-    Address, MalformedPolicy, OutputSettings, SourceOptions, StreamControl, StreamError,
-};
+use sluice::{ErrorPolicy, Source};
+use sluice_job::Transform;
+use sluice_sql::Windows;
+use sluice_stream::{Address, OutputSettings, SourceOptions, StreamControl, StreamError};
 
 use crate::cli::StreamArgs;
 use crate::error::CliError;
 use crate::metrics::MetricsServer;
 use crate::progress::{self, Progress};
-use crate::run::{parse_max_memory, parse_policy, read_sql, sql_function, write_stats_json, Ui};
+use crate::settings::{parse_policy, write_stats_json};
 use crate::signals;
+use crate::ui::Ui;
 
 /// Parses `100ms`, `1s`, `1.5s`, `2m`, `1h`.
 pub fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, CliError> {
@@ -54,18 +54,14 @@ fn stream_error(context: &str) -> impl Fn(StreamError) -> CliError + '_ {
 
 pub fn stream(args: StreamArgs, ui: Ui) -> Result<(), CliError> {
     let address = Address::parse(&args.from).map_err(stream_error("bad --from"))?;
-    let max_memory = parse_max_memory(args.max_memory.as_deref())?;
-    let dead_letters = args.output.join("_dead_letters");
+    let mut engine = args.engine.settings()?;
+    let dead_letters = args.out.output.join("_dead_letters");
     let policy = match &args.on_error {
         Some(text) => parse_policy(text)?,
         None => ErrorPolicy::DeadLetter(dead_letters),
     };
-    let malformed = match &policy {
-        ErrorPolicy::Fail => MalformedPolicy::Fail,
-        ErrorPolicy::Skip | ErrorPolicy::PassThrough => MalformedPolicy::Skip,
-        ErrorPolicy::DeadLetter(dir) => MalformedPolicy::DeadLetter(dir.clone()),
-    };
-    // The engine names failed chunks by their place in the run: one folder per run.
+    // The engine names failed chunks and malformed messages by their place in the run: one
+    // folder per run.
     let policy = match policy {
         ErrorPolicy::DeadLetter(dir) => ErrorPolicy::DeadLetter(dir.join(run_name())),
         other => other,
@@ -77,33 +73,22 @@ pub fn stream(args: StreamArgs, ui: Ui) -> Result<(), CliError> {
         .as_deref()
         .map(|t| parse_duration("stop-when-idle", t))
         .transpose()?;
-    let sql_text = read_sql(args.sql.as_deref(), args.sql_text.as_deref())?;
+    let sql_text = args.query.read()?;
 
-    let mut builder = StreamingDataPipeline::builder()
-        .ordered(true)
-        .error_policy(policy);
-    if let Some(rows) = args.chunk_size {
-        builder = builder.chunk_size(rows);
-    }
-    if let Some(bytes) = max_memory {
-        builder = builder.max_memory_bytes(bytes);
-    }
-    if let Some(workers) = args.workers {
-        builder = builder.num_workers(workers);
-    }
-    let pipeline = Arc::new(
-        builder
-            .build()
-            .map_err(|e| CliError::setup("bad settings", e))?,
-    );
+    engine.ordered = Some(true);
+    engine.error_policy = Some(policy);
+    let pipeline = engine
+        .build()
+        .map_err(|e| CliError::setup("bad settings", e))?;
 
     let settings = OutputSettings {
-        dir: args.output.clone(),
-        format: args.output_format.map(Into::into),
-        rows_per_part: args.rows_per_part.unwrap_or(1_000_000).max(1),
+        dir: args.out.output.clone(),
+        format: args.out.output_format.map(Into::into),
+        rows_per_part: args.out.rows_per_part.unwrap_or(1_000_000).max(1),
         commit_interval,
     };
     let metrics = args
+        .out
         .metrics_addr
         .map(|addr| MetricsServer::start(addr, pipeline.clone()))
         .transpose()?;
@@ -114,7 +99,7 @@ pub fn stream(args: StreamArgs, ui: Ui) -> Result<(), CliError> {
             "continuing: {} parts ({} rows) already committed in {}",
             prepared.keep.len(),
             prepared.committed_rows,
-            args.output.display()
+            args.out.output.display()
         ));
     }
     let control = Arc::new(StreamControl::default());
@@ -125,7 +110,6 @@ pub fn stream(args: StreamArgs, ui: Ui) -> Result<(), CliError> {
     let options = SourceOptions {
         max_latency,
         stop_when_idle,
-        malformed,
     };
     let opened = sluice_stream::open(&address, &prepared, &settings, options, control.clone())
         .map_err(stream_error("cannot read the stream"))?;
@@ -138,12 +122,14 @@ pub fn stream(args: StreamArgs, ui: Ui) -> Result<(), CliError> {
         source.name(),
         source.schema().fields().len()
     ));
-    let chunk_sql = sql_text
-        .as_deref()
-        .map(|sql| ChunkSql::new(sql, source.schema()))
-        .transpose()
-        .map_err(|source| CliError::Sql { source })?;
-    let function = sql_function(chunk_sql);
+    let transform = match sql_text {
+        Some(text) => Transform::Sql {
+            text,
+            windows: Windows::Chunk,
+        },
+        None => Transform::Copy,
+    };
+    let (function, _) = transform.plan_chunk(source.schema())?;
 
     let mut bar =
         Progress::start_labelled(progress::Mode::detect(ui.quiet), pipeline.clone(), None, "");
@@ -159,14 +145,14 @@ pub fn stream(args: StreamArgs, ui: Ui) -> Result<(), CliError> {
     bar.finish();
     drop(metrics);
     let stats = pipeline.stats();
-    if let Some(path) = &args.stats_json {
+    if let Some(path) = &args.out.stats_json {
         write_stats_json(path, &stats, &[])?;
     }
     let summary = result.map_err(stream_error("the stream failed"))?;
     if !ui.quiet {
         print!("{}", stats.report());
     }
-    report(&args.output, &summary, ui);
+    report(&args.out.output, &summary, ui);
     Ok(())
 }
 

@@ -16,6 +16,7 @@ use pyo3::exceptions::{
 };
 use pyo3::prelude::*;
 use sluice::SluiceError as EngineError;
+use sluice_job::JobError;
 
 pyo3::create_exception!(
     sluice,
@@ -117,5 +118,23 @@ pub fn to_py(err: EngineError) -> PyErr {
         }
         EngineError::Stopped => StoppedError::new_err(message),
         EngineError::Source { .. } => SluiceError::new_err(message),
+    }
+}
+
+/// A job-layer error as the Python exception a caller would expect: earlier output that
+/// nothing says to replace is `FileExistsError`, I/O `OSError`, a stop `StoppedError`, an
+/// engine error as [`to_py`] maps it, anything else (bad SQL, a resume that does not fit,
+/// a changed input) `ValueError`.
+pub fn job_to_py(err: JobError) -> PyErr {
+    match err {
+        JobError::OutputExists { dir, what } => PyFileExistsError::new_err(format!(
+            "{} already holds the output of an earlier run ({what}) (pass resume=True to \
+             continue it or overwrite=True to replace it)",
+            dir.display()
+        )),
+        JobError::Io { .. } => PyOSError::new_err(err.one_line()),
+        JobError::Interrupted => StoppedError::new_err(err.one_line()),
+        JobError::Setup { source, .. } if !matches!(source, EngineError::Stopped) => to_py(source),
+        other => PyValueError::new_err(other.one_line()),
     }
 }

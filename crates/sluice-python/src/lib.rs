@@ -31,9 +31,10 @@ mod controller;
 mod errors;
 mod function;
 mod gate;
-mod global;
 mod lane;
+mod output;
 mod pipeline;
+mod push;
 mod run;
 
 use pyo3::prelude::*;
@@ -44,8 +45,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<pipeline::NativePipeline>()?;
     m.add_class::<run::NativeRun>()?;
-    m.add_class::<pipeline::NativePushSender>()?;
+    m.add_class::<push::NativePushSender>()?;
     m.add_class::<controller::NativeController>()?;
+    m.add_function(wrap_pyfunction!(output::prepare_output, m)?)?;
     m.add("SluiceError", py.get_type::<errors::SluiceError>())?;
     m.add("ChunkError", py.get_type::<errors::ChunkError>())?;
     m.add("StoppedError", py.get_type::<errors::StoppedError>())?;

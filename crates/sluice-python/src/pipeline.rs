@@ -6,30 +6,33 @@
 //! Every call that may block or do I/O (opening files, planning SQL, creating the output
 //! folder, waiting for runs to stop) releases the GIL.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use sluice::source::{push_channel, MemorySource, PushSender};
-use sluice::{
-    BoxError, Deliveries, ErrorPolicy, FileFormat, FilesSource, OutputFormat, OutputOptions,
-    Source, StreamingDataPipeline,
-};
-use sluice_sql::{ChunkSql, GlobalSql, Windows};
+use sluice::source::{push_channel, MemorySource, PushSender, SkipRows};
+use sluice::{ErrorPolicy, FileFormat, FilesSource, OutputFormat, OutputOptions, Source};
+use sluice_job::output_state::{self, RunRecord};
+use sluice_job::parsed_copy;
+use sluice_job::transform::copy_function;
+use sluice_job::two_pass::{self, GlobalRun};
+use sluice_job::{ChunkFunction, EngineSettings, JobError, Quiet, Transform};
+use sluice_sql::{GlobalSql, Windows};
 
 use crate::arrow_io::import_stream;
 use crate::controller::{HookFlags, NativeController, PyHooks};
 use crate::errors::{self, ErrorStore};
 use crate::function::{PyFunction, Stash};
 use crate::gate::CallGate;
-use crate::global;
 use crate::lane::CallerLane;
-use crate::run::{NativeRun, RunShared};
-
-type ChunkFn = Arc<dyn Fn(RecordBatch) -> Result<RecordBatch, BoxError> + Send + Sync>;
+use crate::output::{two_pass_files, Output, OutputRequest};
+use crate::push::NativePushSender;
+use crate::run::{NativeRun, RunExtras, RunShared};
 
 /// The engine pipeline behind `sluice.StreamingDataPipeline`.
 #[pyclass(frozen, module = "sluice._native")]
@@ -42,6 +45,71 @@ pub struct NativePipeline {
 }
 
 impl NativePipeline {
+    /// Starts a run over `source` into the prepared `output` (skipping the input rows an
+    /// earlier run committed), and writes the run record once the folder exists.
+    #[allow(clippy::too_many_arguments)]
+    fn start_with(
+        &self,
+        py: Python<'_>,
+        source: Box<dyn Source>,
+        function: Option<Py<PyAny>>,
+        sql: Option<String>,
+        output: Output,
+        extras: RunExtras,
+        pass2: Option<ChunkFunction>,
+    ) -> PyResult<NativeRun> {
+        let (source, output, record): (Box<dyn Source>, _, _) = match output {
+            Output::Complete(manifest) => {
+                return NativeRun::already_complete(self.engine.clone(), &manifest)
+            }
+            Output::None => (source, None, None),
+            Output::Write {
+                options,
+                skip_rows,
+                record,
+            } => {
+                let source: Box<dyn Source> = if skip_rows > 0 {
+                    Box::new(SkipRows::new(source, skip_rows))
+                } else {
+                    source
+                };
+                let dir = options.dir.clone();
+                (source, Some(options), Some((dir, record)))
+            }
+        };
+        let run = self.start(py, source, function, sql, output, extras, pass2)?;
+        if let Some((dir, record)) = record {
+            py.detach(|| record.write_to(&dir))
+                .map_err(errors::job_to_py)?;
+        }
+        Ok(run)
+    }
+
+    /// The output folder made ready for a run of this pipeline (GIL released).
+    fn prepare(
+        &self,
+        py: Python<'_>,
+        request: OutputRequest,
+        record: RunRecord,
+        input: &SchemaRef,
+        written: Option<&SchemaRef>,
+    ) -> PyResult<Output> {
+        let policy = &self.engine.config().error_policy;
+        py.detach(|| request.prepare(record, policy, input, written))
+            .map_err(errors::job_to_py)
+    }
+
+    /// The schema a per-chunk query writes over chunks of `input` (a bad query is refused).
+    fn sql_schema(&self, py: Python<'_>, sql: &str, input: &SchemaRef) -> PyResult<SchemaRef> {
+        let transform = Transform::Sql {
+            text: sql.into(),
+            windows: Windows::Chunk,
+        };
+        py.detach(|| transform.plan_chunk(input.clone()))
+            .map(|(_, schema)| schema)
+            .map_err(errors::job_to_py)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -50,13 +118,13 @@ impl NativePipeline {
         function: Option<Py<PyAny>>,
         sql: Option<String>,
         output: Option<OutputOptions>,
-        deliveries: Option<Deliveries>,
-        pass2: Option<ChunkFn>,
+        extras: RunExtras,
+        pass2: Option<ChunkFunction>,
     ) -> PyResult<NativeRun> {
         let errors = Arc::new(ErrorStore::default());
         let stash = Arc::new(Stash::default());
         let mut lane = None;
-        let chunk_fn: ChunkFn = match (function, sql, pass2) {
+        let chunk_fn: ChunkFunction = match (function, sql, pass2) {
             // sql_windows="global": the query already planned with pass 1's values.
             (None, Some(_), Some(planned)) => planned,
             (Some(_), Some(_), _) => {
@@ -74,14 +142,17 @@ impl NativePipeline {
                 lane = Some((caller_lane, f.clone()));
                 Arc::new(move |batch: RecordBatch| f.call(batch))
             }
-            (None, Some(sql), None) => {
+            (None, Some(text), None) => {
                 let schema = source.schema();
-                let planned = py
-                    .detach(|| ChunkSql::new(&sql, schema))
-                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
-                Arc::new(move |batch: RecordBatch| planned.apply(&batch).map_err(BoxError::from))
+                let transform = Transform::Sql {
+                    text,
+                    windows: Windows::Chunk,
+                };
+                py.detach(|| transform.plan_chunk(schema))
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?
+                    .0
             }
-            (None, None, _) => Arc::new(|batch: RecordBatch| Ok(batch)),
+            (None, None, _) => copy_function(),
         };
         if let Some(controller) = &self.controller {
             controller.get().run_started();
@@ -90,29 +161,12 @@ impl NativePipeline {
         let stream = py
             .detach(|| engine.start_boxed(source, chunk_fn, output))
             .map_err(errors::to_py)?;
-        let run = NativeRun::spawn(stream, self.engine.clone(), errors, stash, lane, deliveries)?;
+        let run = NativeRun::spawn(stream, self.engine.clone(), errors, stash, lane, extras)?;
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         runs.retain(|r| r.strong_count() > 0);
         runs.push(Arc::downgrade(&run.shared()));
         Ok(run)
     }
-}
-
-fn output_options(
-    path: Option<String>,
-    format: &str,
-    rows_per_part: Option<u64>,
-    overwrite: bool,
-) -> PyResult<Option<OutputOptions>> {
-    let Some(path) = path else {
-        return Ok(None);
-    };
-    let format = OutputFormat::from_name(format).map_err(errors::to_py)?;
-    let mut options = OutputOptions::new(path).format(format).overwrite(overwrite);
-    if let Some(rows) = rows_per_part {
-        options = options.rows_per_part(rows);
-    }
-    Ok(Some(options))
 }
 
 #[pymethods]
@@ -142,23 +196,20 @@ impl NativePipeline {
     ) -> PyResult<Self> {
         let policy = ErrorPolicy::from_str(on_error).map_err(errors::to_py)?;
         let keep_errors = policy == ErrorPolicy::Fail;
-        let mut builder = StreamingDataPipeline::builder()
-            .chunk_size(chunk_size)
-            .max_memory_mb(max_memory_mb)
-            .enable_parallel(enable_parallel)
-            .ordered(ordered)
-            .error_policy(policy)
-            .adaptive_batching(adaptive_batching)
-            .max_queue_size(max_queue_size);
-        if let Some(n) = num_workers {
-            builder = builder.num_workers(n);
-        }
-        if let Some(rows) = min_chunk_size {
-            builder = builder.min_chunk_rows(rows);
-        }
-        if let Some(rows) = max_chunk_size {
-            builder = builder.max_chunk_rows(rows);
-        }
+        let settings = EngineSettings {
+            chunk_size: Some(chunk_size),
+            max_memory_mb: Some(max_memory_mb),
+            enable_parallel: Some(enable_parallel),
+            workers: num_workers,
+            ordered: Some(ordered),
+            error_policy: Some(policy),
+            adaptive_batching: Some(adaptive_batching),
+            max_queue_size: Some(max_queue_size),
+            min_chunk_rows: min_chunk_size,
+            max_chunk_rows: max_chunk_size,
+            ..EngineSettings::default()
+        };
+        let mut builder = settings.builder();
         let flags = HookFlags {
             should_apply_backpressure: hook_flags.0,
             adapt_batch_size: hook_flags.1,
@@ -185,7 +236,7 @@ impl NativePipeline {
 
     /// Starts a run over table-like Arrow data (anything with `__arrow_c_stream__`).
     /// `function` is the Python adapter; `sql` a per-chunk query; neither: chunks as they are.
-    #[pyo3(signature = (data, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None, overwrite = false, sql_windows = None))]
+    #[pyo3(signature = (data, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None, overwrite = false, sql_windows = None, resume = false))]
     #[allow(clippy::too_many_arguments)]
     fn run_table(
         &self,
@@ -198,30 +249,55 @@ impl NativePipeline {
         rows_per_part: Option<u64>,
         overwrite: bool,
         sql_windows: Option<String>,
+        resume: bool,
     ) -> PyResult<NativeRun> {
         let (schema, batches) = import_stream(data)?;
-        let windows = global::mode(sql_windows.as_deref()).map_err(PyValueError::new_err)?;
-        let pass2 = match (&sql, windows) {
+        let windows = windows_mode(sql_windows.as_deref())?;
+        let config = self.engine.config();
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let record = RunRecord::for_table(rows as u64, &schema, sql.as_deref(), config.ordered);
+        let (pass2, written) = match (&sql, windows) {
             (Some(sql), Windows::Global) => {
                 // In memory, so read twice as it is.
                 let again = MemorySource::try_new(schema.clone(), batches.clone())
                     .map_err(errors::to_py)?;
-                let engine = self.engine.clone();
-                let planned = py.detach(|| {
-                    let global = GlobalSql::new(sql, schema.clone()).map_err(|e| e.to_string())?;
-                    global::two_pass_function(&engine, global, Box::new(again))
-                });
-                Some(planned.map_err(PyValueError::new_err)?)
+                let planned = py
+                    .detach(|| {
+                        let sql =
+                            Arc::new(GlobalSql::new(sql, schema.clone()).map_err(JobError::sql)?);
+                        let pass1 =
+                            two_pass::run_pass1(&sql, config, Box::new(again), None, None, &Quiet)?;
+                        let function = two_pass::pass2_function(&sql, &pass1.values)?;
+                        Ok::<_, JobError>((function, sql.output_schema()))
+                    })
+                    .map_err(errors::job_to_py)?;
+                (Some(planned.0), Some(planned.1))
             }
-            _ => None,
+            (Some(sql), Windows::Chunk) => (None, Some(self.sql_schema(py, sql, &schema)?)),
+            (None, _) => (None, None),
         };
+        let request = OutputRequest {
+            path: output_path,
+            format: output_format.into(),
+            rows_per_part,
+            overwrite,
+            resume,
+        };
+        let output = self.prepare(py, request, record, &schema, written.as_ref())?;
         let source = MemorySource::try_new(schema, batches).map_err(errors::to_py)?;
-        let output = output_options(output_path, output_format, rows_per_part, overwrite)?;
-        self.start(py, Box::new(source), function, sql, output, None, pass2)
+        self.start_with(
+            py,
+            Box::new(source),
+            function,
+            sql,
+            output,
+            RunExtras::default(),
+            pass2,
+        )
     }
 
     /// Starts a run over files (paths, globs or folders), read and decoded by the engine.
-    #[pyo3(signature = (paths, file_format = None, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None, overwrite = false, sql_windows = None))]
+    #[pyo3(signature = (paths, file_format = None, function = None, sql = None, output_path = None, output_format = "parquet", rows_per_part = None, overwrite = false, sql_windows = None, resume = false))]
     #[allow(clippy::too_many_arguments)]
     fn run_files(
         &self,
@@ -235,31 +311,68 @@ impl NativePipeline {
         rows_per_part: Option<u64>,
         overwrite: bool,
         sql_windows: Option<String>,
+        resume: bool,
     ) -> PyResult<NativeRun> {
         let format = file_format
             .map(|f| FileFormat::from_name(&f))
             .transpose()
             .map_err(errors::to_py)?;
-        let windows = global::mode(sql_windows.as_deref()).map_err(PyValueError::new_err)?;
+        let windows = windows_mode(sql_windows.as_deref())?;
         if let (Some(_), Windows::Global) = (&sql, windows) {
-            global::stamps(&paths).map_err(PyValueError::new_err)?;
+            two_pass::refuse_unrepeatable(&paths).map_err(errors::job_to_py)?;
         }
+        // Pass 1's values an earlier run saved, read before the folder is prepared.
+        let earlier = match (&output_path, resume) {
+            (Some(dir), true) => RunRecord::read_from(Path::new(dir))
+                .ok()
+                .flatten()
+                .and_then(|r| r.global),
+            _ => None,
+        };
         let source = py
             .detach(|| FilesSource::open(&paths, format.clone()))
             .map_err(errors::to_py)?;
-        let pass2 = match (&sql, windows) {
-            (Some(sql), Windows::Global) => {
-                let engine = self.engine.clone();
-                let schema = source.schema();
-                let planned = py.detach(|| {
-                    global::files_function(&engine, sql, &paths, format.as_ref(), schema)
-                });
-                Some(planned.map_err(PyValueError::new_err)?)
-            }
+        let schema = source.schema();
+        let files = source.paths().to_vec();
+        let config = self.engine.config();
+        let mut record = RunRecord::new(&files, sql.as_deref(), config.ordered);
+        let global = match (&sql, windows) {
+            (Some(sql), Windows::Global) => Some(
+                py.detach(|| GlobalRun::new(Some(sql), schema.clone(), &files))
+                    .map_err(errors::job_to_py)?,
+            ),
             _ => None,
         };
-        let output = output_options(output_path, output_format, rows_per_part, overwrite)?;
-        self.start(py, Box::new(source), function, sql, output, None, pass2)
+        record.global = global.as_ref().map(GlobalRun::pending_record);
+        let written = match (&sql, &global) {
+            (_, Some(run)) => Some(run.sql.output_schema()),
+            (Some(sql), None) => Some(self.sql_schema(py, sql, &schema)?),
+            (None, None) => None,
+        };
+        let request = OutputRequest {
+            path: output_path,
+            format: output_format.into(),
+            rows_per_part,
+            overwrite,
+            resume,
+        };
+        // The folder is decided first, so earlier output is refused before pass 1 runs.
+        let output = self.prepare(py, request, record, &schema, written.as_ref())?;
+        let Some(run) = global else {
+            return self.start_with(
+                py,
+                Box::new(source),
+                function,
+                sql,
+                output,
+                RunExtras::default(),
+                None,
+            );
+        };
+        let (source, pass2, extras, output) = py
+            .detach(|| two_pass_files(config, run, source, format.as_ref(), output, earlier))
+            .map_err(errors::job_to_py)?;
+        self.start_with(py, source, function, sql, output, extras, Some(pass2))
     }
 
     /// Opens a push stream whose columns are `first`'s (anything with
@@ -284,18 +397,26 @@ impl NativePipeline {
         }
         let (schema, batches) = import_stream(first)?;
         let capacity = self.engine.config().effective_workers().max(2);
-        let (sender, source) = push_channel(schema, Duration::from_secs_f64(max_latency), capacity);
+        let (sender, source) = push_channel(
+            schema.clone(),
+            Duration::from_secs_f64(max_latency),
+            capacity,
+        );
         let deliveries = self.engine.deliveries(&sender);
-        let output = output_options(output_path, output_format, rows_per_part, false)?;
-        let run = self.start(
-            py,
-            Box::new(source),
-            function,
-            sql,
-            output,
-            Some(deliveries),
-            None,
-        )?;
+        let request = OutputRequest {
+            path: output_path,
+            format: output_format.into(),
+            rows_per_part,
+            overwrite: false,
+            resume: false,
+        };
+        let record = RunRecord::new(&[], sql.as_deref(), true);
+        let output = self.prepare(py, request, record, &schema, None)?;
+        let extras = RunExtras {
+            deliveries: Some(deliveries),
+            ..RunExtras::default()
+        };
+        let run = self.start_with(py, Box::new(source), function, sql, output, extras, None)?;
         let sender = NativePushSender { sender };
         sender.send_batches(py, batches)?;
         Ok((sender, run))
@@ -371,40 +492,8 @@ impl NativePipeline {
     }
 }
 
-/// The sending end of a push stream (`StreamHandle.send`).
-#[pyclass(frozen, module = "sluice._native")]
-pub struct NativePushSender {
-    sender: PushSender,
-}
-
-impl NativePushSender {
-    fn send_batches(&self, py: Python<'_>, batches: Vec<RecordBatch>) -> PyResult<()> {
-        // Blocks while the engine is full: never with the GIL held, a worker may need it.
-        py.detach(|| {
-            batches
-                .into_iter()
-                .try_for_each(|batch| self.sender.send(batch))
-        })
-        .map_err(errors::to_py)
-    }
-}
-
-#[pymethods]
-impl NativePushSender {
-    /// Sends a table-like object (anything with `__arrow_c_stream__`); blocks while the
-    /// engine is full.
-    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let (_, batches) = import_stream(data)?;
-        self.send_batches(py, batches)
-    }
-
-    /// No more input: the run drains what was sent and ends.
-    fn close(&self) {
-        self.sender.close();
-    }
-
-    #[getter]
-    fn closed(&self) -> bool {
-        self.sender.is_closed()
-    }
+/// Parses `sql_windows`.
+fn windows_mode(text: Option<&str>) -> PyResult<Windows> {
+    text.map_or(Ok(Windows::Chunk), str::parse)
+        .map_err(PyValueError::new_err)
 }

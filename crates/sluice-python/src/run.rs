@@ -38,7 +38,22 @@ const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 
 enum Msg {
     Chunk(sluice::Result<ProcessedChunk>),
+    /// A check at the end of the run failed (an input changed under pass 2): `ValueError`.
+    Failed(String),
     End,
+}
+
+/// A check run once every chunk was handed over; its error fails the run at its end.
+pub type AtEnd = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
+/// What a run carries besides its stream.
+#[derive(Default)]
+pub struct RunExtras {
+    /// A push stream's deliveries (for end-to-end latency).
+    pub deliveries: Option<Deliveries>,
+    /// Kept until the run's stream is dropped: pass 1's parsed copy (and its folder).
+    pub keep_alive: Option<Box<dyn std::any::Any + Send>>,
+    pub at_end: Option<AtEnd>,
 }
 
 /// What woke `__next__`: the pump's message (or a timeout), or a call to run.
@@ -136,7 +151,7 @@ impl NativeRun {
         errors: Arc<ErrorStore>,
         stash: Arc<Stash>,
         lane: Option<(Arc<CallerLane>, Arc<PyFunction>)>,
-        deliveries: Option<Deliveries>,
+        extras: RunExtras,
     ) -> PyResult<Self> {
         let (sender, receiver) = crossbeam_channel::bounded(1);
         let shared = Arc::new(RunShared {
@@ -149,7 +164,7 @@ impl NativeRun {
         let pump_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("sluice-py-pump".into())
-            .spawn(move || pump(stream, sender, &pump_shared, deliveries))
+            .spawn(move || pump(stream, sender, &pump_shared, extras))
             .map_err(|e| errors::SluiceError::new_err(format!("cannot start a thread: {e}")))?;
         *shared.pump.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(NativeRun {
@@ -158,6 +173,32 @@ impl NativeRun {
             stash,
             engine,
             lane,
+        })
+    }
+
+    /// A run with nothing to do: an earlier run into the same folder completed
+    /// (`resume=True`); it yields no chunk and has that run's manifest.
+    pub fn already_complete(
+        engine: Arc<StreamingDataPipeline>,
+        manifest: &sluice::Manifest,
+    ) -> PyResult<Self> {
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        sender
+            .send(Msg::End)
+            .map_err(|_| errors::SluiceError::new_err("cannot end an empty run"))?;
+        let shared = Arc::new(RunShared {
+            receiver: Mutex::new(Some(receiver)),
+            pump: Mutex::new(None),
+            cancelled: AtomicBool::new(false),
+            manifest: Mutex::new(serde_json::to_string(manifest).ok()),
+            lane: None,
+        });
+        Ok(NativeRun {
+            shared,
+            errors: Arc::new(ErrorStore::default()),
+            stash: Arc::new(Stash::default()),
+            engine,
+            lane: None,
         })
     }
 
@@ -203,6 +244,10 @@ impl NativeRun {
                 Ok(Msg::Chunk(Err(err))) => {
                     self.disconnect();
                     return Err(self.raise(py, err));
+                }
+                Ok(Msg::Failed(text)) => {
+                    self.disconnect();
+                    return Err(pyo3::exceptions::PyValueError::new_err(text));
                 }
                 Ok(Msg::End) | Err(RecvTimeoutError::Disconnected) => {
                     self.disconnect();
@@ -297,14 +342,16 @@ impl NativeRun {
     }
 }
 
-fn pump(
-    mut stream: ChunkStream,
-    sender: Sender<Msg>,
-    shared: &RunShared,
-    deliveries: Option<Deliveries>,
-) {
+fn pump(mut stream: ChunkStream, sender: Sender<Msg>, shared: &RunShared, extras: RunExtras) {
+    let RunExtras {
+        deliveries,
+        keep_alive,
+        at_end,
+    } = extras;
     let mut complete = true;
+    let mut failed = false;
     for item in stream.by_ref() {
+        failed |= item.is_err();
         if let (Some(d), Ok(chunk)) = (&deliveries, &item) {
             // A push stream's rows: their time since `send` is their end-to-end latency.
             d.delivered(&chunk.input_rows);
@@ -325,6 +372,13 @@ fn pump(
     }
     // Stops the run's threads (if still going) and removes temporary files.
     drop(stream);
+    drop(keep_alive);
+    if let (true, false, Some(check)) = (complete, failed, at_end) {
+        if let Err(text) = check() {
+            send(&sender, shared, Msg::Failed(text));
+            return;
+        }
+    }
     send(&sender, shared, Msg::End);
 }
 

@@ -48,6 +48,10 @@ pub struct Ledger {
     done_before: HashSet<String>,
     recent: VecDeque<String>,
     recent_ids: HashSet<String>,
+    /// Malformed messages set aside as dead letters, by the input row they stand before:
+    /// acknowledged once a manifest that lists their dead letter is written.
+    malformed: VecDeque<(u64, String, Option<String>)>,
+    malformed_ids: HashSet<String>,
     acker: Box<dyn Acker>,
     acked: u64,
 }
@@ -97,6 +101,8 @@ impl Ledger {
             done_before,
             recent: VecDeque::new(),
             recent_ids: HashSet::new(),
+            malformed: VecDeque::new(),
+            malformed_ids: HashSet::new(),
             acker,
             acked: 0,
         })
@@ -105,6 +111,7 @@ impl Ledger {
     /// Delivered again while in hand, or already committed: not to be output again.
     pub fn is_duplicate(&self, id: &str) -> bool {
         self.pending_ids.contains(id)
+            || self.malformed_ids.contains(id)
             || self.done_before.contains(id)
             || self.recent_ids.contains(id)
     }
@@ -153,26 +160,67 @@ impl Ledger {
         Ok(())
     }
 
+    /// Malformed messages set aside just before input row `position` (the engine's rejects):
+    /// held until a manifest listing their dead letter is written (see [`Self::commit_through`]).
+    /// Holding one again moves it to `position`.
+    pub fn hold_malformed(&mut self, position: u64, messages: Vec<(String, Option<String>)>) {
+        for (id, ack) in messages {
+            if !self.malformed_ids.insert(id.clone()) {
+                self.malformed.retain(|m| m.1 != id);
+            }
+            // Positions only grow, so the queue stays in order.
+            self.malformed.push_back((position, id, ack));
+        }
+    }
+
     /// Rows before `row_end` are committed (or were dropped by the error policy):
-    /// acknowledges their messages. Returns how many.
+    /// acknowledges their messages, and the malformed ones set aside before them (their
+    /// dead letters rode with earlier chunks, so the same manifest lists them). Returns how
+    /// many rows.
     pub fn commit_through(&mut self, row_end: u64) -> Result<usize> {
         let mut done = Vec::new();
         while self.pending.front().is_some_and(|e| e.row < row_end) {
             let e = self.pending.pop_front().expect("front exists");
             done.push((e.id, e.ack));
         }
+        let rows = done.len();
+        while self.malformed.front().is_some_and(|m| m.0 < row_end) {
+            let (_, id, ack) = self.malformed.pop_front().expect("front exists");
+            self.malformed_ids.remove(&id);
+            done.push((id, ack));
+        }
+        self.settle(done)?;
+        Ok(rows)
+    }
+
+    /// Acknowledges every malformed message still held: the run ended, and its final
+    /// manifest lists every dead letter it wrote.
+    pub fn release_malformed(&mut self) -> Result<usize> {
+        let done: Vec<(String, Option<String>)> = self
+            .malformed
+            .drain(..)
+            .map(|(_, id, ack)| (id, ack))
+            .collect();
+        self.malformed_ids.clear();
+        let n = done.len();
+        self.settle(done)?;
+        Ok(n)
+    }
+
+    /// Acknowledges `done` and remembers their ids, so a redelivery is dropped.
+    fn settle(&mut self, done: Vec<(String, Option<String>)>) -> Result<()> {
         self.ack_now(&done)?;
-        for (id, _) in done.iter() {
-            self.pending_ids.remove(id);
-            self.remember(id.clone());
+        for (id, _) in done {
+            self.pending_ids.remove(&id);
+            self.remember(id);
         }
         if self.file_bytes > COMPACT_BYTES {
             self.compact()?;
         }
-        Ok(done.len())
+        Ok(())
     }
 
-    /// Acknowledges messages that never become rows (malformed, set aside; duplicates).
+    /// Acknowledges messages that never become rows and are not output (duplicates).
     pub fn ack_now(&mut self, messages: &[(String, Option<String>)]) -> Result<()> {
         for batch in messages.chunks(ACK_BATCH) {
             self.acker.ack(batch)?;

@@ -20,7 +20,7 @@ pub use broker::{Acker, Broker, Message};
 pub use error::{Result, StreamError};
 pub use ledger::Ledger;
 pub use runner::{prepare, run, OutputSettings, Prepared, StreamSummary};
-pub use source::{BrokerSource, MalformedPolicy, SourceOptions, StreamControl};
+pub use source::{BrokerSource, SourceOptions, StreamControl};
 
 /// A broker address parsed from `--from`.
 #[derive(Debug, Clone)]

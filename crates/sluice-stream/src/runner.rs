@@ -1,19 +1,18 @@
-//! Drives a broker stream into an output folder: the engine's chunks are written to part
-//! files by this thread, a part is committed at `rows_per_part` rows or `commit_interval`,
-//! whichever first, and after each commit the messages of the committed rows are
-//! acknowledged. A stop request (SIGTERM) ends reading; what was read is processed,
-//! committed and acknowledged before `run` returns.
+//! Drives a broker stream into an output folder through the engine's own part sink: a
+//! part is committed at `rows_per_part` rows or `commit_interval`, whichever first, and the
+//! sink's commit hook acknowledges the messages of the committed rows (and the malformed
+//! ones whose dead letters the manifest now lists). A stop request (SIGTERM) ends reading;
+//! what was read is processed, committed and acknowledged before `run` returns.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
-use crossbeam_channel::RecvTimeoutError;
-use sluice::sink::{remove_temporaries, PartSink};
+use sluice::sink::CommitHook;
 use sluice::{
-    BoxError, Manifest, OutputFormat, OutputOptions, PartInfo, RunStatus, StreamingDataPipeline,
-    StreamingStats,
+    BoxError, DeadLetter, Manifest, OutputFormat, OutputOptions, PartInfo, RunStatus, SluiceError,
+    StreamingDataPipeline, StreamingStats,
 };
 
 use crate::error::{Result, StreamError};
@@ -38,18 +37,22 @@ pub struct OutputSettings {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub keep: Vec<PartInfo>,
+    /// Dead letters of the committed rows, listed again by this run's manifest (those of
+    /// rows after them are of messages that were not acknowledged and come again).
+    pub dead_letters: Vec<DeadLetter>,
     /// Input rows the kept parts cover: the stream's rows go on from here.
     pub committed_rows: u64,
     pub format: OutputFormat,
 }
 
-/// Reads the folder's manifest (if any) and removes what a crash left that is not output:
-/// temporary files and part files the manifest does not list.
+/// Reads the folder's manifest (if any): the parts an earlier run committed. What a crash
+/// left that is not output (temporaries, parts the manifest does not list) is removed by
+/// the sink when the run starts, as for every run that resumes.
 pub fn prepare(settings: &OutputSettings) -> Result<Prepared> {
     let dir = &settings.dir;
     std::fs::create_dir_all(dir).map_err(|e| StreamError::io(dir, e))?;
     let manifest_path = dir.join(sluice::sink::manifest::MANIFEST_FILE);
-    let (keep, format) = if manifest_path.exists() {
+    let (keep, format, letters) = if manifest_path.exists() {
         let manifest = Manifest::read_from(dir)?;
         if let Some(format) = settings.format {
             if format != manifest.format && !manifest.parts.is_empty() {
@@ -63,31 +66,21 @@ pub fn prepare(settings: &OutputSettings) -> Result<Prepared> {
                 });
             }
         }
-        (manifest.parts, manifest.format)
+        (manifest.parts, manifest.format, manifest.dead_letters)
     } else {
-        (Vec::new(), settings.format.unwrap_or_default())
+        (Vec::new(), settings.format.unwrap_or_default(), Vec::new())
     };
-    remove_temporaries(dir)?;
-    remove_unlisted_parts(dir, &keep)?;
     let committed_rows = keep.last().map_or(0, |p| p.input_row_end);
+    let dead_letters = letters
+        .into_iter()
+        .filter(|l| l.input_rows.end <= committed_rows)
+        .collect();
     Ok(Prepared {
         keep,
+        dead_letters,
         committed_rows,
         format,
     })
-}
-
-/// A part renamed into place just before a crash, with the manifest not yet saying so:
-/// its rows were not acknowledged and will come again, so the file must go.
-fn remove_unlisted_parts(dir: &Path, keep: &[PartInfo]) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| StreamError::io(dir, e))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("part-") && !keep.iter().any(|p| p.file == name) {
-            std::fs::remove_file(entry.path()).map_err(|e| StreamError::io(entry.path(), e))?;
-        }
-    }
-    Ok(())
 }
 
 /// What a stream run did.
@@ -115,80 +108,40 @@ pub fn run(
     settings: &OutputSettings,
     control: &Arc<StreamControl>,
 ) -> Result<StreamSummary> {
+    let hook_ledger = ledger.clone();
+    let on_commit = CommitHook::new(move |manifest: &Manifest| {
+        acknowledge(&hook_ledger, manifest).map_err(|e| SluiceError::Source {
+            source_name: "ledger".into(),
+            message: format!("acknowledging committed messages: {e}"),
+        })
+    });
     let output = OutputOptions::new(&settings.dir)
         .format(prepared.format)
         .rows_per_part(settings.rows_per_part)
-        .resume(prepared.keep.clone(), prepared.committed_rows);
-    let mut sink = PartSink::create(output, pipeline.controller().clone())?;
-    let stream = pipeline.start_boxed(Box::new(source), function, None)?;
-    // The engine's iterator blocks; this thread must also wake for the commit timer.
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let forward = std::thread::Builder::new()
-        .name("sluice-stream-forward".into())
-        .spawn(move || {
-            for item in stream {
-                if tx.send(item).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(|e| StreamError::io("thread", e))?;
-
-    let mut deadline: Option<Instant> = None;
-    let mut parts = sink.manifest().parts.len();
-    let result = loop {
-        let wait = deadline.map_or(Duration::from_millis(500), |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        match rx.recv_timeout(wait) {
-            Ok(Ok(chunk)) => {
-                let rows = (chunk.input_rows.start, chunk.input_rows.end);
-                if let Err(e) = sink.write(&chunk.batch, rows) {
-                    sink.abandon_open_part();
-                    break Err(e.into());
-                }
-                if deadline.is_none() {
-                    deadline = Some(Instant::now() + settings.commit_interval);
-                }
-            }
-            Ok(Err(e)) => break Err(e.into()),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break Ok(()),
-        }
-        // Checked after every chunk too: while chunks keep coming, the wait above never
-        // times out, and parts grew to many times the interval (measured: 0.8 s parts at
-        // a 100 ms interval under a steady 5,000 messages/s).
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            deadline = None;
-            if let Err(e) = sink.commit() {
-                break Err(e.into());
-            }
-        }
-        if sink.manifest().parts.len() != parts {
-            parts = sink.manifest().parts.len();
-            // Nothing is open after a commit: the next row starts the clock again.
-            deadline = None;
-            if let Err(e) = acknowledge(&ledger, sink.manifest()) {
-                break Err(e);
-            }
-        }
+        .resume(prepared.keep.clone(), prepared.committed_rows)
+        .keep_dead_letters(prepared.dead_letters.clone())
+        .commit_interval(settings.commit_interval)
+        .on_commit(on_commit);
+    let result = pipeline
+        .start_boxed(Box::new(source), function, Some(output))
+        .and_then(|stream| stream.run_to_end());
+    let summary = match result {
+        Ok(summary) => summary,
+        // A failed run's manifest says `failed` and lists what it committed.
+        Err(e) => return Err(e.into()),
     };
-    drop(rx);
-    let _ = forward.join();
-    let stats = pipeline.stats();
-    let status = match &result {
-        Ok(()) if control.stopping() => RunStatus::Stopped,
-        Ok(()) => RunStatus::Complete,
-        Err(_) => RunStatus::Failed,
-    };
-    let error = result.as_ref().err().map(|e| e.to_string());
-    sink.finish(status, Some(stats.clone()), error)?;
-    result?;
-    acknowledge(&ledger, sink.manifest())?;
-    let manifest = sink.manifest().clone();
+    let mut manifest = summary
+        .manifest
+        .unwrap_or_else(|| Manifest::new(prepared.format));
+    if control.stopping() && manifest.status == RunStatus::Complete {
+        // Ended by a stop request, not by its input: every message read is committed and
+        // acknowledged, but the stream goes on.
+        manifest.status = RunStatus::Stopped;
+        manifest.write_to(&settings.dir)?;
+    }
     let ledger = lock(&ledger);
     Ok(StreamSummary {
-        stats,
+        stats: summary.stats,
         manifest,
         messages: control.messages.load(std::sync::atomic::Ordering::Relaxed),
         malformed: control.malformed.load(std::sync::atomic::Ordering::Relaxed),
@@ -199,10 +152,16 @@ pub fn run(
     })
 }
 
-/// Acknowledges the messages of every row the committed parts cover.
+/// Acknowledges the messages of every row the committed parts cover and the malformed
+/// ones set aside before them; once the run has ended (complete or stopped: its manifest
+/// lists every dead letter), every malformed one.
 fn acknowledge(ledger: &Mutex<Ledger>, manifest: &Manifest) -> Result<()> {
+    let mut ledger = lock(ledger);
     if let Some(last) = manifest.parts.last() {
-        lock(ledger).commit_through(last.input_row_end)?;
+        ledger.commit_through(last.input_row_end)?;
+    }
+    if matches!(manifest.status, RunStatus::Complete | RunStatus::Stopped) {
+        ledger.release_malformed()?;
     }
     Ok(())
 }

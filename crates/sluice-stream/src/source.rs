@@ -1,19 +1,18 @@
 //! A broker as a sluice [`Source`]: fetches as many messages as the engine's next chunk
 //! wants (only when admission lets the reader read, so a slow pipeline leaves the backlog
-//! in the broker), turns them into rows, records them in the ledger, and sets malformed
-//! ones aside. A short chunk is cut once its oldest message waited `max_latency`.
+//! in the broker), turns them into rows and records them in the ledger. Malformed messages
+//! become the engine's rejects (its error policy sets them aside as dead letters, which the
+//! manifest lists; the ledger acknowledges them only after that). A short chunk is cut once
+//! its oldest message waited `max_latency`.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use sluice::source::{LatencyClock, PartHint, SourcePart};
-use sluice::{SluiceError, Source};
+use sluice::source::{DecodedPart, LatencyClock, PartHint, SourcePart};
+use sluice::{Reject, SluiceError, Source};
 
 use crate::broker::{Broker, Message};
 use crate::decode::{infer_schema, JsonDecoder, Malformed};
@@ -25,24 +24,12 @@ const TICK: Duration = Duration::from_millis(100);
 /// Most messages one fetch asks for.
 const MAX_FETCH: usize = 10_000;
 
-/// What becomes of malformed messages.
-#[derive(Debug, Clone)]
-pub enum MalformedPolicy {
-    /// Appended to `DIR/messages.jsonl` with the message id, then acknowledged.
-    DeadLetter(PathBuf),
-    /// Counted and acknowledged.
-    Skip,
-    /// The stream stops with an error naming the message.
-    Fail,
-}
-
 /// Settings of a broker source.
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
     pub max_latency: Duration,
     /// End the stream once no message came for this long.
     pub stop_when_idle: Option<Duration>,
-    pub malformed: MalformedPolicy,
 }
 
 /// Shared with whoever drives the stream: a stop request and the counters.
@@ -79,6 +66,9 @@ pub struct BrokerSource {
     first_row: u64,
     /// Fetched before the engine started (to learn the schema).
     first: Option<Vec<Message>>,
+    /// Malformed messages that came before the first well-formed one: rejects of the
+    /// first part.
+    first_bad: Vec<Malformed>,
     last_message: Instant,
     clock: LatencyClock,
     flush: bool,
@@ -102,6 +92,7 @@ impl BrokerSource {
         let started = Instant::now();
         let name = broker.name();
         let mut last_message = started;
+        let mut first_bad = Vec::new();
         loop {
             if control.stopping()
                 || options
@@ -117,15 +108,19 @@ impl BrokerSource {
             last_message = Instant::now();
             let fresh = drop_duplicates(&ledger, &control, fetched)?;
             let Some(schema) = infer_schema(&fresh) else {
-                // Only malformed ones so far: set them aside, wait for a good one.
-                let decoder_less: Vec<Malformed> = fresh
-                    .into_iter()
-                    .map(|m| Malformed {
-                        reason: "not a JSON object".into(),
-                        message: m,
-                    })
-                    .collect();
-                set_aside(&ledger, &control, &options.malformed, &name, decoder_less)?;
+                // Only malformed ones so far: kept for the first part, wait for a good one.
+                // Held in the ledger, so a redelivery meanwhile is not taken twice.
+                lock(&ledger).hold_malformed(
+                    first_row,
+                    fresh
+                        .iter()
+                        .map(|m| (m.id.clone(), m.ack.clone()))
+                        .collect(),
+                );
+                first_bad.extend(fresh.into_iter().map(|m| Malformed {
+                    reason: "not a JSON object".into(),
+                    message: m,
+                }));
                 continue;
             };
             return Ok(Some(BrokerSource {
@@ -140,6 +135,7 @@ impl BrokerSource {
                 next_row: first_row,
                 first_row,
                 first: Some(fresh),
+                first_bad,
                 last_message,
                 flush: false,
                 done: false,
@@ -154,16 +150,15 @@ impl BrokerSource {
         ))
     }
 
-    fn rows_of(&mut self, messages: Vec<Message>) -> Result<(RecordBatch, u64)> {
+    /// The rows of `messages` as the next part, with the malformed ones (and `earlier_bad`,
+    /// already held) as its rejects after its rows.
+    fn part_of(
+        &mut self,
+        messages: Vec<Message>,
+        earlier_bad: Vec<Malformed>,
+    ) -> Result<(SourcePart, u64)> {
         let bytes: u64 = messages.iter().map(|m| m.data.len() as u64).sum();
         let (batch, good, bad) = self.decoder.decode(messages);
-        set_aside(
-            &self.ledger,
-            &self.control,
-            &self.options.malformed,
-            &self.name,
-            bad,
-        )?;
         // Recorded before the engine sees the rows: a crash after this point redelivers
         // them (they are not acknowledged) unless the manifest says they were committed.
         lock(&self.ledger).record(self.next_row, &good)?;
@@ -171,7 +166,47 @@ impl BrokerSource {
         self.control
             .messages
             .fetch_add(good.len() as u64, Ordering::Relaxed);
-        Ok((batch, bytes))
+        if bad.is_empty() && earlier_bad.is_empty() {
+            return Ok((SourcePart::Ready(batch), bytes));
+        }
+        // Placed after the part's rows: acknowledged once a committed part reaches past
+        // them, when their dead letter (riding with a chunk before) is listed too.
+        lock(&self.ledger).hold_malformed(
+            self.next_row,
+            earlier_bad
+                .iter()
+                .chain(&bad)
+                .map(|m| (m.message.id.clone(), m.message.ack.clone()))
+                .collect(),
+        );
+        let rejects: Vec<Reject> = earlier_bad
+            .iter()
+            .chain(&bad)
+            .map(|m| {
+                Reject::message(
+                    &self.name,
+                    &m.message.id,
+                    &m.message.data,
+                    m.reason.clone(),
+                    good.len() as u64,
+                )
+            })
+            .collect();
+        self.control
+            .malformed
+            .fetch_add(rejects.len() as u64, Ordering::Relaxed);
+        let estimated_bytes = batch.get_array_memory_size() as u64;
+        let part = DecodedPart {
+            batches: vec![batch],
+            rejects,
+        };
+        Ok((
+            SourcePart::Deferred {
+                estimated_bytes,
+                decode: Box::new(move || Ok(part)),
+            },
+            bytes,
+        ))
     }
 
     fn next(&mut self, hint: PartHint) -> Result<Option<(SourcePart, u64)>> {
@@ -180,11 +215,12 @@ impl BrokerSource {
             return Ok(None);
         }
         if let Some(first) = self.first.take() {
-            let (batch, bytes) = self.rows_of(first)?;
-            self.flush = self
-                .clock
-                .arrived(batch.num_rows(), hint.rows, Instant::now());
-            return Ok(Some((SourcePart::Ready(batch), bytes)));
+            let before = self.next_row;
+            let earlier_bad = std::mem::take(&mut self.first_bad);
+            let (part, bytes) = self.part_of(first, earlier_bad)?;
+            let rows = (self.next_row - before) as usize;
+            self.flush = self.clock.arrived(rows, hint.rows, Instant::now());
+            return Ok(Some((part, bytes)));
         }
         let idle = self
             .options
@@ -202,11 +238,11 @@ impl BrokerSource {
         }
         self.last_message = Instant::now();
         let fresh = drop_duplicates(&self.ledger, &self.control, fetched)?;
-        let (batch, bytes) = self.rows_of(fresh)?;
-        self.flush = self
-            .clock
-            .arrived(batch.num_rows(), hint.rows, Instant::now());
-        Ok(Some((SourcePart::Ready(batch), bytes)))
+        let before = self.next_row;
+        let (part, bytes) = self.part_of(fresh, Vec::new())?;
+        let rows = (self.next_row - before) as usize;
+        self.flush = self.clock.arrived(rows, hint.rows, Instant::now());
+        Ok(Some((part, bytes)))
     }
 }
 
@@ -239,64 +275,6 @@ fn drop_duplicates(
         ledger.ack_now(&committed)?;
     }
     Ok(fresh)
-}
-
-/// Applies the malformed-message policy, then acknowledges them.
-fn set_aside(
-    ledger: &Mutex<Ledger>,
-    control: &StreamControl,
-    policy: &MalformedPolicy,
-    stream: &str,
-    bad: Vec<Malformed>,
-) -> Result<()> {
-    if bad.is_empty() {
-        return Ok(());
-    }
-    match policy {
-        MalformedPolicy::Fail => {
-            let first = &bad[0];
-            return Err(SluiceError::Source {
-                source_name: stream.to_string(),
-                message: format!(
-                    "message {} is malformed: {}",
-                    first.message.id, first.reason
-                ),
-            }
-            .into());
-        }
-        MalformedPolicy::Skip => {}
-        MalformedPolicy::DeadLetter(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| crate::error::StreamError::io(dir, e))?;
-            let path = dir.join("messages.jsonl");
-            let mut text = String::new();
-            for m in &bad {
-                let line = serde_json::json!({
-                    "stream": stream,
-                    "id": m.message.id,
-                    "error": m.reason,
-                    "data": String::from_utf8_lossy(&m.message.data),
-                    "fields": m.message.extra.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                });
-                text.push_str(&line.to_string());
-                text.push('\n');
-            }
-            let mut file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| crate::error::StreamError::io(&path, e))?;
-            file.write_all(text.as_bytes())
-                .map_err(|e| crate::error::StreamError::io(&path, e))?;
-        }
-    }
-    control
-        .malformed
-        .fetch_add(bad.len() as u64, Ordering::Relaxed);
-    let acks: Vec<(String, Option<String>)> = bad
-        .into_iter()
-        .map(|m| (m.message.id, m.message.ack))
-        .collect();
-    lock(ledger).ack_now(&acks)
 }
 
 impl Source for BrokerSource {
@@ -369,7 +347,6 @@ mod tests {
             // Every row has waited long enough by the next fetch.
             max_latency: Duration::ZERO,
             stop_when_idle: None,
-            malformed: MalformedPolicy::Fail,
         };
         let control = Arc::new(StreamControl::default());
         let mut source = BrokerSource::open(Box::new(Trickle(0)), ledger, 0, options, control)

@@ -12,11 +12,9 @@ use std::time::{Duration, Instant};
 use arrow::array::Int64Array;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sluice::{BoxError, Manifest, StreamingDataPipeline};
+use sluice::{BoxError, ErrorPolicy, Manifest, StreamingDataPipeline};
 use sluice_stream::testing::{NatsClient, Server};
-use sluice_stream::{
-    Address, MalformedPolicy, OutputSettings, SourceOptions, StreamControl, StreamSummary,
-};
+use sluice_stream::{Address, OutputSettings, SourceOptions, StreamControl, StreamSummary};
 
 const CHILD_URL: &str = "SLUICE_TEST_NATS_CHILD_URL";
 const CHILD_OUT: &str = "SLUICE_TEST_NATS_CHILD_OUT";
@@ -48,7 +46,7 @@ fn settings(out: &Path, rows_per_part: u64) -> OutputSettings {
 fn run_until(
     url: &str,
     settings: &OutputSettings,
-    malformed: MalformedPolicy,
+    policy: ErrorPolicy,
     limit: Duration,
     done: impl Fn(u64, u64, u64) -> bool + Send + 'static,
 ) -> StreamSummary {
@@ -57,6 +55,7 @@ fn run_until(
             .chunk_size(10_000)
             .max_memory_mb(256.0)
             .num_workers(2)
+            .error_policy(policy)
             .build()
             .expect("settings"),
     );
@@ -66,7 +65,6 @@ fn run_until(
     let options = SourceOptions {
         max_latency: Duration::from_millis(100),
         stop_when_idle: None,
-        malformed,
     };
     let address = Address::parse(url).expect("address");
     let opened =
@@ -171,7 +169,7 @@ fn a_million_messages_published_at_full_speed_arrive_exactly_once() {
     let summary = run_until(
         &url(server.port, "big", "BIG", 30_000),
         &settings(&out, 200_000),
-        MalformedPolicy::Fail,
+        ErrorPolicy::Fail,
         Duration::from_secs(600),
         |_, messages, _| messages >= N,
     );
@@ -205,7 +203,7 @@ fn nats_consumer_child() {
     run_until(
         &url,
         &settings(Path::new(&out), 10_000),
-        MalformedPolicy::Fail,
+        ErrorPolicy::Fail,
         Duration::from_secs(300),
         |_, _, _| false,
     );
@@ -284,7 +282,7 @@ fn nats_consumer_killed_midway_then_restarted_yields_each_message_once() {
     let summary = run_until(
         &url,
         &settings(&out, 10_000),
-        MalformedPolicy::Fail,
+        ErrorPolicy::Fail,
         Duration::from_secs(300),
         |before, messages, _| before + messages >= N,
     );
@@ -322,13 +320,29 @@ fn malformed_messages_go_to_dead_letters_with_their_sequences_and_the_stream_goe
     let summary = run_until(
         &url(server.port, "mixed", "MIXED", 30_000),
         &settings(&out, 500),
-        MalformedPolicy::DeadLetter(letters.clone()),
+        ErrorPolicy::DeadLetter(letters.clone()),
         Duration::from_secs(60),
         |_, messages, bad| messages + bad >= 2_003,
     );
     assert_eq!((summary.messages, summary.malformed), (2_000, 3));
     assert_exactly_once(&output_ids(&out), 0..2_000);
-    let text = std::fs::read_to_string(letters.join("messages.jsonl")).expect("dead letters");
+    // The engine's rejects, listed in the manifest (and acknowledged after it).
+    let manifest = Manifest::read_from(&out).expect("manifest");
+    let listed: Vec<_> = manifest
+        .dead_letters
+        .iter()
+        .filter(|l| l.kind == sluice::LetterKind::Rejects)
+        .collect();
+    assert_eq!(
+        listed.iter().map(|l| l.count).sum::<u64>(),
+        3,
+        "listed: {listed:?}"
+    );
+    let mut text = String::new();
+    for letter in &listed {
+        assert!(letter.path.starts_with(&letters), "{:?}", letter.path);
+        text.push_str(&std::fs::read_to_string(&letter.path).expect("dead letters"));
+    }
     let mut ids: Vec<String> = text
         .lines()
         .map(|l| {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use sluice::{BoxError, StreamingDataPipeline};
 use sluice_stream::testing::{redis_connection, redis_lag, redis_pending, redis_publish, Server};
-use sluice_stream::{MalformedPolicy, OutputSettings, SourceOptions, StreamControl};
+use sluice_stream::{OutputSettings, SourceOptions, StreamControl};
 
 const MB: u64 = 1 << 20;
 
@@ -46,7 +46,6 @@ fn a_slow_function_leaves_the_backlog_in_the_broker_and_memory_in_budget() {
     let options = SourceOptions {
         max_latency: Duration::from_millis(100),
         stop_when_idle: None,
-        malformed: MalformedPolicy::Fail,
     };
     let address = sluice_stream::Address::parse(&format!(
         "redis://127.0.0.1:{}/backlog?group=g&consumer=c",

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::chunk::ProcessedChunk;
 use crate::engine::{Outcome, RunThreads, SetAside, Shared};
@@ -127,7 +127,25 @@ impl ChunkStream {
             if self.total.is_some_and(|t| self.handled >= t) {
                 return None;
             }
-            match self.outcomes.recv() {
+            // A part with a commit interval is closed on time even while no chunk comes
+            // (a quiet stream): its rows become output, and the hook acknowledges them.
+            let received = match self.sink.as_ref().and_then(PartSink::commit_due) {
+                Some(by) => match self.outcomes.recv_deadline(by) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Some(Err(error)) = self.sink.as_mut().map(PartSink::commit) {
+                            return Some(Outcome::Fatal {
+                                seq: self.next_seq,
+                                error,
+                            });
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => Err(crossbeam_channel::RecvError),
+                    Ok(outcome) => Ok(outcome),
+                },
+                None => self.outcomes.recv(),
+            };
+            match received {
                 Ok(Outcome::End { chunks }) => self.total = Some(chunks),
                 Ok(Outcome::Trailing(aside)) => self.set_aside(aside),
                 Ok(o) if self.ordered && o.seq() != self.next_seq => {

@@ -16,6 +16,7 @@ import shutil
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from .. import _native
 from ..stats import StreamingStats
 from . import Backend, Event, FrameInput
 from ._task import STAGING_DIR, LatencyHistogram, OutputSpec, Partition, PartitionRunner
@@ -252,6 +253,9 @@ class DistributedChunkIterator:
             self._started = time.perf_counter()
             out = self._runner.output
             if out is not None:
+                # The folder's one owner refuses earlier output (FileExistsError) unless
+                # overwrite=True, which removes it, as a run on one machine does.
+                _native.prepare_output(out.path, out.overwrite)
                 os.makedirs(out.path, exist_ok=True)
                 self._write_manifest("running")
             if self._frame is not None:

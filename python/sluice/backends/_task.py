@@ -63,6 +63,8 @@ class OutputSpec:
     path: str
     format: str = "parquet"
     rows_per_part: Optional[int] = None
+    overwrite: bool = False
+    """Replace what an earlier run left in ``path`` (the driver does, before any task)."""
 
     @property
     def extension(self) -> str:

@@ -114,6 +114,28 @@ pub fn manifest(dir: &Path) -> TestResult<Value> {
 }
 
 /// Part files listed in the manifest, in order.
+/// The lines of every rejects dead letter the manifest of `dir` lists (malformed records
+/// or messages, one JSON object each).
+pub fn listed_reject_lines(dir: &Path) -> TestResult<Vec<Value>> {
+    let manifest = manifest(dir)?;
+    let mut lines = Vec::new();
+    for letter in manifest["dead_letters"]
+        .as_array()
+        .ok_or("no dead_letters list")?
+    {
+        if letter["kind"] != "rejects" {
+            continue;
+        }
+        let path = letter["path"]
+            .as_str()
+            .ok_or("a dead letter without a path")?;
+        for line in std::fs::read_to_string(path)?.lines() {
+            lines.push(serde_json::from_str(line)?);
+        }
+    }
+    Ok(lines)
+}
+
 pub fn manifest_parts(dir: &Path) -> TestResult<Vec<PathBuf>> {
     let m = manifest(dir)?;
     let parts = m["parts"].as_array().ok_or("manifest has no parts array")?;

@@ -82,6 +82,8 @@ struct RejectLine<'a> {
     raw: &'a str,
     raw_truncated: bool,
     cause: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
 }
 
 /// Writes the rejects set aside before the input rows `rows` (their positions absolute) as
@@ -102,6 +104,7 @@ pub fn write_rejects(dir: &Path, rows: &Range<u64>, rejects: &[Reject]) -> Resul
             raw: &r.raw,
             raw_truncated: r.raw_truncated,
             cause: &r.cause,
+            id: r.id.as_deref(),
         };
         serde_json::to_writer(&mut text, &line).map_err(|e| SluiceError::write(&path, e))?;
         text.push(b'\n');

@@ -15,6 +15,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -72,6 +73,28 @@ pub enum OutputMode {
     Resume,
 }
 
+/// Called after the manifest lists what a commit made output: a part closed (at
+/// `rows_per_part` rows or `commit_interval`), and the final manifest of the run. What is
+/// acknowledged to a broker is acknowledged here, never before. An error fails the run.
+#[derive(Clone)]
+pub struct CommitHook(Arc<dyn Fn(&Manifest) -> Result<()> + Send + Sync>);
+
+impl CommitHook {
+    pub fn new(hook: impl Fn(&Manifest) -> Result<()> + Send + Sync + 'static) -> Self {
+        CommitHook(Arc::new(hook))
+    }
+
+    fn call(&self, manifest: &Manifest) -> Result<()> {
+        (self.0)(manifest)
+    }
+}
+
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitHook")
+    }
+}
+
 /// Where and how a run writes its output.
 #[derive(Debug, Clone)]
 pub struct OutputOptions {
@@ -87,6 +110,10 @@ pub struct OutputOptions {
     /// Dead letters of an earlier run's committed rows (resume): listed again.
     pub resume_dead_letters: Vec<DeadLetter>,
     pub mode: OutputMode,
+    /// A part is also closed once its first row has waited this long (a live stream's
+    /// parts become output at a steady pace however slowly rows come).
+    pub commit_interval: Option<Duration>,
+    pub on_commit: Option<CommitHook>,
 }
 
 impl OutputOptions {
@@ -99,6 +126,8 @@ impl OutputOptions {
             input_row_offset: 0,
             resume_dead_letters: Vec::new(),
             mode: OutputMode::New,
+            commit_interval: None,
+            on_commit: None,
         }
     }
     pub fn format(mut self, format: OutputFormat) -> Self {
@@ -120,6 +149,17 @@ impl OutputOptions {
     /// Keeps listing an earlier run's dead letters of the committed rows (with [`Self::resume`]).
     pub fn keep_dead_letters(mut self, letters: Vec<DeadLetter>) -> Self {
         self.resume_dead_letters = letters;
+        self
+    }
+    /// Closes a part once its first row waited `interval`, or at `rows_per_part` rows,
+    /// whichever comes first.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = Some(interval);
+        self
+    }
+    /// Calls `hook` after every manifest write that commits output (see [`CommitHook`]).
+    pub fn on_commit(mut self, hook: CommitHook) -> Self {
+        self.on_commit = Some(hook);
         self
     }
     /// Replaces whatever output the folder holds (`true`) or refuses it (`false`, the default).
@@ -170,6 +210,8 @@ struct OpenPart {
     schema: SchemaRef,
     rows: u64,
     input_rows: (u64, u64),
+    /// When its first row was written: with a commit interval, it is closed by then.
+    commit_by: Option<Instant>,
 }
 
 /// Writes chunks into rolling part files and keeps the manifest.
@@ -249,7 +291,8 @@ impl PartSink {
         part.rows += rows;
         part.input_rows.1 = input_rows.1;
         let buffered = part.writer.buffered_bytes();
-        let full = part.rows >= self.options.rows_per_part;
+        let due = part.commit_by.is_some_and(|by| Instant::now() >= by);
+        let full = part.rows >= self.options.rows_per_part || due;
         self.buffer_reservation.resize(buffered);
         if full {
             self.close_part()?;
@@ -333,8 +376,14 @@ impl PartSink {
             schema,
             rows: 0,
             input_rows: (first_input_row, first_input_row),
+            commit_by: self.options.commit_interval.map(|i| Instant::now() + i),
         });
         Ok(())
+    }
+
+    /// When the open part must be closed by its commit interval, if there is one.
+    pub fn commit_due(&self) -> Option<Instant> {
+        self.current.as_ref().and_then(|p| p.commit_by)
     }
 
     fn close_part(&mut self) -> Result<()> {
@@ -361,7 +410,16 @@ impl PartSink {
             input_row_end: part.input_rows.1,
             bytes,
         });
-        self.write_manifest()
+        self.write_manifest()?;
+        self.committed()
+    }
+
+    /// Tells the commit hook what the manifest now lists.
+    fn committed(&self) -> Result<()> {
+        match &self.options.on_commit {
+            Some(hook) => hook.call(&self.manifest),
+            None => Ok(()),
+        }
     }
 
     fn write_manifest(&self) -> Result<()> {
@@ -398,7 +456,8 @@ impl PartSink {
         self.manifest.status = status;
         self.manifest.stats = stats;
         self.manifest.error = error;
-        self.write_manifest()
+        self.write_manifest()?;
+        self.committed()
     }
 
     /// Drops the open part's temporary file (its writer failed); the manifest is kept.

@@ -115,11 +115,30 @@ pub struct Reject {
     pub raw_truncated: bool,
     /// Why it could not be decoded.
     pub cause: String,
+    /// The record's own id in its source, where it has one (a broker message's id).
+    pub id: Option<String>,
 }
 
 impl Reject {
     /// The record `bytes` (line ending included or not) as a reject.
     pub fn new(file: PathBuf, line: u64, byte_offset: u64, bytes: &[u8], cause: String) -> Self {
+        let mut reject = Reject::raw(file, bytes, cause);
+        reject.line = Some(line);
+        reject.byte_offset = Some(byte_offset);
+        reject
+    }
+
+    /// A message of a stream (`source`, e.g. a broker's stream name) that could not become
+    /// a row, with its id, standing after `position` good rows of its part.
+    pub fn message(source: &str, id: &str, bytes: &[u8], cause: String, position: u64) -> Self {
+        let mut reject = Reject::raw(PathBuf::from(source), bytes, cause);
+        reject.id = Some(id.to_string());
+        reject.position = position;
+        reject
+    }
+
+    /// The record `bytes` as a reject: its text kept up to [`REJECT_RAW_LIMIT`].
+    fn raw(file: PathBuf, bytes: &[u8], cause: String) -> Self {
         let mut end = bytes.len();
         while end > 0 && matches!(bytes[end - 1], b'\n' | b'\r') {
             end -= 1;
@@ -144,12 +163,13 @@ impl Reject {
         }
         Reject {
             file,
-            line: Some(line),
-            byte_offset: Some(byte_offset),
+            line: None,
+            byte_offset: None,
             position: 0,
             raw,
             raw_truncated: truncated,
             cause,
+            id: None,
         }
     }
 }

@@ -1,15 +1,18 @@
-//! The output folder between runs. `--resume` reads the earlier run's `_manifest.json`,
-//! keeps its completed parts and says how many input rows they cover; a fresh run refuses a
-//! folder holding earlier output unless `--overwrite` clears it. `_sluice_run.json` records
-//! the inputs and SQL of a run so a resume with other inputs or SQL is refused.
+//! The one owner of an output folder's state between runs: what its `_manifest.json` says is
+//! committed, what a fresh, overwriting or resuming job removes or keeps (parts,
+//! temporaries, dead letters, the run record), and `_sluice_run.json`, which records the
+//! inputs and SQL of a run so a resume with other inputs or SQL is refused. The command,
+//! Python and cluster drivers ask it; nothing else decides what to delete.
 
 use std::path::{Path, PathBuf};
 
+use arrow::datatypes::Schema;
 use serde::{Deserialize, Serialize};
 use sluice::sink::manifest::MANIFEST_FILE;
-use sluice::{DeadLetter, Manifest, PartInfo, RunStatus};
+use sluice::{DeadLetter, Manifest, OutputFormat, OutputOptions, PartInfo, RunStatus};
 
-use crate::error::CliError;
+use crate::error::{JobError, Result};
+use crate::two_pass::GlobalRecord;
 
 /// Records what a run reads and does, for a later `--resume` to check.
 pub const RUN_FILE: &str = "_sluice_run.json";
@@ -28,7 +31,11 @@ pub struct RunRecord {
     pub ordered: bool,
     /// `--windows global`: pass 1's values and the inputs they describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub global: Option<crate::global::GlobalRecord>,
+    pub global: Option<GlobalRecord>,
+    /// An in-memory input (a DataFrame from Python): its rows and columns, which a resume
+    /// must find again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
 }
 
 impl RunRecord {
@@ -45,27 +52,44 @@ impl RunRecord {
             sql: sql.map(str::to_string),
             ordered,
             global: None,
+            table: None,
         }
     }
 
-    pub fn write_to(&self, dir: &Path) -> Result<(), CliError> {
-        let path = dir.join(RUN_FILE);
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| CliError::io("write", &path, std::io::Error::other(e)))?;
-        std::fs::write(&path, text).map_err(|e| CliError::io("write", &path, e))
+    /// The record of a job over an in-memory table of `rows` rows of `schema`.
+    pub fn for_table(rows: u64, schema: &Schema, sql: Option<&str>, ordered: bool) -> Self {
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .collect();
+        RunRecord {
+            table: Some(format!(
+                "an in-memory table of {rows} rows ({})",
+                columns.join(", ")
+            )),
+            ..RunRecord::new(&[], sql, ordered)
+        }
     }
 
-    pub fn read_from(dir: &Path) -> Result<Option<Self>, CliError> {
+    pub fn write_to(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(RUN_FILE);
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| JobError::io("write", &path, std::io::Error::other(e)))?;
+        std::fs::write(&path, text).map_err(|e| JobError::io("write", &path, e))
+    }
+
+    pub fn read_from(dir: &Path) -> Result<Option<Self>> {
         let path = dir.join(RUN_FILE);
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text)
                 .map(Some)
-                .map_err(|e| CliError::Resume {
+                .map_err(|e| JobError::Resume {
                     dir: dir.to_path_buf(),
                     reason: format!("{RUN_FILE} cannot be read: {e}"),
                 }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(CliError::io("read", path, e)),
+            Err(e) => Err(JobError::io("read", path, e)),
         }
     }
 
@@ -85,6 +109,14 @@ impl RunRecord {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
+            return Some(format!(
+                "the input differs from the earlier run's: now {}, then {}",
+                show(self),
+                show(earlier)
+            ));
+        }
+        if self.table != earlier.table {
+            let show = |r: &RunRecord| r.table.clone().unwrap_or_else(|| "files".into());
             return Some(format!(
                 "the input differs from the earlier run's: now {}, then {}",
                 show(self),
@@ -124,12 +156,7 @@ pub enum Plan {
 }
 
 /// Decides what to do with `dir` (which has not been touched yet).
-pub fn plan(
-    dir: &Path,
-    resume: bool,
-    overwrite: bool,
-    record: &RunRecord,
-) -> Result<Plan, CliError> {
+pub fn plan(dir: &Path, resume: bool, overwrite: bool, record: &RunRecord) -> Result<Plan> {
     let has_manifest = dir.join(MANIFEST_FILE).is_file();
     let parts = part_files(dir)?;
     if overwrite || (!has_manifest && parts.is_empty()) {
@@ -148,12 +175,12 @@ pub fn plan(
         } else {
             format!("{} part files", parts.len())
         };
-        return Err(CliError::OutputExists {
+        return Err(JobError::OutputExists {
             dir: dir.to_path_buf(),
             what,
         });
     }
-    let refuse = |reason: String| CliError::Resume {
+    let refuse = |reason: String| JobError::Resume {
         dir: dir.to_path_buf(),
         reason,
     };
@@ -204,21 +231,21 @@ fn check_prefix(parts: &[PartInfo]) -> Result<u64, String> {
 
 /// Removes what is not part of the output to keep: part files not in `keep`, temporaries,
 /// and (when `keep` is empty) the manifest and run record.
-pub fn clear(dir: &Path, keep: &[PartInfo]) -> Result<(), CliError> {
+pub fn clear(dir: &Path, keep: &[PartInfo]) -> Result<()> {
     for path in part_files(dir)? {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if !keep.iter().any(|p| p.file == name) {
-            std::fs::remove_file(&path).map_err(|e| CliError::io("remove", &path, e))?;
+            std::fs::remove_file(&path).map_err(|e| JobError::io("remove", &path, e))?;
         }
     }
     sluice::sink::remove_temporaries(dir)
-        .map_err(|e| CliError::run("cleaning the output folder", e))?;
+        .map_err(|e| JobError::run("cleaning the output folder", e))?;
     if keep.is_empty() {
         for name in [MANIFEST_FILE, RUN_FILE] {
             let path = dir.join(name);
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(CliError::io("remove", &path, e));
+                    return Err(JobError::io("remove", &path, e));
                 }
                 _ => {}
             }
@@ -237,7 +264,7 @@ pub fn split_dead_letters(
     manifest: &Manifest,
     skip_rows: u64,
     this_run: Option<&Path>,
-) -> Result<Vec<DeadLetter>, CliError> {
+) -> Result<Vec<DeadLetter>> {
     let (keep, _past): (Vec<DeadLetter>, Vec<DeadLetter>) = manifest
         .dead_letters
         .iter()
@@ -262,7 +289,7 @@ pub fn split_dead_letters(
                 .any(|l| l.path == path || l.path.with_extension("error.txt") == path);
             let past = letter_start(&path).is_some_and(|start| start >= skip_rows);
             if past && !kept {
-                std::fs::remove_file(&path).map_err(|e| CliError::io("remove", &path, e))?;
+                std::fs::remove_file(&path).map_err(|e| JobError::io("remove", &path, e))?;
             }
         }
     }
@@ -280,11 +307,11 @@ fn letter_start(path: &Path) -> Option<u64> {
 }
 
 /// Complete-looking part files (`part-NNNNN.ext`) in `dir`.
-fn part_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
+fn part_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(CliError::io("read the folder", dir, e)),
+        Err(e) => return Err(JobError::io("read the folder", dir, e)),
     };
     let mut parts: Vec<PathBuf> = entries
         .flatten()
@@ -306,6 +333,124 @@ pub fn status_name(status: RunStatus) -> &'static str {
         RunStatus::Failed => "failed",
         RunStatus::Stopped => "stopped",
     }
+}
+
+/// Refuses a resume whose output would not match the parts already written: another
+/// part format than `requested`, or other columns than the job writes (`output`, when
+/// known before the run; a pass-through part holds the `input` columns).
+pub fn check_continues(
+    dir: &Path,
+    manifest: &Manifest,
+    requested: Option<OutputFormat>,
+    input: &Schema,
+    output: Option<&Schema>,
+) -> Result<()> {
+    let refuse = |reason: String| JobError::Resume {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    if let Some(format) = requested {
+        if format != manifest.format {
+            return Err(refuse(format!(
+                "its parts are {}, not {}; ask for {} parts (or none) to continue it",
+                manifest.format.extension(),
+                format.extension(),
+                manifest.format.extension()
+            )));
+        }
+    }
+    let Some(output) = output else {
+        return Ok(());
+    };
+    if manifest.parts.is_empty() || manifest.schema.is_empty() {
+        return Ok(());
+    }
+    let describe = |schema: &Schema| -> Vec<(String, String)> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().to_string()))
+            .collect()
+    };
+    let written: Vec<(String, String)> = manifest
+        .schema
+        .iter()
+        .map(|c| (c.name.clone(), c.data_type.clone()))
+        .collect();
+    if written != describe(output) && written != describe(input) {
+        return Err(refuse(format!(
+            "its parts have columns {:?}, this run writes {:?}",
+            written.iter().map(|c| &c.0).collect::<Vec<_>>(),
+            output.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+        )));
+    }
+    Ok(())
+}
+
+/// An output folder made ready for a one-pass job: the sink's options and the input rows
+/// the earlier run already committed (the source skips them).
+pub struct Prepared {
+    pub output: OutputOptions,
+    pub skip_rows: u64,
+    /// The earlier run completed: nothing to do.
+    pub complete: Option<Manifest>,
+}
+
+/// Decides what to do with `dir` (see [`plan`]), checks that a resumed run writes what the
+/// earlier one did, and clears what is not kept. `letters_dir` is where this job writes its
+/// dead letters.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare(
+    dir: &Path,
+    resume: bool,
+    overwrite: bool,
+    record: &RunRecord,
+    requested: Option<OutputFormat>,
+    input: &Schema,
+    output: Option<&Schema>,
+    letters_dir: Option<&Path>,
+) -> Result<Prepared> {
+    let (format, keep, skip_rows, letters) = match plan(dir, resume, overwrite, record)? {
+        Plan::Complete(manifest) => {
+            return Ok(Prepared {
+                output: OutputOptions::new(dir),
+                skip_rows: 0,
+                complete: Some(manifest),
+            })
+        }
+        Plan::Continue {
+            manifest,
+            skip_rows,
+        } => {
+            check_continues(dir, &manifest, requested, input, output)?;
+            let letters = split_dead_letters(&manifest, skip_rows, letters_dir)?;
+            (manifest.format, manifest.parts, skip_rows, letters)
+        }
+        Plan::Fresh => (requested.unwrap_or_default(), Vec::new(), 0, Vec::new()),
+    };
+    clear(dir, &keep)?;
+    let output = OutputOptions::new(dir)
+        .format(format)
+        .resume(keep, skip_rows)
+        .keep_dead_letters(letters);
+    Ok(Prepared {
+        output,
+        skip_rows,
+        complete: None,
+    })
+}
+
+/// Marks the folder's run failed (the caller then removes its parts), for a run that
+/// failed after its manifest was written, such as an input that changed under pass 2.
+pub fn mark_failed(dir: &Path, error: &str) -> Result<()> {
+    let Ok(mut manifest) = Manifest::read_from(dir) else {
+        return Ok(());
+    };
+    manifest.status = RunStatus::Failed;
+    manifest.error = Some(error.to_string());
+    manifest
+        .write_to(dir)
+        .map_err(|e| JobError::run("marking the run failed", e))
 }
 
 #[cfg(test)]
@@ -351,6 +496,7 @@ mod tests {
             sql: None,
             ordered: true,
             global: None,
+            table: None,
         };
         let mut b = a.clone();
         assert_eq!(a.difference(&b), None);
