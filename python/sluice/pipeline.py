@@ -22,11 +22,19 @@ import gc
 import json
 import os
 import weakref
-from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 from . import _convert, _native
-from ._native import StoppedError
+from ._arguments import (
+    _check_output_mode,
+    _check_sql_windows,
+    _normalize_on_error,
+    _output_path,
+    _paths,
+    _refuse_distributed,
+    _sql_text,
+)
+from ._results import ChunkIterator, ProcessedChunk
 from .backends import BACKENDS, open_backend
 from .backends._driver import (
     DistributedChunkIterator,
@@ -44,7 +52,6 @@ from .stats import StreamingStats
 PathLike = Union[str, "os.PathLike[str]"]
 
 DISTRIBUTED_BACKENDS = BACKENDS
-ON_ERROR = ("fail", "skip", "pass_through", "dead_letter:DIR")
 
 _live_pipelines: "weakref.WeakSet[StreamingDataPipeline]" = weakref.WeakSet()
 
@@ -58,188 +65,6 @@ def _stop_all_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
                 pipeline._backend.close()
         except Exception:
             pass
-
-
-@dataclass(frozen=True)
-class ProcessedChunk:
-    """A processed chunk and where it came from (``with_info=True``)."""
-
-    data: Any
-    """The chunk in the pipeline's ``chunk_format``."""
-    chunk: int
-    """Position of the chunk in the input (0, 1, 2, ...)."""
-    input_rows: Tuple[int, int]
-    """The input rows it was made from: ``[start, end)``, 0-based."""
-    passed_through: bool
-    """True when the function failed and ``on_error='pass_through'`` emitted the input."""
-
-
-class ChunkIterator:
-    """The processed chunks of one run, in input order (unless ``ordered=False``).
-
-    Iterate it, or call :meth:`run_to_end` to only write the output. Breaking out of the
-    loop, :meth:`close` or leaving a ``with`` block stops the run. A run stopped by
-    :meth:`StreamingDataPipeline.stop_processing` (or ``cleanup()``) before its input ended
-    raises :class:`sluice.StoppedError` from the loop, so a stopped run never looks like a
-    finished one; :attr:`stopped` says so too, and the output folder's manifest says
-    ``"stopped"``.
-    """
-
-    def __init__(
-        self,
-        native_run: Any,
-        chunk_format: str,
-        with_info: bool,
-        output_path: Optional[str],
-        index: Optional[_convert.IndexInfo] = None,
-        pipeline: Optional["StreamingDataPipeline"] = None,
-    ):
-        self._pipeline = pipeline
-        self._native = native_run
-        self._format = chunk_format
-        self._index = index
-        self._with_info = with_info
-        self._output_path = output_path
-        self._stopped = False
-        self.last_chunk: Optional[ProcessedChunk] = None
-
-    def __iter__(self) -> "ChunkIterator":
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            seq, start, end, passed_through, from_function, data = next(self._native)
-        except StoppedError:
-            self._stopped = True
-            raise
-        if not from_function:
-            data = _convert.batch_to_format(data, self._format, owned=True, index=self._index)
-        info = ProcessedChunk(data, seq, (start, end), passed_through)
-        self.last_chunk = info
-        if self._pipeline is not None:
-            self._pipeline._last_chunk = info
-        return info if self._with_info else data
-
-    @property
-    def stopped(self) -> bool:
-        """True once the run has ended because it was stopped before its input ended."""
-        manifest = self.manifest
-        if manifest is not None:
-            return manifest.get("status") == "stopped"
-        return bool(self._stopped)
-
-    def run_to_end(self) -> Optional[dict]:
-        """Consumes the run without converting chunks to Python objects and returns the
-        output folder's manifest (``None`` without ``output_path``)."""
-        try:
-            self._native.drain()
-        except StoppedError:
-            self._stopped = True
-            raise
-        return self.manifest
-
-    @property
-    def manifest(self) -> Optional[dict]:
-        """The output folder's ``_manifest.json`` once the run has ended (parts, rows,
-        schema, statistics), else ``None``."""
-        text = self._native.manifest_json()
-        if text is None and self._output_path and not self._native.running:
-            path = os.path.join(self._output_path, "_manifest.json")
-            if os.path.exists(path):
-                with open(path, encoding="utf-8") as f:
-                    return json.load(f)
-        return json.loads(text) if text else None
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Stops the run and waits (GIL released) for its threads to finish."""
-        self._native.close(True, timeout)
-
-    def __enter__(self) -> "ChunkIterator":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-def _normalize_on_error(on_error: Any) -> str:
-    if not isinstance(on_error, str):
-        raise TypeError(f"on_error must be a string, one of {ON_ERROR}; got {type(on_error).__name__}")
-    policy = on_error.strip()
-    for prefix in ("dead_letter:", "dead-letter:", "dead_letter=", "dead-letter="):
-        if policy.startswith(prefix):
-            directory = policy[len(prefix):]
-            if not directory:
-                raise ValueError("on_error='dead_letter:DIR' needs a folder after the colon")
-            return "dead_letter=" + directory
-    policy = policy.replace("-", "_")
-    if policy not in ("fail", "skip", "pass_through"):
-        raise ValueError(f"unknown on_error policy {on_error!r}; expected one of {ON_ERROR}")
-    return policy
-
-
-def _paths(file_path: Any) -> List[str]:
-    if isinstance(file_path, (str, os.PathLike)):
-        return [os.fspath(file_path)]
-    if isinstance(file_path, (list, tuple)) and file_path:
-        out = []
-        for p in file_path:
-            if not isinstance(p, (str, os.PathLike)):
-                raise TypeError(f"file_path entries must be paths (str or os.PathLike), got {type(p).__name__}")
-            out.append(os.fspath(p))
-        return out
-    raise TypeError(
-        f"file_path must be a path, a glob or a non-empty list of them, got {type(file_path).__name__}"
-    )
-
-
-def _output_path(output_path: Any) -> Optional[str]:
-    if output_path is None:
-        return None
-    if not isinstance(output_path, (str, os.PathLike)):
-        raise TypeError(f"output_path must be a folder path (str or os.PathLike), got {type(output_path).__name__}")
-    return os.fspath(output_path)
-
-
-def _check_sql_windows(sql_windows: Any, sql: Any) -> None:
-    if sql_windows not in ("chunk", "global"):
-        raise ValueError(f"sql_windows must be 'chunk' or 'global', got {sql_windows!r}")
-    if sql_windows == "global" and sql is None:
-        raise ValueError("sql_windows='global' needs sql=")
-
-
-def _check_output_mode(out: Optional[str], overwrite: Any, resume: Any) -> None:
-    if not isinstance(overwrite, bool) or not isinstance(resume, bool):
-        raise TypeError("overwrite and resume must be True or False")
-    if overwrite and resume:
-        raise ValueError("give overwrite=True or resume=True, not both")
-    if resume and out is None:
-        raise ValueError("resume=True needs output_path: it continues the run written there")
-
-
-def _refuse_distributed(sql_windows: str, resume: bool) -> None:
-    """What a distributed run cannot do yet, refused before any task starts."""
-    if resume:
-        raise NotImplementedError("resume=True is for runs on one machine (enable_distributed=False)")
-    if sql_windows == "global":
-        # Each task would see only its partition: per-partition values, silently wrong.
-        raise NotImplementedError(
-            "sql_windows='global' does not run distributed yet: each task would compute the "
-            "windows over its own partition, not the whole input. Run it on one machine "
-            "(enable_distributed=False), where both passes cover every row."
-        )
-
-
-def _sql_text(sql: Any) -> Optional[str]:
-    if sql is None:
-        return None
-    if isinstance(sql, os.PathLike):
-        with open(sql, encoding="utf-8") as f:
-            return f.read()
-    if not isinstance(sql, str):
-        raise TypeError(f"sql must be the query text (str) or a path to a .sql file, got {type(sql).__name__}")
-    if not sql.strip():
-        raise ValueError("sql is empty")
-    return sql
 
 
 class StreamingDataPipeline:

@@ -306,24 +306,9 @@ fn letter_start(path: &Path) -> Option<u64> {
     rest.split('-').next()?.parse().ok()
 }
 
-/// Complete-looking part files (`part-NNNNN.ext`) in `dir`.
+/// Complete-looking part files (`part-*`) in `dir`, as the sink sees them.
 fn part_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(JobError::io("read the folder", dir, e)),
-    };
-    let mut parts: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("part-"))
-        })
-        .collect();
-    parts.sort();
-    Ok(parts)
+    sluice::sink::part_files(dir).map_err(|e| JobError::run("reading the output folder", e))
 }
 
 pub fn status_name(status: RunStatus) -> &'static str {

@@ -6,7 +6,7 @@
 //! Every call that may block or do I/O (opening files, planning SQL, creating the output
 //! folder, waiting for runs to stop) releases the GIL.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -15,10 +15,9 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use sluice::source::{push_channel, MemorySource, PushSender, SkipRows};
-use sluice::{ErrorPolicy, FileFormat, FilesSource, OutputFormat, OutputOptions, Source};
-use sluice_job::output_state::{self, RunRecord};
-use sluice_job::parsed_copy;
+use sluice::source::{push_channel, MemorySource, SkipRows};
+use sluice::{ErrorPolicy, FileFormat, FilesSource, OutputOptions, Source, StreamingDataPipeline};
+use sluice_job::output_state::RunRecord;
 use sluice_job::transform::copy_function;
 use sluice_job::two_pass::{self, GlobalRun};
 use sluice_job::{ChunkFunction, EngineSettings, JobError, Quiet, Transform};

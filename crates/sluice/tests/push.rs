@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
-use sluice::{OutputOptions, SluiceError, StreamOptions, StreamingDataPipeline};
+use sluice::sink::CommitHook;
+use sluice::{
+    Manifest, OutputOptions, RunStatus, SluiceError, StreamOptions, StreamingDataPipeline,
+};
 
 use common::*;
 
@@ -203,4 +206,71 @@ fn a_stream_with_an_output_folder_writes_every_row_once() {
     assert_eq!(handed, 50 * 99);
     let written: Vec<i64> = read_parts(dir.path()).iter().flat_map(ids_of).collect();
     assert_eq!(written, (0..50 * 99).collect::<Vec<i64>>());
+}
+
+#[test]
+fn a_quiet_stream_commits_on_time_and_the_hook_runs_once_the_manifest_lists_the_part() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().to_path_buf();
+    let (told, calls) = crossbeam_channel::unbounded();
+    let hook = {
+        let out = out.clone();
+        CommitHook::new(move |m: &Manifest| {
+            let on_disk = Manifest::read_from(&out)?;
+            let _ = told.send((m.parts.clone(), on_disk.parts, m.status));
+            Ok(())
+        })
+    };
+    let output = OutputOptions::new(&out)
+        .rows_per_part(1_000_000)
+        .commit_interval(Duration::from_millis(300))
+        .on_commit(hook);
+    let options = StreamOptions {
+        max_latency: Duration::from_millis(20),
+        output: Some(output),
+        capacity: None,
+    };
+    let p = pipeline(1_000);
+    let stream = p.open_stream(schema(), identity, options).expect("open");
+    let sender = stream.sender.clone();
+    let results = stream.results;
+    let consumer = std::thread::spawn(move || {
+        let mut ids = Vec::new();
+        for chunk in results {
+            ids.extend(ids_of(&chunk.expect("chunk").batch));
+        }
+        ids
+    });
+    sender.send(batch(0, 10)).expect("send");
+    // 10 rows of a 1,000,000-row part, and nothing more comes: only the interval commits.
+    let (parts, on_disk, status) = calls
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the part committed on time");
+    assert_eq!(status, RunStatus::Running);
+    assert_eq!(parts.len(), 1);
+    assert_eq!(
+        (
+            parts[0].rows,
+            parts[0].input_row_start,
+            parts[0].input_row_end
+        ),
+        (10, 0, 10)
+    );
+    assert_eq!(
+        on_disk, parts,
+        "the hook runs after the manifest on disk lists the part"
+    );
+
+    sender.send(batch(10, 5)).expect("send");
+    sender.close();
+    assert_eq!(
+        consumer.join().expect("consumer"),
+        (0..15).collect::<Vec<i64>>()
+    );
+    let rest: Vec<_> = calls.try_iter().collect();
+    let (parts, on_disk, status) = rest.last().expect("the final manifest's call");
+    assert_eq!(*status, RunStatus::Complete);
+    assert_eq!(on_disk, parts);
+    assert_eq!(parts.iter().map(|p| p.rows).sum::<u64>(), 15);
+    assert_eq!(parts.last().map(|p| p.input_row_end), Some(15));
 }
