@@ -7,13 +7,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from . import _convert
 from ._native import StoppedError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import StreamingDataPipeline
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,7 @@ class ChunkIterator:
         with_info: bool,
         output_path: Optional[str],
         index: Optional[_convert.IndexInfo] = None,
-        pipeline: Optional["StreamingDataPipeline"] = None,
+        pipeline: Any = None,  # the StreamingDataPipeline, told of the last chunk
     ):
         self._pipeline = pipeline
         self._native = native_run

@@ -96,7 +96,6 @@ fn demo_in(args: &DemoArgs, workdir: &Path, ui: Ui) -> Result<(), CliError> {
     let pipeline = settings
         .build()
         .map_err(|e| CliError::setup("bad settings", e))?;
-    let total_bytes = source.total_bytes();
     let output = OutputOptions::new(workdir.join("processed_data"));
 
     if loud {
@@ -107,7 +106,6 @@ fn demo_in(args: &DemoArgs, workdir: &Path, ui: Ui) -> Result<(), CliError> {
         Box::new(source),
         function,
         output,
-        total_bytes,
         ui,
         || Ok(()),
         "",

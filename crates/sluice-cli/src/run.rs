@@ -181,7 +181,6 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
         }
         None => source,
     };
-    let total_bytes = source.total_bytes();
     let source: Box<dyn Source> = if skip_rows > 0 {
         Box::new(SkipRows::new(source, skip_rows))
     } else {
@@ -197,7 +196,6 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
         source,
         function,
         output,
-        total_bytes,
         ui,
         || record.write_to(&args.out.output).map_err(CliError::from),
         if global.is_some() { "pass 2/2" } else { "" },
@@ -240,11 +238,11 @@ pub fn execute(
     source: Box<dyn Source>,
     function: ChunkFunction,
     output: OutputOptions,
-    total_bytes: Option<u64>,
     ui: Ui,
     started: impl FnOnce() -> Result<(), CliError>,
     label: &'static str,
 ) -> Result<RunSummary, CliError> {
+    let total_bytes = source.total_bytes();
     let mut stream = pipeline
         .start_boxed(source, function, Some(output))
         .map_err(|e| CliError::setup("cannot start the run", e))?;

@@ -46,7 +46,7 @@ impl Transform {
     }
 
     /// The per-chunk function of a one-pass job over chunks of `schema`, with the schema it
-    /// writes. A global query is planned by [`crate::two_pass`] instead.
+    /// writes. A global query is planned in two passes instead (the `two_pass` module).
     pub fn plan_chunk(&self, schema: SchemaRef) -> Result<(ChunkFunction, SchemaRef)> {
         match self {
             Transform::Copy => Ok((copy_function(), schema)),

@@ -23,7 +23,7 @@ use crate::error::{JobError, Result};
 use crate::observer::Observer;
 use crate::parsed_copy::{CopyWriter, ParsedCopy};
 use crate::settings::sibling_config;
-use crate::transform::ChunkFunction;
+use crate::transform::{sql_function, ChunkFunction};
 
 /// An input file as pass 1 saw it; a different size or mtime later fails the run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,10 +337,8 @@ pub fn run_pass1(
 
 /// The per-chunk function of pass 2: the query with pass 1's values as constants.
 pub fn pass2_function(sql: &GlobalSql, values: &GlobalValues) -> Result<ChunkFunction> {
-    let planned = Arc::new(sql.pass2(values).map_err(JobError::sql)?);
-    Ok(Arc::new(move |batch: RecordBatch| {
-        planned.apply(&batch).map_err(BoxError::from)
-    }))
+    let planned = sql.pass2(values).map_err(JobError::sql)?;
+    Ok(sql_function(planned))
 }
 
 /// The columns pass 1 reads: those the windows need, or (COUNT(*) only) the first, which

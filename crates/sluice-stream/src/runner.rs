@@ -125,11 +125,8 @@ pub fn run(
     let result = pipeline
         .start_boxed(Box::new(source), function, Some(output))
         .and_then(|stream| stream.run_to_end());
-    let summary = match result {
-        Ok(summary) => summary,
-        // A failed run's manifest says `failed` and lists what it committed.
-        Err(e) => return Err(e.into()),
-    };
+    // A failed run's manifest says `failed` and lists what it committed.
+    let summary = result?;
     let mut manifest = summary
         .manifest
         .unwrap_or_else(|| Manifest::new(prepared.format));

@@ -77,7 +77,9 @@ pub enum OutputMode {
 /// `rows_per_part` rows or `commit_interval`), and the final manifest of the run. What is
 /// acknowledged to a broker is acknowledged here, never before. An error fails the run.
 #[derive(Clone)]
-pub struct CommitHook(Arc<dyn Fn(&Manifest) -> Result<()> + Send + Sync>);
+pub struct CommitHook(Arc<CommitFn>);
+
+type CommitFn = dyn Fn(&Manifest) -> Result<()> + Send + Sync;
 
 impl CommitHook {
     pub fn new(hook: impl Fn(&Manifest) -> Result<()> + Send + Sync + 'static) -> Self {
