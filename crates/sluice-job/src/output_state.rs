@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use arrow::datatypes::Schema;
 use serde::{Deserialize, Serialize};
+use sluice::sink::folder;
 use sluice::sink::manifest::MANIFEST_FILE;
 use sluice::{DeadLetter, Manifest, OutputFormat, OutputOptions, PartInfo, RunStatus};
 
@@ -163,18 +164,9 @@ pub fn plan(dir: &Path, resume: bool, overwrite: bool, record: &RunRecord) -> Re
         return Ok(Plan::Fresh);
     }
     if !resume {
-        let what = if has_manifest {
-            match Manifest::read_from(dir) {
-                Ok(m) => format!(
-                    "{MANIFEST_FILE} with status {}, {} parts",
-                    status_name(m.status),
-                    m.parts.len()
-                ),
-                Err(_) => format!("an unreadable {MANIFEST_FILE}"),
-            }
-        } else {
-            format!("{} part files", parts.len())
-        };
+        let what = folder::holds_output(dir)
+            .map_err(|e| JobError::run("reading the output folder", e))?
+            .unwrap_or_default();
         return Err(JobError::OutputExists {
             dir: dir.to_path_buf(),
             what,
@@ -232,23 +224,15 @@ fn check_prefix(parts: &[PartInfo]) -> Result<u64, String> {
 /// Removes what is not part of the output to keep: part files not in `keep`, temporaries,
 /// and (when `keep` is empty) the manifest and run record.
 pub fn clear(dir: &Path, keep: &[PartInfo]) -> Result<()> {
-    for path in part_files(dir)? {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if !keep.iter().any(|p| p.file == name) {
-            std::fs::remove_file(&path).map_err(|e| JobError::io("remove", &path, e))?;
-        }
-    }
-    sluice::sink::remove_temporaries(dir)
+    folder::clear(dir, keep, keep.is_empty())
         .map_err(|e| JobError::run("cleaning the output folder", e))?;
     if keep.is_empty() {
-        for name in [MANIFEST_FILE, RUN_FILE] {
-            let path = dir.join(name);
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(JobError::io("remove", &path, e));
-                }
-                _ => {}
+        let path = dir.join(RUN_FILE);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(JobError::io("remove", &path, e));
             }
+            _ => {}
         }
     }
     Ok(())
@@ -308,7 +292,7 @@ fn letter_start(path: &Path) -> Option<u64> {
 
 /// Complete-looking part files (`part-*`) in `dir`, as the sink sees them.
 fn part_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    sluice::sink::part_files(dir).map_err(|e| JobError::run("reading the output folder", e))
+    folder::part_files(dir).map_err(|e| JobError::run("reading the output folder", e))
 }
 
 pub fn status_name(status: RunStatus) -> &'static str {

@@ -6,6 +6,7 @@
 
 mod csv;
 pub mod dead_letter;
+pub mod folder;
 mod ipc;
 pub mod manifest;
 mod parquet;
@@ -24,6 +25,7 @@ use crate::backpressure::{BackpressureController, Reservation};
 use crate::error::{Result, SluiceError};
 use crate::stats::StreamingStats;
 pub use dead_letter::{DeadLetter, LetterKind};
+pub use folder::{part_files, remove_temporaries};
 pub use manifest::{Manifest, PartInfo, RunStatus};
 pub(crate) use parquet::EncodedRowGroup;
 use parquet::RowGroupEncoder;
@@ -231,11 +233,11 @@ impl PartSink {
     /// output, clears it, or keeps a resumed run's parts; temporaries are always removed.
     pub fn create(options: OutputOptions, controller: BackpressureController) -> Result<Self> {
         std::fs::create_dir_all(&options.dir).map_err(|e| SluiceError::write(&options.dir, e))?;
-        prepare_folder(&options)?;
+        folder::prepare(&options)?;
         let next_index = options
             .resume_parts
             .iter()
-            .filter_map(|p| part_index(&p.file))
+            .filter_map(|p| folder::part_index(&p.file))
             .max()
             .map_or(0, |i| i + 1);
         let mut manifest = Manifest::new(options.format);
@@ -477,94 +479,4 @@ impl Drop for PartSink {
         // Never leave a temporary behind: a part that was not finished is not output.
         self.abandon_open_part();
     }
-}
-
-/// Makes `options.dir` ready for a run by its mode (see [`OutputMode`]).
-fn prepare_folder(options: &OutputOptions) -> Result<()> {
-    let dir = &options.dir;
-    remove_temporaries(dir)?;
-    let parts = part_files(dir)?;
-    let manifest = dir.join(manifest::MANIFEST_FILE);
-    match options.mode {
-        OutputMode::New => {
-            if manifest.is_file() || !parts.is_empty() {
-                let what = match Manifest::read_from(dir) {
-                    Ok(m) => format!(
-                        "a {} with status {:?} listing {} parts, and {} part files",
-                        manifest::MANIFEST_FILE,
-                        m.status,
-                        m.parts.len(),
-                        parts.len()
-                    ),
-                    Err(_) => format!("{} part files", parts.len()),
-                };
-                return Err(SluiceError::OutputExists {
-                    dir: dir.clone(),
-                    what,
-                });
-            }
-        }
-        OutputMode::Overwrite | OutputMode::Resume => {
-            let keep = |name: &str| options.resume_parts.iter().any(|p| p.file == name);
-            for path in parts {
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if options.mode == OutputMode::Overwrite || !keep(name) {
-                    std::fs::remove_file(&path).map_err(|e| SluiceError::write(&path, e))?;
-                }
-            }
-            if options.mode == OutputMode::Overwrite {
-                match std::fs::remove_file(&manifest) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(SluiceError::write(&manifest, e));
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Complete-looking part files (`part-NNNNN.ext`) in `dir`, sorted.
-pub fn part_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(SluiceError::Read {
-                path: dir.to_path_buf(),
-                source: e,
-            })
-        }
-    };
-    let mut parts: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("part-"))
-        })
-        .collect();
-    parts.sort();
-    Ok(parts)
-}
-
-fn part_index(file: &str) -> Option<usize> {
-    file.strip_prefix("part-")?.split('.').next()?.parse().ok()
-}
-
-/// Removes `.part-*.tmp` files left by a crashed run.
-pub fn remove_temporaries(dir: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') && name.ends_with(".tmp") {
-            std::fs::remove_file(entry.path()).map_err(|e| SluiceError::write(entry.path(), e))?;
-        }
-    }
-    Ok(())
 }
