@@ -6,6 +6,7 @@
 
 mod csv;
 pub mod dead_letter;
+mod encode_ahead;
 pub mod folder;
 mod ipc;
 pub mod manifest;
@@ -25,10 +26,10 @@ use crate::backpressure::{BackpressureController, Reservation};
 use crate::error::{Result, SluiceError};
 use crate::stats::StreamingStats;
 pub use dead_letter::{DeadLetter, LetterKind};
+pub(crate) use encode_ahead::EncodedRowGroup;
+use encode_ahead::RowGroupEncoder;
 pub use folder::{part_files, remove_temporaries};
 pub use manifest::{Manifest, PartInfo, RunStatus};
-pub(crate) use parquet::EncodedRowGroup;
-use parquet::RowGroupEncoder;
 
 /// File format of the part files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
