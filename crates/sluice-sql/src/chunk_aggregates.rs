@@ -338,11 +338,9 @@ impl ExecutionPlan for ChunkAggregatesExec {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
 
     use arrow::array::{Array, Float64Array, Int64Array};
     use arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::physical_plan::displayable;
 
     use super::*;
     use crate::ChunkSql;
@@ -367,12 +365,9 @@ mod tests {
     }
 
     fn plan_text(sql: &str) -> String {
-        let planned =
-            crate::plan::plan(sql, &schema(), Arc::new(AtomicUsize::new(0))).expect("planned");
-        let text = displayable(planned.template.as_ref())
-            .indent(false)
-            .to_string();
-        text
+        ChunkSql::new(sql, schema())
+            .expect("planned")
+            .physical_plan_text()
     }
 
     fn floats(batch: &RecordBatch, column: usize) -> Vec<Option<f64>> {
