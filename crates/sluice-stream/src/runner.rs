@@ -150,14 +150,16 @@ pub fn run(
 }
 
 /// Acknowledges the messages of every row the committed parts cover and the malformed
-/// ones set aside before them; once the run has ended (complete or stopped: its manifest
-/// lists every dead letter), every malformed one.
+/// ones set aside before them; once the run has handled all it read (`complete`: a drain
+/// after a stop request ends so too, and its manifest lists every dead letter), every
+/// malformed one. A run the engine stopped early (`stopped`) may not have handled the
+/// chunks carrying some rejects: those stay unacknowledged and come again.
 fn acknowledge(ledger: &Mutex<Ledger>, manifest: &Manifest) -> Result<()> {
     let mut ledger = lock(ledger);
     if let Some(last) = manifest.parts.last() {
         ledger.commit_through(last.input_row_end)?;
     }
-    if matches!(manifest.status, RunStatus::Complete | RunStatus::Stopped) {
+    if manifest.status == RunStatus::Complete {
         ledger.release_malformed()?;
     }
     Ok(())
