@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+use crate::broker::AckReport;
 use crate::broker::{Acker, Message};
 use crate::error::{Result, StreamError};
 
@@ -288,10 +290,13 @@ mod tests {
     struct Recorder(Arc<Mutex<Vec<String>>>);
 
     impl Acker for Recorder {
-        fn ack(&mut self, messages: &[(String, Option<String>)]) -> Result<()> {
+        fn ack(&mut self, messages: &[(String, Option<String>)]) -> Result<AckReport> {
             let mut acked = self.0.lock().expect("lock");
             acked.extend(messages.iter().map(|(id, _)| id.clone()));
-            Ok(())
+            Ok(AckReport {
+                confirmed: messages.len() as u64,
+                ..AckReport::default()
+            })
         }
     }
 

@@ -16,7 +16,7 @@ pub mod testing;
 
 use std::sync::{Arc, Mutex};
 
-pub use broker::{Acker, Broker, Message};
+pub use broker::{AckReport, Acker, Broker, Message, Outstanding, StreamIdentity};
 pub use error::{Result, StreamError};
 pub use ledger::Ledger;
 pub use runner::{prepare, run, OutputSettings, Prepared, StreamSummary};

@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, stream};
 use async_nats::{Client, ConnectOptions};
 use futures_util::StreamExt;
 
-use crate::broker::{Acker, Broker, Message};
+use crate::broker::{AckReport, Acker, Broker, Message, Outstanding, StreamIdentity};
 use crate::error::{Result, StreamError};
 
 /// Shortest wait asked of the server: a pull request that expires as it arrives can end
@@ -175,6 +175,7 @@ pub(crate) fn jetstream_context(runtime: &Runtime, client: Client) -> jetstream:
 
 pub struct NatsBroker {
     name: String,
+    address: NatsAddress,
     consumer: PullConsumer,
     // Last: the connection goes before the runtime that drives it.
     runtime: Arc<Runtime>,
@@ -218,6 +219,7 @@ pub fn open(address: NatsAddress) -> Result<(NatsBroker, NatsAcker)> {
     Ok((
         NatsBroker {
             name,
+            address,
             consumer,
             runtime,
         },
@@ -250,6 +252,31 @@ fn to_message(m: jetstream::Message) -> std::result::Result<Message, String> {
 impl Broker for NatsBroker {
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    fn identity(&self) -> StreamIdentity {
+        // TODO(issue 26): the stream's creation time as its incarnation.
+        StreamIdentity {
+            broker: format!("nats://{}", self.address.server),
+            stream: self.address.stream.clone(),
+            consumer: self.address.durable.clone(),
+            incarnation: None,
+        }
+    }
+
+    fn outstanding(&mut self) -> Result<Outstanding> {
+        let name = &self.name;
+        let consumer = &mut self.consumer;
+        self.runtime.block_on(async {
+            let info = consumer
+                .info()
+                .await
+                .map_err(|e| StreamError::broker(name, "read the consumer's state", e))?;
+            Ok(Outstanding {
+                undelivered: info.num_pending,
+                unacknowledged: info.num_ack_pending as u64,
+            })
+        })
     }
 
     fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Message>> {
@@ -292,9 +319,9 @@ impl Acker for NatsAcker {
     /// server answered the flush's PING it has read every acknowledgement before it, so a
     /// crash of this process after `ack` returns cannot lose them. Acks go by stream
     /// sequence, so a reply subject recorded by an earlier run still acknowledges.
-    fn ack(&mut self, messages: &[(String, Option<String>)]) -> Result<()> {
+    fn ack(&mut self, messages: &[(String, Option<String>)]) -> Result<AckReport> {
         if messages.is_empty() {
-            return Ok(());
+            return Ok(AckReport::default());
         }
         let (name, client) = (&self.name, &self.client);
         self.runtime.block_on(async {
@@ -310,7 +337,12 @@ impl Acker for NatsAcker {
             client
                 .flush()
                 .await
-                .map_err(|e| StreamError::broker(name, "ack (flush)", e))
+                .map_err(|e| StreamError::broker(name, "ack (flush)", e))?;
+            // TODO(issue 26): confirmed by the server (double ack), not only flushed.
+            Ok(AckReport {
+                confirmed: messages.len() as u64,
+                ..AckReport::default()
+            })
         })
     }
 }

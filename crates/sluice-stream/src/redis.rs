@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{Client, Connection, Value};
 
-use crate::broker::{Acker, Broker, Message};
+use crate::broker::{AckReport, Acker, Broker, Message, Outstanding, StreamIdentity};
 use crate::error::{Result, StreamError};
 
 /// Where a Redis stream is and who reads it.
@@ -200,6 +200,20 @@ impl Broker for RedisBroker {
         self.address.name()
     }
 
+    fn identity(&self) -> StreamIdentity {
+        StreamIdentity {
+            broker: self.address.server.clone(),
+            stream: self.address.stream.clone(),
+            consumer: self.address.group.clone(),
+            incarnation: None,
+        }
+    }
+
+    fn outstanding(&mut self) -> Result<Outstanding> {
+        // TODO(issue 26): group lag and pending count.
+        Ok(Outstanding::default())
+    }
+
     fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Message>> {
         if self.last_claim.elapsed() >= self.address.claim_idle {
             self.claim()?;
@@ -225,18 +239,22 @@ pub struct RedisAcker {
 }
 
 impl Acker for RedisAcker {
-    fn ack(&mut self, messages: &[(String, Option<String>)]) -> Result<()> {
+    fn ack(&mut self, messages: &[(String, Option<String>)]) -> Result<AckReport> {
         if messages.is_empty() {
-            return Ok(());
+            return Ok(AckReport::default());
         }
         let mut cmd = redis::cmd("XACK");
         cmd.arg(&self.address.stream).arg(&self.address.group);
         for (id, _) in messages {
             cmd.arg(id);
         }
-        let _: i64 = cmd
+        let acked: i64 = cmd
             .query(&mut self.con)
             .map_err(|e| StreamError::broker(&self.address.name(), "XACK", e))?;
-        Ok(())
+        // TODO(issue 26): check the count.
+        Ok(AckReport {
+            confirmed: acked.max(0) as u64,
+            ..AckReport::default()
+        })
     }
 }

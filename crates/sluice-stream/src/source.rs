@@ -309,7 +309,7 @@ impl Source for BrokerSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::Acker;
+    use crate::broker::{AckReport, Acker, Outstanding, StreamIdentity};
 
     /// One message per fetch, forever: a fetch is never empty.
     struct Trickle(u64);
@@ -317,6 +317,17 @@ mod tests {
     impl Broker for Trickle {
         fn name(&self) -> String {
             "trickle".into()
+        }
+        fn identity(&self) -> StreamIdentity {
+            StreamIdentity {
+                broker: "test".into(),
+                stream: "trickle".into(),
+                consumer: "test".into(),
+                incarnation: None,
+            }
+        }
+        fn outstanding(&mut self) -> Result<Outstanding> {
+            Ok(Outstanding::default())
         }
         fn fetch(&mut self, _max: usize, _wait: Duration) -> Result<Vec<Message>> {
             self.0 += 1;
@@ -332,8 +343,11 @@ mod tests {
     struct NoAcks;
 
     impl Acker for NoAcks {
-        fn ack(&mut self, _messages: &[(String, Option<String>)]) -> Result<()> {
-            Ok(())
+        fn ack(&mut self, messages: &[(String, Option<String>)]) -> Result<AckReport> {
+            Ok(AckReport {
+                confirmed: messages.len() as u64,
+                ..AckReport::default()
+            })
         }
     }
 
