@@ -125,9 +125,17 @@ pub struct StreamArgs {
     #[arg(long, value_name = "DURATION", default_value = "100ms")]
     pub max_latency: String,
 
-    /// Exit 0 once no message came for this long [default: run until stopped].
+    /// Exit 0 once no message came for this long and the broker holds nothing more for
+    /// the consumer [default: run until stopped].
     #[arg(long, value_name = "DURATION")]
     pub stop_when_idle: Option<String>,
+
+    /// The stream's columns, declared (recommended in production): a JSON list of
+    /// {"name", "type", "nullable"}; messages that do not fit go to the dead letters with
+    /// the reason [default: inferred from the messages, growing as fields and wider types
+    /// appear; kept in OUTPUT/_stream_schema.json].
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

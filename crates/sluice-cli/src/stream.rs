@@ -74,6 +74,12 @@ pub fn stream(args: StreamArgs, ui: Ui) -> Result<(), CliError> {
         .map(|t| parse_duration("stop-when-idle", t))
         .transpose()?;
     let sql_text = args.query.read()?;
+    let declared = args
+        .schema
+        .as_deref()
+        .map(sluice_stream::StreamSchema::declared_from_file)
+        .transpose()
+        .map_err(stream_error("bad --schema"))?;
 
     engine.ordered = Some(true);
     engine.error_policy = Some(policy);
@@ -110,8 +116,15 @@ pub fn stream(args: StreamArgs, ui: Ui) -> Result<(), CliError> {
     let options = SourceOptions {
         max_latency,
         stop_when_idle,
+        schema: declared,
     };
-    let opened = sluice_stream::open(&address, &prepared, &settings, options, control.clone())
+    let opened = sluice_stream::open(
+        &address,
+        &prepared,
+        &settings,
+        options.clone(),
+        control.clone(),
+    )
         .map_err(stream_error("cannot read the stream"))?;
     let Some(source) = opened.source else {
         ui.say("no message arrived; nothing written");
@@ -129,7 +142,15 @@ pub fn stream(args: StreamArgs, ui: Ui) -> Result<(), CliError> {
         },
         None => Transform::Copy,
     };
-    let (function, _) = transform.plan_chunk(source.schema())?;
+    // Planned now, so a query that cannot run on the columns fails before anything is
+    // read further; again whenever the inferred columns grow.
+    transform.plan_chunk(source.schema())?;
+    let plan = |schema| {
+        transform
+            .plan_chunk(schema)
+            .map(|(function, _)| function)
+            .map_err(|e| e.to_string().into())
+    };
 
     let mut bar =
         Progress::start_labelled(progress::Mode::detect(ui.quiet), pipeline.clone(), None, "");
@@ -137,9 +158,10 @@ pub fn stream(args: StreamArgs, ui: Ui) -> Result<(), CliError> {
         &pipeline,
         source,
         opened.ledger,
-        function,
+        &plan,
         prepared,
         &settings,
+        &options,
         &control,
     );
     bar.finish();
@@ -168,6 +190,13 @@ fn report(dir: &Path, summary: &sluice_stream::StreamSummary, ui: Ui) {
         summary.duplicates,
         summary.acked
     ));
+    if summary.schema_changes > 0 {
+        ui.say(format!(
+            "the columns grew {} times (new fields or wider types): later parts have {} columns; each part's columns are in the manifest",
+            summary.schema_changes,
+            summary.schema.fields().len()
+        ));
+    }
 }
 
 /// A name unique to this run (its start time), for its failed-chunk files.

@@ -433,6 +433,7 @@ mod tests {
             input_row_start: start,
             input_row_end: end,
             bytes: 1,
+            columns: None,
         }
     }
 

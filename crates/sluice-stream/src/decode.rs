@@ -1,16 +1,16 @@
 //! Messages to Arrow rows: each message is a JSON object (its fields are the columns; a
-//! Redis entry's other fields become string columns). The schema is inferred from the
-//! first messages; a message that is not a JSON object or does not fit the schema is
-//! malformed and is set aside with the reason, never stopping the stream.
+//! Redis entry's other fields become string columns). A message that is not a JSON
+//! object or cannot be carried exactly by the stream's columns (see [`crate::schema`]) is
+//! malformed and is set aside with the reason, never stopping the stream; one that needs
+//! the inferred columns to grow ends the batch, to start the next part with them.
 
-use std::sync::Arc;
-
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::json::reader::{infer_json_schema_from_iterator, Decoder, ReaderBuilder};
+use arrow::datatypes::SchemaRef;
+use arrow::json::reader::{Decoder, ReaderBuilder};
 use arrow::record_batch::RecordBatch;
 use serde_json::{Map, Value};
 
 use crate::broker::Message;
+use crate::schema::{Fit, StreamSchema};
 
 /// A message that could not become a row, and why.
 pub struct Malformed {
@@ -19,7 +19,13 @@ pub struct Malformed {
 }
 
 /// The fields of one message as a JSON object, or why not.
-fn to_object(m: &Message) -> Result<Map<String, Value>, String> {
+pub(crate) fn to_object(m: &Message) -> Result<Map<String, Value>, String> {
+    if let Some(literal) = oversized_integer(&m.data) {
+        // The JSON parser would make it a float and lose digits.
+        return Err(format!(
+            "the integer {literal} is too large to be held exactly"
+        ));
+    }
     let value: Value = serde_json::from_slice(&m.data).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(mut object) = value else {
         return Err("not a JSON object".into());
@@ -32,47 +38,68 @@ fn to_object(m: &Message) -> Result<Map<String, Value>, String> {
     Ok(object)
 }
 
-/// Infers the schema from the well-formed messages among `messages`; `None` if none is.
-/// A field's type is the one it has in the first message where it is not null, so a few
-/// malformed values among the first messages do not turn a column into strings.
-pub fn infer_schema(messages: &[Message]) -> Option<SchemaRef> {
-    let mut fields: Vec<Field> = Vec::new();
-    let mut any = false;
-    for m in messages {
-        let Ok(object) = to_object(m) else { continue };
-        any = true;
-        let one = Value::Object(object);
-        let Ok(schema) = infer_json_schema_from_iterator(std::iter::once(Ok(one))) else {
-            continue;
-        };
-        for f in schema.fields() {
-            match fields.iter_mut().find(|known| known.name() == f.name()) {
-                Some(known) if known.data_type() == &DataType::Null => *known = f.as_ref().clone(),
-                Some(_) => {}
-                None => fields.push(f.as_ref().clone()),
+/// An integer literal (outside strings) beyond both i64 and u64, if `json` has one.
+fn oversized_integer(json: &[u8]) -> Option<String> {
+    let (mut i, mut in_string) = (0, false);
+    while i < json.len() {
+        let b = json[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
             }
+            i += 1;
+            continue;
         }
+        if b == b'"' {
+            in_string = true;
+        } else if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < json.len() && matches!(json[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                i += 1;
+            }
+            let token = &json[start..i];
+            let digits = token.strip_prefix(b"-").unwrap_or(token);
+            if digits.len() >= 19 && digits.iter().all(u8::is_ascii_digit) {
+                let text = String::from_utf8_lossy(token).into_owned();
+                if text.parse::<i64>().is_err() && text.parse::<u64>().is_err() {
+                    return Some(text);
+                }
+            }
+            continue;
+        }
+        i += 1;
     }
-    any.then(|| {
-        // A column never seen with a value is kept as text.
-        let fields: Vec<Field> = fields
-            .into_iter()
-            .map(|f| match f.data_type() {
-                DataType::Null => Field::new(f.name(), DataType::Utf8, true),
-                _ => f.with_nullable(true),
-            })
-            .collect();
-        Arc::new(Schema::new(fields))
-    })
+    None
+}
+
+/// What one batch of messages became.
+pub struct Decoded {
+    /// The rows of `good`, in order.
+    pub batch: RecordBatch,
+    pub good: Vec<Message>,
+    pub bad: Vec<Malformed>,
+    /// From the first message that needs the columns to grow on: those messages and the
+    /// grown schema, for the next part.
+    pub rest: Option<(Vec<Message>, StreamSchema)>,
 }
 
 pub struct JsonDecoder {
+    typing: StreamSchema,
     schema: SchemaRef,
 }
 
 impl JsonDecoder {
-    pub fn new(schema: SchemaRef) -> Self {
-        JsonDecoder { schema }
+    pub fn new(typing: StreamSchema) -> Self {
+        JsonDecoder {
+            schema: typing.schema.clone(),
+            typing,
+        }
+    }
+
+    pub fn typing(&self) -> &StreamSchema {
+        &self.typing
     }
 
     fn decoder(&self, rows: usize) -> Result<Decoder, String> {
@@ -91,20 +118,56 @@ impl JsonDecoder {
         }
     }
 
-    /// Rows of the well-formed messages (in order) and the malformed ones.
-    pub fn decode(&self, messages: Vec<Message>) -> (RecordBatch, Vec<Message>, Vec<Malformed>) {
+    /// Rows of the messages that fit (in order), the malformed ones, and the rest of the
+    /// batch from the first message that needs the columns to grow.
+    pub fn decode(&self, messages: Vec<Message>) -> Decoded {
         let mut good = Vec::with_capacity(messages.len());
         let mut objects = Vec::with_capacity(messages.len());
         let mut bad = Vec::new();
-        for m in messages {
-            match to_object(&m) {
-                Ok(o) => {
-                    objects.push(Value::Object(o));
+        let mut rest = None;
+        let mut messages = messages.into_iter();
+        while let Some(m) = messages.next() {
+            let object = match to_object(&m) {
+                Ok(o) => o,
+                Err(reason) => {
+                    bad.push(Malformed { message: m, reason });
+                    continue;
+                }
+            };
+            match self.typing.fit(&object) {
+                Fit::Exact => {
+                    objects.push(Value::Object(object));
                     good.push(m);
                 }
-                Err(reason) => bad.push(Malformed { message: m, reason }),
+                Fit::Refused(reason) => bad.push(Malformed { message: m, reason }),
+                Fit::Grow => {
+                    let later: Vec<Message> = std::iter::once(m).chain(messages).collect();
+                    let mut grown = self.typing.clone();
+                    for o in later.iter().filter_map(|m| to_object(m).ok()) {
+                        if let Some(g) = grown.grown(&o) {
+                            grown = g;
+                        }
+                    }
+                    rest = Some((later, grown));
+                    break;
+                }
             }
         }
+        let (batch, good, bad) = self.rows_of(good, objects, bad);
+        Decoded {
+            batch,
+            good,
+            bad,
+            rest,
+        }
+    }
+
+    fn rows_of(
+        &self,
+        good: Vec<Message>,
+        objects: Vec<Value>,
+        mut bad: Vec<Malformed>,
+    ) -> (RecordBatch, Vec<Message>, Vec<Malformed>) {
         if let Ok(batch) = self.decode_objects(&objects) {
             return (batch, good, bad);
         }
@@ -152,33 +215,66 @@ mod tests {
         }
     }
 
+    fn objects(messages: &[Message]) -> Vec<Map<String, Value>> {
+        messages.iter().filter_map(|m| to_object(m).ok()).collect()
+    }
+
     #[test]
-    fn malformed_messages_are_set_aside_with_their_ids() {
-        let first = vec![
-            msg("1", r#"{"a": 1, "b": "x"}"#),
-            msg("1b", r#"{"a": "oops", "b": "x"}"#),
-        ];
-        let schema = infer_schema(&first).expect("schema");
-        assert_eq!(schema.fields().len(), 3);
-        assert_eq!(
-            schema.field_with_name("a").expect("a").data_type(),
-            &DataType::Int64
-        );
-        let d = JsonDecoder::new(schema);
-        let (batch, good, bad) = d.decode(vec![
+    fn malformed_messages_are_set_aside_with_their_ids_and_reasons() {
+        let first = vec![msg("1", r#"{"a": 1, "b": "x"}"#)];
+        let typing = StreamSchema::infer(objects(&first).iter()).expect("schema");
+        assert_eq!(typing.schema.fields().len(), 3, "a, b and the extra field");
+        let d = JsonDecoder::new(typing);
+        let decoded = d.decode(vec![
             msg("2", r#"{"a": 2, "b": "y"}"#),
             msg("3", "not json"),
             msg("4", r#"[1, 2]"#),
-            msg("5", r#"{"a": "text", "b": "z"}"#),
+            msg("5", r#"{"a": "7", "b": "z"}"#),
             msg("6", r#"{"a": 6}"#),
+            msg("7", r#"{"a": 123456789012345678901234, "b": "big"}"#),
         ]);
-        assert_eq!(batch.num_rows(), 2);
-        assert_eq!(
-            good.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-            ["2", "6"]
-        );
-        let mut bad_ids: Vec<&str> = bad.iter().map(|m| m.message.id.as_str()).collect();
-        bad_ids.sort();
-        assert_eq!(bad_ids, ["3", "4", "5"]);
+        assert_eq!(decoded.batch.num_rows(), 2);
+        assert!(decoded.rest.is_none());
+        let ids: Vec<&str> = decoded.good.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["2", "6"]);
+        let bad: Vec<(&str, &str)> = decoded
+            .bad
+            .iter()
+            .map(|m| (m.message.id.as_str(), m.reason.as_str()))
+            .collect();
+        assert_eq!(bad.len(), 4, "{bad:?}");
+        assert!(bad[0].1.starts_with("not JSON"), "{bad:?}");
+        assert_eq!(bad[1].1, "not a JSON object");
+        assert!(bad[2].1.contains("text \"7\" where a number was"), "{bad:?}");
+        assert!(bad[3].1.contains("too large to be held exactly"), "{bad:?}");
+    }
+
+    #[test]
+    fn a_message_that_needs_more_columns_ends_the_batch_with_the_grown_schema() {
+        let first = vec![msg("1", r#"{"n": 1}"#)];
+        let d = JsonDecoder::new(StreamSchema::infer(objects(&first).iter()).expect("schema"));
+        let decoded = d.decode(vec![
+            msg("2", r#"{"n": 2}"#),
+            msg("3", r#"{"n": 2000.5}"#),
+            msg("4", r#"{"n": 4, "late": "x"}"#),
+            msg("5", r#"{"n": true}"#),
+        ]);
+        assert_eq!(decoded.batch.num_rows(), 1);
+        let (rest, grown) = decoded.rest.expect("the rest");
+        let ids: Vec<&str> = rest.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["3", "4", "5"]);
+        let types: Vec<String> = grown
+            .schema
+            .fields()
+            .iter()
+            .map(|f| format!("{}:{}", f.name(), f.data_type()))
+            .collect();
+        assert_eq!(types, ["n:Float64", "source:Utf8", "late:Utf8"]);
+        let next = JsonDecoder::new(grown).decode(rest);
+        assert!(next.rest.is_none());
+        assert_eq!(next.batch.num_rows(), 2);
+        let n = next.batch.column(0).as_any().downcast_ref::<arrow::array::Float64Array>().expect("f64");
+        assert_eq!(n.values(), &[2000.5, 4.0]);
+        assert_eq!(next.bad.len(), 1, "true where a number was");
     }
 }

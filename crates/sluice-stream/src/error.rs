@@ -19,6 +19,10 @@ pub enum StreamError {
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
 
+    /// A schema file (declared, or kept by an earlier run) cannot be used.
+    #[error("schema {path}: {reason}")]
+    Schema { path: PathBuf, reason: String },
+
     /// The output folder holds something a stream cannot continue.
     #[error("{dir}: {reason}")]
     Output { dir: PathBuf, reason: String },

@@ -279,6 +279,12 @@ impl Ledger {
     pub fn unacked(&self) -> usize {
         self.pending.len()
     }
+
+    /// Messages this run holds unacknowledged: its uncommitted rows and the malformed
+    /// ones whose dead letters are not yet listed.
+    pub fn in_hand(&self) -> usize {
+        self.pending.len() + self.malformed.len()
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod nats;
 pub mod redis;
 pub mod runner;
+pub mod schema;
 pub mod source;
 pub mod testing;
 
@@ -19,7 +20,8 @@ use std::sync::{Arc, Mutex};
 pub use broker::{AckReport, Acker, Broker, Message, Outstanding, StreamIdentity};
 pub use error::{Result, StreamError};
 pub use ledger::Ledger;
-pub use runner::{prepare, run, OutputSettings, Prepared, StreamSummary};
+pub use runner::{prepare, run, ChunkFn, OutputSettings, PlanFn, Prepared, StreamSummary};
+pub use schema::StreamSchema;
 pub use source::{BrokerSource, SourceOptions, StreamControl};
 
 /// A broker address parsed from `--from`.
@@ -77,12 +79,16 @@ pub fn open(
         prepared.committed_rows,
         acker,
     )?));
+    // Declared columns win; otherwise those of an earlier run, so a restart does not
+    // infer again.
+    let known = options.schema.clone().or_else(|| prepared.stored.clone());
     let source = BrokerSource::open(
         broker,
         ledger.clone(),
         prepared.committed_rows,
         options,
         control,
+        known,
     )?;
     Ok(Opened { source, ledger })
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use sluice::sink::CommitHook;
 use sluice::{
@@ -17,11 +18,16 @@ use sluice::{
 
 use crate::error::{Result, StreamError};
 use crate::ledger::Ledger;
-use crate::source::{lock, BrokerSource, StreamControl};
+use crate::schema::StreamSchema;
+use crate::source::{lock, BrokerSource, SourceOptions, StreamControl};
+use sluice::Source;
 
 /// The function run on every chunk.
 pub type ChunkFn =
     Arc<dyn Fn(RecordBatch) -> std::result::Result<RecordBatch, BoxError> + Send + Sync>;
+
+/// Makes the chunk function for the stream's columns (again when they grow).
+pub type PlanFn<'a> = &'a dyn Fn(SchemaRef) -> std::result::Result<ChunkFn, BoxError>;
 
 /// Where and how the stream is written.
 #[derive(Debug, Clone)]
@@ -43,6 +49,8 @@ pub struct Prepared {
     /// Input rows the kept parts cover: the stream's rows go on from here.
     pub committed_rows: u64,
     pub format: OutputFormat,
+    /// The columns an earlier run used (its `_stream_schema.json`, or its manifest's).
+    pub stored: Option<StreamSchema>,
 }
 
 /// Reads the folder's manifest (if any): the parts an earlier run committed. What a crash
@@ -52,7 +60,7 @@ pub fn prepare(settings: &OutputSettings) -> Result<Prepared> {
     let dir = &settings.dir;
     std::fs::create_dir_all(dir).map_err(|e| StreamError::io(dir, e))?;
     let manifest_path = dir.join(sluice::sink::manifest::MANIFEST_FILE);
-    let (keep, format, letters) = if manifest_path.exists() {
+    let (keep, format, letters, columns) = if manifest_path.exists() {
         let manifest = Manifest::read_from(dir)?;
         if let Some(format) = settings.format {
             if format != manifest.format && !manifest.parts.is_empty() {
@@ -66,10 +74,21 @@ pub fn prepare(settings: &OutputSettings) -> Result<Prepared> {
                 });
             }
         }
-        (manifest.parts, manifest.format, manifest.dead_letters)
+        (
+            manifest.parts,
+            manifest.format,
+            manifest.dead_letters,
+            manifest.schema,
+        )
     } else {
-        (Vec::new(), settings.format.unwrap_or_default(), Vec::new())
+        (
+            Vec::new(),
+            settings.format.unwrap_or_default(),
+            Vec::new(),
+            Vec::new(),
+        )
     };
+    let stored = StreamSchema::stored(dir, &columns)?;
     let committed_rows = keep.last().map_or(0, |p| p.input_row_end);
     let dead_letters = letters
         .into_iter()
@@ -80,6 +99,7 @@ pub fn prepare(settings: &OutputSettings) -> Result<Prepared> {
         dead_letters,
         committed_rows,
         format,
+        stored,
     })
 }
 
@@ -95,58 +115,92 @@ pub struct StreamSummary {
     pub duplicates: u64,
     /// Messages acknowledged by this run.
     pub acked: u64,
+    /// Times the inferred columns grew (each starts a part with the new columns).
+    pub schema_changes: u64,
+    /// The columns the stream ended with.
+    pub schema: SchemaRef,
 }
 
-/// Runs `source` through `function` into the folder until the source ends (a stop
-/// request or the idle limit), committing and acknowledging as it goes.
+/// Runs `source` through the chunk function `plan` makes for its columns into the folder
+/// until the source ends (a stop request or the idle limit), committing and acknowledging
+/// as it goes. When the inferred columns must grow, the run ends and the next one goes on
+/// with the grown columns (its parts say so in the manifest), the stream never paused.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     pipeline: &StreamingDataPipeline,
-    source: BrokerSource,
+    mut source: BrokerSource,
     ledger: Arc<Mutex<Ledger>>,
-    function: ChunkFn,
+    plan: PlanFn<'_>,
     prepared: Prepared,
     settings: &OutputSettings,
+    options: &SourceOptions,
     control: &Arc<StreamControl>,
 ) -> Result<StreamSummary> {
-    let hook_ledger = ledger.clone();
-    let on_commit = CommitHook::new(move |manifest: &Manifest| {
-        acknowledge(&hook_ledger, manifest).map_err(|e| SluiceError::Source {
-            source_name: "ledger".into(),
-            message: format!("acknowledging committed messages: {e}"),
-        })
-    });
-    let output = OutputOptions::new(&settings.dir)
-        .format(prepared.format)
-        .rows_per_part(settings.rows_per_part)
-        .resume(prepared.keep.clone(), prepared.committed_rows)
-        .keep_dead_letters(prepared.dead_letters.clone())
-        .commit_interval(settings.commit_interval)
-        .on_commit(on_commit);
-    let result = pipeline
-        .start_boxed(Box::new(source), function, Some(output))
-        .and_then(|stream| stream.run_to_end());
-    // A failed run's manifest says `failed` and lists what it committed.
-    let summary = result?;
-    let mut manifest = summary
-        .manifest
-        .unwrap_or_else(|| Manifest::new(prepared.format));
-    if control.stopping() && manifest.status == RunStatus::Complete {
-        // Ended by a stop request, not by its input: every message read is committed and
-        // acknowledged, but the stream goes on.
-        manifest.status = RunStatus::Stopped;
-        manifest.write_to(&settings.dir)?;
+    let mut keep = prepared.keep.clone();
+    let mut first_row = prepared.committed_rows;
+    let mut dead_letters = prepared.dead_letters.clone();
+    let mut schema_changes = 0u64;
+    loop {
+        // Kept before any part has these columns, so a restart goes on with them.
+        source.typing().store(&settings.dir)?;
+        let schema = source.schema();
+        let function = plan(schema.clone()).map_err(|e| StreamError::Output {
+            dir: settings.dir.clone(),
+            reason: format!("the query cannot run on the stream's columns: {e}"),
+        })?;
+        let handoff = source.handoff();
+        let hook_ledger = ledger.clone();
+        let on_commit = CommitHook::new(move |manifest: &Manifest| {
+            acknowledge(&hook_ledger, manifest).map_err(|e| SluiceError::Source {
+                source_name: "ledger".into(),
+                message: format!("acknowledging committed messages: {e}"),
+            })
+        });
+        let output = OutputOptions::new(&settings.dir)
+            .format(prepared.format)
+            .rows_per_part(settings.rows_per_part)
+            .resume(keep, first_row)
+            .keep_dead_letters(dead_letters)
+            .commit_interval(settings.commit_interval)
+            .record_part_columns(true)
+            .on_commit(on_commit);
+        let result = pipeline
+            .start_boxed(Box::new(source), function, Some(output))
+            .and_then(|stream| stream.run_to_end());
+        // A failed run's manifest says `failed` and lists what it committed.
+        let summary = result?;
+        let mut manifest = summary
+            .manifest
+            .unwrap_or_else(|| Manifest::new(prepared.format));
+        let next = lock(&handoff).take();
+        if let Some(next) = next {
+            schema_changes += 1;
+            keep = manifest.parts.clone();
+            dead_letters = manifest.dead_letters.clone();
+            first_row = next.next_row();
+            source = BrokerSource::resume(next, ledger.clone(), options.clone(), control.clone());
+            continue;
+        }
+        if control.stopping() && manifest.status == RunStatus::Complete {
+            // Ended by a stop request, not by its input: every message read is committed
+            // and acknowledged, but the stream goes on.
+            manifest.status = RunStatus::Stopped;
+            manifest.write_to(&settings.dir)?;
+        }
+        let ledger = lock(&ledger);
+        return Ok(StreamSummary {
+            stats: summary.stats,
+            manifest,
+            messages: control.messages.load(std::sync::atomic::Ordering::Relaxed),
+            malformed: control.malformed.load(std::sync::atomic::Ordering::Relaxed),
+            duplicates: control
+                .duplicates
+                .load(std::sync::atomic::Ordering::Relaxed),
+            acked: ledger.acked(),
+            schema_changes,
+            schema,
+        });
     }
-    let ledger = lock(&ledger);
-    Ok(StreamSummary {
-        stats: summary.stats,
-        manifest,
-        messages: control.messages.load(std::sync::atomic::Ordering::Relaxed),
-        malformed: control.malformed.load(std::sync::atomic::Ordering::Relaxed),
-        duplicates: control
-            .duplicates
-            .load(std::sync::atomic::Ordering::Relaxed),
-        acked: ledger.acked(),
-    })
 }
 
 /// Acknowledges the messages of every row the committed parts cover and the malformed
@@ -156,11 +210,13 @@ pub fn run(
 /// chunks carrying some rejects: those stay unacknowledged and come again.
 fn acknowledge(ledger: &Mutex<Ledger>, manifest: &Manifest) -> Result<()> {
     let mut ledger = lock(ledger);
-    if let Some(last) = manifest.parts.last() {
-        ledger.commit_through(last.input_row_end)?;
-    }
     if manifest.status == RunStatus::Complete {
+        // Every row the run read is in a listed part or a listed dead letter (a failed
+        // chunk after the last part included).
+        ledger.commit_through(u64::MAX)?;
         ledger.release_malformed()?;
+    } else if let Some(last) = manifest.parts.last() {
+        ledger.commit_through(last.input_row_end)?;
     }
     Ok(())
 }

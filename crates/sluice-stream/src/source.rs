@@ -15,21 +15,27 @@ use sluice::source::{DecodedPart, LatencyClock, PartHint, SourcePart};
 use sluice::{Reject, SluiceError, Source};
 
 use crate::broker::{Broker, Message};
-use crate::decode::{infer_schema, JsonDecoder, Malformed};
+use crate::decode::{JsonDecoder, Malformed};
 use crate::error::Result;
 use crate::ledger::Ledger;
+use crate::schema::StreamSchema;
 
 /// Longest single wait for messages, so a stop or an idle limit is seen soon.
 const TICK: Duration = Duration::from_millis(100);
 /// Most messages one fetch asks for.
 const MAX_FETCH: usize = 10_000;
+/// How often an idle stream asks the broker what it still holds for the consumer.
+const OUTSTANDING_EVERY: Duration = Duration::from_millis(500);
 
 /// Settings of a broker source.
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
     pub max_latency: Duration,
-    /// End the stream once no message came for this long.
+    /// End the stream once no message came for this long and the broker holds nothing
+    /// more for the consumer.
     pub stop_when_idle: Option<Duration>,
+    /// Declared columns (`--schema`): fixed; messages that do not fit are set aside.
+    pub schema: Option<StreamSchema>,
 }
 
 /// Shared with whoever drives the stream: a stop request and the counters.
@@ -53,7 +59,8 @@ impl StreamControl {
 }
 
 pub struct BrokerSource {
-    broker: Box<dyn Broker>,
+    /// `None` once handed over for the next part schema.
+    broker: Option<Box<dyn Broker>>,
     name: String,
     schema: SchemaRef,
     decoder: JsonDecoder,
@@ -64,42 +71,80 @@ pub struct BrokerSource {
     next_row: u64,
     /// Absolute input row of this run's first row (the rows earlier runs committed).
     first_row: u64,
-    /// Fetched before the engine started (to learn the schema).
+    /// Fetched before the engine started (to learn the schema, or carried over).
     first: Option<Vec<Message>>,
     /// Malformed messages that came before the first well-formed one: rejects of the
     /// first part.
     first_bad: Vec<Malformed>,
+    /// Messages that need the columns to grow, with the grown schema: this run ends and
+    /// they start the next one (see [`Handoff`]).
+    rest: Option<(Vec<Message>, StreamSchema)>,
+    handoff: Arc<Mutex<Option<Handoff>>>,
     last_message: Instant,
+    last_outstanding: Option<Instant>,
     clock: LatencyClock,
     flush: bool,
     done: bool,
+}
+
+/// What a source that ended for a schema change hands to the next run: the broker, the
+/// messages not yet taken, the grown schema and where the rows go on.
+pub struct Handoff {
+    broker: Box<dyn Broker>,
+    messages: Vec<Message>,
+    pub typing: StreamSchema,
+    next_row: u64,
+    last_message: Instant,
+}
+
+impl Handoff {
+    /// The input row the next run starts at.
+    pub fn next_row(&self) -> u64 {
+        self.next_row
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whether the broker holds nothing for the consumer beyond what this run has in hand:
+/// an idle limit ends the stream only then, not merely because no message came (a dead
+/// instance's messages may still be on their way back).
+fn broker_settled(broker: &mut dyn Broker, ledger: &Mutex<Ledger>) -> Result<bool> {
+    let outstanding = broker.outstanding()?;
+    let in_hand = lock(ledger).in_hand() as u64;
+    Ok(outstanding.undelivered == 0 && outstanding.unacknowledged <= in_hand)
+}
+
 impl BrokerSource {
-    /// Waits for the first well-formed message to learn the columns. `None` if the
-    /// stream was stopped or stayed idle before one came.
+    /// Waits for the first message. With `known` columns (declared, or kept by an earlier
+    /// run) they are used; otherwise they are learned from the first well-formed messages.
+    /// `None` if the stream was stopped or stayed idle before one came.
     pub fn open(
         mut broker: Box<dyn Broker>,
         ledger: Arc<Mutex<Ledger>>,
         first_row: u64,
         options: SourceOptions,
         control: Arc<StreamControl>,
+        known: Option<StreamSchema>,
     ) -> Result<Option<Self>> {
-        let started = Instant::now();
-        let name = broker.name();
-        let mut last_message = started;
+        let mut last_message = Instant::now();
+        let mut last_outstanding: Option<Instant> = None;
         let mut first_bad = Vec::new();
         loop {
-            if control.stopping()
-                || options
-                    .stop_when_idle
-                    .is_some_and(|idle| last_message.elapsed() >= idle)
-            {
+            if control.stopping() {
                 return Ok(None);
+            }
+            if options
+                .stop_when_idle
+                .is_some_and(|idle| last_message.elapsed() >= idle)
+                && last_outstanding.is_none_or(|t| t.elapsed() >= OUTSTANDING_EVERY)
+            {
+                last_outstanding = Some(Instant::now());
+                if broker_settled(broker.as_mut(), &ledger)? {
+                    return Ok(None);
+                }
             }
             let fetched = broker.fetch(1000, TICK)?;
             if fetched.is_empty() {
@@ -107,9 +152,19 @@ impl BrokerSource {
             }
             last_message = Instant::now();
             let fresh = drop_duplicates(&ledger, &control, fetched)?;
-            let Some(schema) = infer_schema(&fresh) else {
-                // Only malformed ones so far: kept for the first part, wait for a good one.
-                // Held in the ledger, so a redelivery meanwhile is not taken twice.
+            let typing = match &known {
+                Some(known) => Some(known.clone()),
+                None => StreamSchema::infer(
+                    fresh
+                        .iter()
+                        .filter_map(|m| crate::decode::to_object(m).ok())
+                        .collect::<Vec<_>>()
+                        .iter(),
+                ),
+            };
+            let Some(typing) = typing else {
+                // Nothing to learn the columns from yet: these are rejects of the first
+                // part. Held in the ledger, so a redelivery meanwhile is not taken twice.
                 lock(&ledger).hold_malformed(
                     first_row,
                     fresh
@@ -118,29 +173,89 @@ impl BrokerSource {
                         .collect(),
                 );
                 first_bad.extend(fresh.into_iter().map(|m| Malformed {
-                    reason: "not a JSON object".into(),
+                    reason: match crate::decode::to_object(&m) {
+                        Err(reason) => reason,
+                        Ok(_) => "no field has a value: the stream's columns cannot be learned from it".into(),
+                    },
                     message: m,
                 }));
                 continue;
             };
-            return Ok(Some(BrokerSource {
+            let mut source = Self::with(
                 broker,
-                name,
-                decoder: JsonDecoder::new(schema.clone()),
-                schema,
+                typing,
                 ledger,
-                clock: LatencyClock::new(options.max_latency),
+                first_row,
                 options,
                 control,
-                next_row: first_row,
-                first_row,
-                first: Some(fresh),
-                first_bad,
+                fresh,
                 last_message,
-                flush: false,
-                done: false,
-            }));
+            );
+            source.first_bad = first_bad;
+            return Ok(Some(source));
         }
+    }
+
+    /// The next run's source, from what a run that ended for a schema change handed over.
+    pub fn resume(
+        handoff: Handoff,
+        ledger: Arc<Mutex<Ledger>>,
+        options: SourceOptions,
+        control: Arc<StreamControl>,
+    ) -> Self {
+        Self::with(
+            handoff.broker,
+            handoff.typing,
+            ledger,
+            handoff.next_row,
+            options,
+            control,
+            handoff.messages,
+            handoff.last_message,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn with(
+        broker: Box<dyn Broker>,
+        typing: StreamSchema,
+        ledger: Arc<Mutex<Ledger>>,
+        first_row: u64,
+        options: SourceOptions,
+        control: Arc<StreamControl>,
+        first: Vec<Message>,
+        last_message: Instant,
+    ) -> Self {
+        BrokerSource {
+            name: broker.name(),
+            broker: Some(broker),
+            schema: typing.schema.clone(),
+            decoder: JsonDecoder::new(typing),
+            ledger,
+            clock: LatencyClock::new(options.max_latency),
+            options,
+            control,
+            next_row: first_row,
+            first_row,
+            first: Some(first),
+            first_bad: Vec::new(),
+            rest: None,
+            handoff: Arc::new(Mutex::new(None)),
+            last_message,
+            last_outstanding: None,
+            flush: false,
+            done: false,
+        }
+    }
+
+    /// Where this source leaves what the next run needs, if it ends for a schema change.
+    pub fn handoff(&self) -> Arc<Mutex<Option<Handoff>>> {
+        self.handoff.clone()
+    }
+
+    /// The columns this source's rows have.
+    pub fn typing(&self) -> &StreamSchema {
+        self.decoder.typing()
     }
 
     fn empty(&self) -> Option<(SourcePart, u64)> {
@@ -158,7 +273,11 @@ impl BrokerSource {
         earlier_bad: Vec<Malformed>,
     ) -> Result<(SourcePart, u64)> {
         let bytes: u64 = messages.iter().map(|m| m.data.len() as u64).sum();
-        let (batch, good, bad) = self.decoder.decode(messages);
+        let decoded = self.decoder.decode(messages);
+        let (batch, good, bad) = (decoded.batch, decoded.good, decoded.bad);
+        if decoded.rest.is_some() {
+            self.rest = decoded.rest;
+        }
         // Recorded before the engine sees the rows: a crash after this point redelivers
         // them (they are not acknowledged) unless the manifest says they were committed.
         lock(&self.ledger).record(self.next_row, &good)?;
@@ -209,6 +328,25 @@ impl BrokerSource {
         ))
     }
 
+    /// Whether the idle limit ends the stream now.
+    fn idle(&mut self) -> Result<bool> {
+        let Some(limit) = self.options.stop_when_idle else {
+            return Ok(false);
+        };
+        if self.last_message.elapsed() < limit
+            || self
+                .last_outstanding
+                .is_some_and(|t| t.elapsed() < OUTSTANDING_EVERY)
+        {
+            return Ok(false);
+        }
+        self.last_outstanding = Some(Instant::now());
+        let Some(broker) = self.broker.as_mut() else {
+            return Ok(true);
+        };
+        broker_settled(broker.as_mut(), &self.ledger)
+    }
+
     fn next(&mut self, hint: PartHint) -> Result<Option<(SourcePart, u64)>> {
         self.flush = false;
         if self.done {
@@ -222,16 +360,30 @@ impl BrokerSource {
             self.flush = self.clock.arrived(rows, hint.rows, Instant::now());
             return Ok(Some((part, bytes)));
         }
-        let idle = self
-            .options
-            .stop_when_idle
-            .is_some_and(|idle| self.last_message.elapsed() >= idle);
-        if self.control.stopping() || idle {
+        if let Some((messages, typing)) = self.rest.take() {
+            // This run ends here; the next one starts with these messages and columns.
+            self.done = true;
+            if let Some(broker) = self.broker.take() {
+                *lock(&self.handoff) = Some(Handoff {
+                    broker,
+                    messages,
+                    typing,
+                    next_row: self.next_row,
+                    last_message: self.last_message,
+                });
+            }
+            return Ok(None);
+        }
+        if self.control.stopping() || self.idle()? {
             self.done = true;
             return Ok(None);
         }
+        let Some(broker) = self.broker.as_mut() else {
+            self.done = true;
+            return Ok(None);
+        };
         let wait = self.clock.wait(TICK).max(Duration::from_millis(1));
-        let fetched = self.broker.fetch(hint.rows.clamp(1, MAX_FETCH), wait)?;
+        let fetched = broker.fetch(hint.rows.clamp(1, MAX_FETCH), wait)?;
         if fetched.is_empty() {
             self.flush = self.clock.idle();
             return Ok(self.empty());
@@ -361,9 +513,11 @@ mod tests {
             // Every row has waited long enough by the next fetch.
             max_latency: Duration::ZERO,
             stop_when_idle: None,
+            schema: None,
         };
         let control = Arc::new(StreamControl::default());
-        let mut source = BrokerSource::open(Box::new(Trickle(0)), ledger, 0, options, control)
+        let mut source =
+            BrokerSource::open(Box::new(Trickle(0)), ledger, 0, options, control, None)
             .expect("open")
             .expect("a first message");
         let hint = PartHint {

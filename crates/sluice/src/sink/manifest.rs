@@ -31,9 +31,13 @@ pub struct PartInfo {
     pub input_row_start: u64,
     pub input_row_end: u64,
     pub bytes: u64,
+    /// The part's own columns, recorded when parts of one folder may differ (a stream
+    /// whose messages gained a field or widened a type); otherwise the manifest's `schema`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<ColumnInfo>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnInfo {
     pub name: String,
     pub data_type: String,
@@ -100,7 +104,7 @@ impl Manifest {
     }
 }
 
-pub(crate) fn describe_schema(schema: &Schema) -> Vec<ColumnInfo> {
+pub fn describe_schema(schema: &Schema) -> Vec<ColumnInfo> {
     schema
         .fields()
         .iter()

@@ -29,7 +29,7 @@ pub use dead_letter::{DeadLetter, LetterKind};
 pub(crate) use encode_ahead::EncodedRowGroup;
 use encode_ahead::RowGroupEncoder;
 pub use folder::{part_files, remove_temporaries};
-pub use manifest::{Manifest, PartInfo, RunStatus};
+pub use manifest::{describe_schema, ColumnInfo, Manifest, PartInfo, RunStatus};
 
 /// File format of the part files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -119,6 +119,8 @@ pub struct OutputOptions {
     /// parts become output at a steady pace however slowly rows come).
     pub commit_interval: Option<Duration>,
     pub on_commit: Option<CommitHook>,
+    /// Record each part's columns in the manifest (parts of the folder may differ).
+    pub record_part_columns: bool,
 }
 
 impl OutputOptions {
@@ -133,10 +135,15 @@ impl OutputOptions {
             mode: OutputMode::New,
             commit_interval: None,
             on_commit: None,
+            record_part_columns: false,
         }
     }
     pub fn format(mut self, format: OutputFormat) -> Self {
         self.format = format;
+        self
+    }
+    pub fn record_part_columns(mut self, record: bool) -> Self {
+        self.record_part_columns = record;
         self
     }
     pub fn rows_per_part(mut self, rows: u64) -> Self {
@@ -414,6 +421,10 @@ impl PartSink {
             input_row_start: part.input_rows.0,
             input_row_end: part.input_rows.1,
             bytes,
+            columns: self
+                .options
+                .record_part_columns
+                .then(|| manifest::describe_schema(&part.schema)),
         });
         self.write_manifest()?;
         self.committed()
