@@ -228,6 +228,52 @@ impl NatsClient {
             .expect("create the stream");
     }
 
+    /// As another member of `durable` (created as the source creates it, with `ack_wait`)
+    /// that dies without a word: takes up to `n` messages and never acknowledges them.
+    /// Returns how many it took.
+    pub fn take_unacknowledged(
+        &self,
+        stream: &str,
+        durable: &str,
+        subject: &str,
+        n: usize,
+        ack_wait: Duration,
+    ) -> usize {
+        use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+        use futures_util::StreamExt;
+        self.runtime.block_on(async {
+            let stream = self.js.get_stream(stream).await.expect("the stream");
+            let consumer: pull::Consumer<pull::Config> = stream
+                .get_or_create_consumer(
+                    durable,
+                    pull::Config {
+                        durable_name: Some(durable.to_string()),
+                        filter_subject: subject.to_string(),
+                        ack_policy: AckPolicy::Explicit,
+                        deliver_policy: DeliverPolicy::All,
+                        ack_wait,
+                        max_ack_pending: -1,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("the durable consumer");
+            let mut batch = consumer
+                .fetch()
+                .max_messages(n)
+                .expires(Duration::from_secs(5))
+                .messages()
+                .await
+                .expect("fetch");
+            let mut taken = 0;
+            while let Some(m) = batch.next().await {
+                m.expect("a message");
+                taken += 1;
+            }
+            taken
+        })
+    }
+
     /// Publishes each payload to `subject` (of `stream`, created if missing), every one
     /// stored by JetStream before this returns; returns their stream sequences.
     pub fn publish(
