@@ -125,7 +125,7 @@ pub fn stream(args: StreamArgs, ui: Ui) -> Result<(), CliError> {
         options.clone(),
         control.clone(),
     )
-        .map_err(stream_error("cannot read the stream"))?;
+    .map_err(stream_error("cannot read the stream"))?;
     let Some(source) = opened.source else {
         ui.say("no message arrived; nothing written");
         return Ok(());

@@ -56,7 +56,9 @@ fn oversized_integer(json: &[u8]) -> Option<String> {
             in_string = true;
         } else if b == b'-' || b.is_ascii_digit() {
             let start = i;
-            while i < json.len() && matches!(json[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+            while i < json.len()
+                && matches!(json[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            {
                 i += 1;
             }
             let token = &json[start..i];
@@ -245,7 +247,10 @@ mod tests {
         assert_eq!(bad.len(), 4, "{bad:?}");
         assert!(bad[0].1.starts_with("not JSON"), "{bad:?}");
         assert_eq!(bad[1].1, "not a JSON object");
-        assert!(bad[2].1.contains("text \"7\" where a number was"), "{bad:?}");
+        assert!(
+            bad[2].1.contains("text \"7\" where a number was"),
+            "{bad:?}"
+        );
         assert!(bad[3].1.contains("too large to be held exactly"), "{bad:?}");
     }
 
@@ -273,7 +278,12 @@ mod tests {
         let next = JsonDecoder::new(grown).decode(rest);
         assert!(next.rest.is_none());
         assert_eq!(next.batch.num_rows(), 2);
-        let n = next.batch.column(0).as_any().downcast_ref::<arrow::array::Float64Array>().expect("f64");
+        let n = next
+            .batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .expect("f64");
         assert_eq!(n.values(), &[2000.5, 4.0]);
         assert_eq!(next.bad.len(), 1, "true where a number was");
     }

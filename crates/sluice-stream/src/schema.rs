@@ -65,14 +65,20 @@ impl StreamSchema {
             Value::Array(list) => list,
             Value::Object(o) => match o.get("columns").or_else(|| o.get("fields")) {
                 Some(Value::Array(list)) => list,
-                _ => return Err(bad("expected a list of columns, or {\"columns\": [...]}".into())),
+                _ => {
+                    return Err(bad(
+                        "expected a list of columns, or {\"columns\": [...]}".into()
+                    ))
+                }
             },
             _ => return Err(bad("expected a list of columns".into())),
         };
         let mut fields = Vec::with_capacity(list.len());
         for (i, column) in list.iter().enumerate() {
             let Value::Object(column) = column else {
-                return Err(bad(format!("column {i}: expected {{\"name\": ..., \"type\": ...}}")));
+                return Err(bad(format!(
+                    "column {i}: expected {{\"name\": ..., \"type\": ...}}"
+                )));
             };
             let name = match column.get("name") {
                 Some(Value::String(name)) if !name.is_empty() => name.clone(),
@@ -87,7 +93,11 @@ impl StreamSchema {
             let nullable = match column.get("nullable") {
                 None => true,
                 Some(Value::Bool(b)) => *b,
-                Some(_) => return Err(bad(format!("column {name:?}: \"nullable\" is true or false"))),
+                Some(_) => {
+                    return Err(bad(format!(
+                        "column {name:?}: \"nullable\" is true or false"
+                    )))
+                }
             };
             if fields.iter().any(|f: &Field| f.name() == &name) {
                 return Err(bad(format!("column {name:?} is listed twice")));
@@ -109,12 +119,11 @@ impl StreamSchema {
         let path = dir.join(SCHEMA_FILE);
         let (declared, columns) = match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let file: SchemaFile = serde_json::from_str(&text).map_err(|e| {
-                    StreamError::Schema {
+                let file: SchemaFile =
+                    serde_json::from_str(&text).map_err(|e| StreamError::Schema {
                         path: path.clone(),
                         reason: format!("cannot be read ({e}); remove it to infer again"),
-                    }
-                })?;
+                    })?;
                 (file.declared, file.columns)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -164,7 +173,10 @@ impl StreamSchema {
         for field in self.schema.fields() {
             let missing = object.get(field.name()).is_none_or(Value::is_null);
             if missing && !field.is_nullable() {
-                return Fit::Refused(format!("field {:?} is missing (declared not null)", field.name()));
+                return Fit::Refused(format!(
+                    "field {:?} is missing (declared not null)",
+                    field.name()
+                ));
             }
         }
         for (name, value) in object {
@@ -175,7 +187,8 @@ impl StreamSchema {
                 if self.declared {
                     return Fit::Refused(format!("field {name:?} is not in the declared schema"));
                 }
-                if let Err(reason) = infer_value(value).map_err(|r| format!("field {name:?}: {r}")) {
+                if let Err(reason) = infer_value(value).map_err(|r| format!("field {name:?}: {r}"))
+                {
                     return Fit::Refused(reason);
                 }
                 grow = true;
@@ -205,7 +218,12 @@ impl StreamSchema {
         if self.declared {
             return None;
         }
-        let mut fields: Vec<Field> = self.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         grow_fields(&mut fields, object).ok()?;
         Some(StreamSchema {
             schema: Arc::new(Schema::new(fields)),
@@ -257,7 +275,10 @@ fn kind(value: &Value) -> &'static str {
 fn shown(value: &Value) -> String {
     let text = value.to_string();
     if text.len() > 40 {
-        format!("{}...", &text[..text.char_indices().nth(37).map_or(text.len(), |(i, _)| i)])
+        format!(
+            "{}...",
+            &text[..text.char_indices().nth(37).map_or(text.len(), |(i, _)| i)]
+        )
     } else {
         text
     }
@@ -300,7 +321,11 @@ fn fit_value(data_type: &DataType, value: &Value, declared: bool) -> ValueFit {
     match data_type {
         Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => {
             let Value::Number(n) = value else {
-                return no(format!("{} {} where a number was", kind(value), shown(value)));
+                return no(format!(
+                    "{} {} where a number was",
+                    kind(value),
+                    shown(value)
+                ));
             };
             // A literal with a fraction or exponent (`2000.5`, `3.0`) is a float: an
             // inferred column widens for it; a declared one takes it only if it is whole.
@@ -322,12 +347,26 @@ fn fit_value(data_type: &DataType, value: &Value, declared: bool) -> ValueFit {
         }
         Float16 | Float32 | Float64 => {
             let Value::Number(n) = value else {
-                return no(format!("{} {} where a number was", kind(value), shown(value)));
+                return no(format!(
+                    "{} {} where a number was",
+                    kind(value),
+                    shown(value)
+                ));
             };
-            let exact_below = if matches!(data_type, Float64) { F64_EXACT } else { F32_EXACT };
-            if let Some(i) = n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from)) {
+            let exact_below = if matches!(data_type, Float64) {
+                F64_EXACT
+            } else {
+                F32_EXACT
+            };
+            if let Some(i) = n
+                .as_i64()
+                .map(i128::from)
+                .or_else(|| n.as_u64().map(i128::from))
+            {
                 if i.unsigned_abs() > u128::from(exact_below) {
-                    return no(format!("the integer {i} cannot be held exactly as {data_type}"));
+                    return no(format!(
+                        "the integer {i} cannot be held exactly as {data_type}"
+                    ));
                 }
                 return ValueFit::Exact;
             }
@@ -335,7 +374,10 @@ fn fit_value(data_type: &DataType, value: &Value, declared: bool) -> ValueFit {
                 (Float64, Some(_)) => ValueFit::Exact,
                 (Float32, Some(f)) if f64::from(f as f32) == f => ValueFit::Exact,
                 (Float16, Some(f)) if f64::from(half_round_trip(f)) == f => ValueFit::Exact,
-                _ => no(format!("{} cannot be held exactly as {data_type}", shown(value))),
+                _ => no(format!(
+                    "{} cannot be held exactly as {data_type}",
+                    shown(value)
+                )),
             }
         }
         Utf8 | LargeUtf8 | Utf8View => match value {
@@ -344,7 +386,11 @@ fn fit_value(data_type: &DataType, value: &Value, declared: bool) -> ValueFit {
         },
         Boolean => match value {
             Value::Bool(_) => ValueFit::Exact,
-            other => no(format!("{} {} where a boolean was", kind(other), shown(other))),
+            other => no(format!(
+                "{} {} where a boolean was",
+                kind(other),
+                shown(other)
+            )),
         },
         List(item) | LargeList(item) => {
             let Value::Array(values) = value else {
@@ -370,7 +416,11 @@ fn fit_value(data_type: &DataType, value: &Value, declared: bool) -> ValueFit {
         }
         Struct(fields) => {
             let Value::Object(object) = value else {
-                return no(format!("{} {} where an object was", kind(value), shown(value)));
+                return no(format!(
+                    "{} {} where an object was",
+                    kind(value),
+                    shown(value)
+                ));
             };
             let mut grown: Vec<Field> = fields.iter().map(|f| f.as_ref().clone()).collect();
             if declared {
@@ -389,8 +439,12 @@ fn fit_value(data_type: &DataType, value: &Value, declared: bool) -> ValueFit {
             }
             match grow_fields(&mut grown, object) {
                 Err(reason) => no(format!("in an object: {reason}")),
-                Ok(()) if grown.len() == fields.len()
-                    && grown.iter().zip(fields.iter()).all(|(a, b)| a == b.as_ref()) =>
+                Ok(())
+                    if grown.len() == fields.len()
+                        && grown
+                            .iter()
+                            .zip(fields.iter())
+                            .all(|(a, b)| a == b.as_ref()) =>
                 {
                     ValueFit::Exact
                 }
@@ -469,7 +523,10 @@ fn parse_type(text: &str) -> Result<DataType, String> {
         "float32" => Some(DataType::Float32),
         "string" | "str" | "text" | "utf8" => Some(DataType::Utf8),
         "bool" | "boolean" => Some(DataType::Boolean),
-        "timestamp" => Some(DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None)),
+        "timestamp" => Some(DataType::Timestamp(
+            arrow::datatypes::TimeUnit::Microsecond,
+            None,
+        )),
         "date" => Some(DataType::Date32),
         _ => None,
     };
@@ -493,10 +550,14 @@ fn from_columns(columns: &[ColumnInfo]) -> Result<SchemaRef, String> {
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp: PathBuf = dir.join(format!(".{name}.tmp"));
     let mut file = std::fs::File::create(&tmp).map_err(|e| StreamError::io(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| StreamError::io(&tmp, e))?;
+    file.write_all(bytes)
+        .map_err(|e| StreamError::io(&tmp, e))?;
     file.sync_all().map_err(|e| StreamError::io(&tmp, e))?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(|e| StreamError::io(path, e))?;
@@ -526,11 +587,22 @@ mod tests {
     #[test]
     fn inference_grows_but_never_changes_a_value() {
         let s = inferred(json!({"id": 1, "value": 2000, "name": "a", "gone": null}));
-        assert_eq!(s.schema.fields().len(), 3, "a field seen only as null has no column yet");
+        assert_eq!(
+            s.schema.fields().len(),
+            3,
+            "a field seen only as null has no column yet"
+        );
         assert_eq!(s.fit(&object(json!({"id": 2, "value": 7}))), Fit::Exact);
         assert_eq!(s.fit(&object(json!({"id": 2, "value": 2000.5}))), Fit::Grow);
         let wider = s.grown(&object(json!({"value": 2000.5}))).expect("grows");
-        assert_eq!(wider.schema.field_with_name("value").expect("value").data_type(), &DataType::Float64);
+        assert_eq!(
+            wider
+                .schema
+                .field_with_name("value")
+                .expect("value")
+                .data_type(),
+            &DataType::Float64
+        );
         assert_eq!(wider.fit(&object(json!({"value": 3}))), Fit::Exact);
         let Fit::Refused(reason) = wider.fit(&object(json!({"value": 9007199254740993u64}))) else {
             panic!("2^53 + 1 is not exact as Float64");
@@ -561,8 +633,14 @@ mod tests {
         let s = inferred(json!({"tags": [1, 2], "at": {"x": 1}}));
         assert_eq!(s.fit(&object(json!({"tags": [3.5]}))), Fit::Grow);
         assert_eq!(s.fit(&object(json!({"at": {"x": 2, "y": "n"}}))), Fit::Grow);
-        assert!(matches!(s.fit(&object(json!({"tags": ["a"]}))), Fit::Refused(_)));
-        assert!(matches!(s.fit(&object(json!({"at": {"x": "a"}}))), Fit::Refused(_)));
+        assert!(matches!(
+            s.fit(&object(json!({"tags": ["a"]}))),
+            Fit::Refused(_)
+        ));
+        assert!(matches!(
+            s.fit(&object(json!({"at": {"x": "a"}}))),
+            Fit::Refused(_)
+        ));
     }
 
     #[test]
@@ -579,7 +657,11 @@ mod tests {
         .expect("write");
         let s = StreamSchema::declared_from_file(&path).expect("declared");
         assert_eq!(s.fit(&object(json!({"id": 1, "value": 2}))), Fit::Exact);
-        assert_eq!(s.fit(&object(json!({"id": 3.0}))), Fit::Exact, "a whole number");
+        assert_eq!(
+            s.fit(&object(json!({"id": 3.0}))),
+            Fit::Exact,
+            "a whole number"
+        );
         for (bad, says) in [
             (json!({"id": 2.5}), "not an integer"),
             (json!({"value": 1}), "missing"),
@@ -593,11 +675,15 @@ mod tests {
             }
         }
         s.store(dir.path()).expect("store");
-        let back = StreamSchema::stored(dir.path(), &[]).expect("read").expect("stored");
+        let back = StreamSchema::stored(dir.path(), &[])
+            .expect("read")
+            .expect("stored");
         assert_eq!(back.schema, s.schema);
         assert!(back.declared);
         std::fs::write(&path, r#"[{"name": "id", "type": "Integer64"}]"#).expect("write");
-        let e = StreamSchema::declared_from_file(&path).expect_err("unknown type").to_string();
+        let e = StreamSchema::declared_from_file(&path)
+            .expect_err("unknown type")
+            .to_string();
         assert!(e.contains("unknown type \"Integer64\""), "{e}");
     }
 }

@@ -518,8 +518,8 @@ mod tests {
         let control = Arc::new(StreamControl::default());
         let mut source =
             BrokerSource::open(Box::new(Trickle(0)), ledger, 0, options, control, None)
-            .expect("open")
-            .expect("a first message");
+                .expect("open")
+                .expect("a first message");
         let hint = PartHint {
             rows: 1000,
             bytes: 1 << 20,
