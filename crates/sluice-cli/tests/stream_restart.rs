@@ -11,7 +11,9 @@ use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use sluice_stream::ledger::LEDGER_FILE;
-use sluice_stream::testing::{redis_connection, redis_lag, redis_pending, redis_publish, NatsClient, Server};
+use sluice_stream::testing::{
+    redis_connection, redis_lag, redis_pending, redis_publish, NatsClient, Server,
+};
 
 use common::*;
 
@@ -24,7 +26,12 @@ fn payload(i: u64) -> String {
 fn assert_exactly(out: &Path, n: u64) -> TestResult {
     let ids = int_column(&read_output(out)?, "id")?;
     let unique: HashSet<i64> = ids.iter().copied().collect();
-    assert_eq!(unique.len(), ids.len(), "{} duplicated rows", ids.len() - unique.len());
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "{} duplicated rows",
+        ids.len() - unique.len()
+    );
     assert_eq!(ids.len() as u64, n, "rows missing");
     Ok(())
 }
@@ -81,7 +88,11 @@ fn kill_then_restart(from: &str, out: &Path, pending: impl Fn() -> (u64, u64)) -
     });
     child.kill()?; // SIGKILL: nothing committed, nothing acknowledged
     child.wait()?;
-    assert!(caught, "the run did not take every message in time: {:?}", pending());
+    assert!(
+        caught,
+        "the run did not take every message in time: {:?}",
+        pending()
+    );
     assert_eq!(listed_parts(out), 0, "killed before any commit");
     let mut restart = args(from, &out_s);
     restart.extend(["--stop-when-idle", "2s"]);
@@ -91,7 +102,11 @@ fn kill_then_restart(from: &str, out: &Path, pending: impl Fn() -> (u64, u64)) -
         .ok_or("the restart did not end: it waited for the dead instance's messages")?;
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     assert_exactly(out, N)?;
-    assert_eq!(pending(), (0, 0), "(undelivered, unacknowledged) after the clean exit");
+    assert_eq!(
+        pending(),
+        (0, 0),
+        "(undelivered, unacknowledged) after the clean exit"
+    );
     Ok(())
 }
 
@@ -122,7 +137,10 @@ fn redis_a_restart_after_sigkill_takes_back_what_the_dead_instance_held() -> Tes
     );
     let pending = || {
         let mut con = redis_connection(server.port);
-        (redis_lag(&mut con, "kill", "g"), redis_pending(&mut con, "kill", "g"))
+        (
+            redis_lag(&mut con, "kill", "g"),
+            redis_pending(&mut con, "kill", "g"),
+        )
     };
     kill_then_restart(&from, &out, pending)
 }

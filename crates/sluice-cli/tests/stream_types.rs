@@ -18,7 +18,9 @@ use common::*;
 fn changing(i: u64) -> Value {
     let n = i as i64;
     match i {
-        0..=199 => json!({"id": n, "value": 2000 + n, "name": format!("n{i}"), "flag": i % 2 == 0}),
+        0..=199 => {
+            json!({"id": n, "value": 2000 + n, "name": format!("n{i}"), "flag": i.is_multiple_of(2)})
+        }
         200..=399 => json!({"id": n, "value": 2000.5 + n as f64, "name": format!("n{i}")}),
         400..=599 => json!({"id": n, "value": n, "late": format!("L{i}")}),
         600..=699 => match i % 4 {

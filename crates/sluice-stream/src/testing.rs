@@ -243,7 +243,7 @@ impl NatsClient {
         use futures_util::StreamExt;
         self.runtime.block_on(async {
             let stream = self.js.get_stream(stream).await.expect("the stream");
-            let consumer: pull::Consumer<pull::Config> = stream
+            let consumer: async_nats::jetstream::consumer::PullConsumer = stream
                 .get_or_create_consumer(
                     durable,
                     pull::Config {

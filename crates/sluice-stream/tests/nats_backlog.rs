@@ -46,14 +46,21 @@ fn a_slow_function_leaves_the_backlog_in_the_broker_and_memory_in_budget() {
     let options = SourceOptions {
         max_latency: Duration::from_millis(100),
         stop_when_idle: None,
+        schema: None,
     };
     let address = sluice_stream::Address::parse(&format!(
         "nats://127.0.0.1:{}/backlog?stream=BACKLOG&durable=etl",
         server.port
     ))
     .expect("address");
-    let opened = sluice_stream::open(&address, &prepared, &settings, options, control.clone())
-        .expect("open");
+    let opened = sluice_stream::open(
+        &address,
+        &prepared,
+        &settings,
+        options.clone(),
+        control.clone(),
+    )
+    .expect("open");
     let source = opened.source.expect("messages are waiting");
     // The slow function: 50 ms a chunk (the run is made slow, nothing waits on it).
     let function = Arc::new(|b: RecordBatch| -> Result<RecordBatch, BoxError> {
@@ -82,9 +89,10 @@ fn a_slow_function_leaves_the_backlog_in_the_broker_and_memory_in_budget() {
         &pipeline,
         source,
         opened.ledger,
-        function,
+        &|_schema| Ok(function.clone()),
         prepared,
         &settings,
+        &options,
         &control,
     )
     .expect("run");

@@ -65,10 +65,17 @@ fn run_until(
     let options = SourceOptions {
         max_latency: Duration::from_millis(100),
         stop_when_idle: None,
+        schema: None,
     };
     let address = Address::parse(url).expect("address");
-    let opened =
-        sluice_stream::open(&address, &prepared, settings, options, control.clone()).expect("open");
+    let opened = sluice_stream::open(
+        &address,
+        &prepared,
+        settings,
+        options.clone(),
+        control.clone(),
+    )
+    .expect("open");
     let source = opened.source.expect("a message came");
     let watcher = {
         let control = control.clone();
@@ -91,9 +98,10 @@ fn run_until(
         &pipeline,
         source,
         opened.ledger,
-        function,
+        &|_schema| Ok(function.clone()),
         prepared,
         settings,
+        &options,
         &control,
     )
     .expect("run");
