@@ -58,6 +58,11 @@ pub struct AckReport {
     pub retried: u64,
     /// Still not confirmed after every retry: the broker may deliver these again.
     pub unconfirmed: u64,
+    /// Of `confirmed`: the broker no longer held them as pending when asked (acknowledged
+    /// before: by an earlier run, or by a try whose answer was lost). Nothing was lost; a
+    /// count here on a first run points at two readers of one group. Redis tells (its
+    /// `XACK` count); JetStream answers both alike, so its acks leave this 0.
+    pub already_acknowledged: u64,
 }
 
 impl AckReport {
@@ -65,6 +70,7 @@ impl AckReport {
         self.confirmed += other.confirmed;
         self.retried += other.retried;
         self.unconfirmed += other.unconfirmed;
+        self.already_acknowledged += other.already_acknowledged;
     }
 }
 

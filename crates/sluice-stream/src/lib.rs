@@ -40,6 +40,13 @@ impl Address {
         match url.scheme() {
             "redis" => Ok(Address::Redis(redis::RedisAddress::parse(&url)?)),
             "nats" => Ok(Address::Nats(nats::NatsAddress::parse(&url)?)),
+            "rediss" | "tls" => Err(StreamError::BadUrl {
+                url: text.to_string(),
+                reason: format!(
+                    "{}:// (TLS) is not supported yet: connect with redis:// or nats://",
+                    url.scheme()
+                ),
+            }),
             other => Err(StreamError::BadUrl {
                 url: text.to_string(),
                 reason: format!("unknown scheme {other:?}: expected redis:// or nats://"),

