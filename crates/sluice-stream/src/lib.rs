@@ -74,6 +74,7 @@ pub fn open(
     };
     let ledger = Arc::new(Mutex::new(Ledger::open(
         &settings.dir,
+        broker.identity(),
         prepared.committed_rows,
         acker,
     )?));
