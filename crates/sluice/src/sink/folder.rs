@@ -146,24 +146,32 @@ pub const LOCK_FILE: &str = "_sluice.lock";
 pub struct FolderLock {
     path: PathBuf,
     file: File,
+    created_dir: bool,
 }
 
 impl FolderLock {
     /// Creates `dir` if needed and takes its lock; refused
     /// ([`SluiceError::OutputLocked`], naming the holder's pid) while another holds it.
+    /// A folder the lock created is removed with it if nothing else was put in it, so a
+    /// run refused before writing leaves nothing behind.
     pub fn acquire(dir: &Path) -> Result<FolderLock> {
-        std::fs::create_dir_all(dir).map_err(|e| SluiceError::write(dir, e))?;
         let path = dir.join(LOCK_FILE);
-        // A release unlinks the file it held: retry when the one locked is gone. Two tries
-        // suffice unless other processes keep taking and releasing it meanwhile.
+        // A release unlinks the file it held (and maybe the folder): retry when the one
+        // locked is gone. Two tries suffice unless others keep taking and releasing it.
         for _ in 0..100 {
-            let mut file = OpenOptions::new()
+            let created_dir = !dir.is_dir();
+            std::fs::create_dir_all(dir).map_err(|e| SluiceError::write(dir, e))?;
+            let opened = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(&path)
-                .map_err(|e| SluiceError::write(&path, e))?;
+                .open(&path);
+            let mut file = match opened {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(SluiceError::write(&path, e)),
+            };
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
@@ -194,7 +202,11 @@ impl FolderLock {
                 .and_then(|()| file.rewind())
                 .and_then(|()| file.write_all(pid.as_bytes()))
                 .map_err(|e| SluiceError::write(&path, e))?;
-            return Ok(FolderLock { path, file });
+            return Ok(FolderLock {
+                path,
+                file,
+                created_dir,
+            });
         }
         Err(SluiceError::write(
             &path,
@@ -230,6 +242,12 @@ impl Drop for FolderLock {
         // Removed while locked (see the type's docs); the lock goes with the handle.
         let _ = std::fs::remove_file(&self.path);
         let _ = self.file.unlock();
+        if self.created_dir {
+            if let Some(dir) = self.path.parent() {
+                // Fails, as it should, once anything was written into it.
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
     }
 }
 
@@ -258,9 +276,15 @@ mod tests {
         clear(&out, &[], true).expect("clear");
         assert!(out.join(LOCK_FILE).is_file(), "clear leaves the lock alone");
         drop(first);
-        assert!(!out.join(LOCK_FILE).exists(), "removed on release");
+        assert!(
+            !out.exists(),
+            "created by the lock and left empty: removed with it"
+        );
         let again = FolderLock::acquire(&out).expect("free again");
+        std::fs::write(out.join("part-00000.csv"), "a\n1\n").expect("write");
         drop(again);
+        assert!(!out.join(LOCK_FILE).exists(), "removed on release");
+        assert!(out.is_dir(), "a folder holding output stays");
     }
 
     #[test]
