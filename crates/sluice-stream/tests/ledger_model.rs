@@ -75,7 +75,10 @@ impl State {
 }
 
 fn number(id: &str) -> u64 {
-    id.split('-').next().and_then(|n| n.parse().ok()).expect("an id")
+    id.split('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("an id")
 }
 
 #[derive(Clone)]
@@ -86,7 +89,10 @@ impl Acker for FakeAcker {
         let mut state = self.0.lock().expect("lock");
         let mut report = AckReport::default();
         for (id, ack) in messages {
-            assert_eq!(ack.as_deref(), Some(format!("reply.{}", number(id)).as_str()));
+            assert_eq!(
+                ack.as_deref(),
+                Some(format!("reply.{}", number(id)).as_str())
+            );
             let loss = state.loss;
             if state.rng.chance(loss) {
                 report.unconfirmed += 1;
@@ -155,8 +161,13 @@ struct Consumer {
 impl Consumer {
     fn new(state: Arc<Mutex<State>>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ledger = Ledger::open(dir.path(), identity(), 0, Box::new(FakeAcker(state.clone())))
-            .expect("open");
+        let ledger = Ledger::open(
+            dir.path(),
+            identity(),
+            0,
+            Box::new(FakeAcker(state.clone())),
+        )
+        .expect("open");
         Consumer {
             dir,
             state,
@@ -259,7 +270,10 @@ fn run(messages: u64, ops: Vec<Op>, seed: u64, loss: u64) {
     let expected: HashSet<String> = (0..messages).map(|n| format!("{n}-0")).collect();
     assert_eq!(seen, expected, "every message committed");
     let s = state.lock().expect("lock");
-    assert!(s.unacked.is_empty() && s.ready.is_empty(), "all acknowledged");
+    assert!(
+        s.unacked.is_empty() && s.ready.is_empty(),
+        "all acknowledged"
+    );
     assert_eq!(s.acked.len() as u64, messages);
 }
 
