@@ -25,7 +25,7 @@ fn payload(i: u64) -> String {
 /// A broker holding `N` messages, and how to ask it what is left.
 enum Broker {
     Redis(Server),
-    Nats(Server, NatsClient),
+    Nats(Server, Box<NatsClient>),
 }
 
 impl Broker {
@@ -42,7 +42,7 @@ impl Broker {
         client.create_stream("CRASH", "crash");
         let stored = client.publish("CRASH", "crash", (0..N).map(payload)).len() as u64;
         assert_eq!(stored, N, "every message stored");
-        Ok(Broker::Nats(server, client))
+        Ok(Broker::Nats(server, Box::new(client)))
     }
 
     fn url(&self) -> String {
