@@ -231,10 +231,9 @@ pub fn prepare_output(py: Python<'_>, path: String, overwrite: bool) -> PyResult
         let dir = Path::new(&path);
         let lock = output_state::lock(dir)?;
         let record = RunRecord::new(&[], None, true);
-        match output_state::plan(dir, false, overwrite, &record)? {
-            output_state::Plan::Fresh => output_state::clear(dir, &[])?,
-            // Without resume, a folder holding output is refused above.
-            _ => {}
+        // Without resume, a folder holding output is refused by `plan`.
+        if let output_state::Plan::Fresh = output_state::plan(dir, false, overwrite, &record)? {
+            output_state::clear(dir, &[])?;
         }
         Ok(OutputLock {
             lock: Mutex::new(Some(lock)),
