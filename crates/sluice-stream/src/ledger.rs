@@ -108,7 +108,14 @@ impl Ledger {
         let path = dir.join(LEDGER_FILE);
         let read = read_ledger(&path, committed_rows)?;
         if let Some(theirs) = &read.identity {
-            if *theirs != identity {
+            // A ledger written before the broker told incarnations apart is adopted, as
+            // one without a stream line is; any other difference is another stream.
+            let upgraded = theirs.incarnation.is_none()
+                && StreamIdentity {
+                    incarnation: None,
+                    ..identity.clone()
+                } == *theirs;
+            if *theirs != identity && !upgraded {
                 return Err(StreamError::Output {
                     dir: dir.to_path_buf(),
                     reason: format!(
@@ -568,18 +575,26 @@ mod tests {
                 && text.contains("\"b\""),
             "{text}"
         );
-        let mut again = stream("a");
-        again.incarnation = Some("2026-12-08T00:00:00Z".into());
-        let err = Ledger::open(dir.path(), again, 3, Box::new(other.clone()))
-            .err()
-            .expect("the stream created again");
-        assert!(err.to_string().contains("created 2026-12-08"), "{err}");
         assert!(
             other.acked().is_empty() && other.released().is_empty(),
             "refused before acknowledging anything"
         );
         Ledger::open(dir.path(), stream("a"), 3, Box::new(other.clone())).expect("its own");
         assert_eq!(other.acked(), names(0..3));
+        // Written before the broker knew incarnations: adopted, and from then on held to.
+        let mut known = stream("a");
+        known.incarnation = Some("2026-12-07T00:00:00Z".into());
+        Ledger::open(dir.path(), known.clone(), 3, Box::new(other.clone())).expect("adopted");
+        let mut recreated = known;
+        recreated.incarnation = Some("2026-12-08T00:00:00Z".into());
+        let err = Ledger::open(dir.path(), recreated, 3, Box::new(other.clone()))
+            .err()
+            .expect("created again since");
+        let text = err.to_string();
+        assert!(
+            text.contains("created 2026-12-07") && text.contains("created 2026-12-08"),
+            "{text}"
+        );
     }
 
     #[test]
