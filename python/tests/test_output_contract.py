@@ -180,3 +180,29 @@ def test_resume_refuses_another_input_and_bad_combinations(tmp_path):
     unordered = StreamingDataPipeline(chunk_size=1000, ordered=False)
     with pytest.raises(ValueError, match="ordered"):
         unordered.process_dataframe_stream(frame(60_000), double, output_path=out, resume=True)
+
+
+def test_one_writer_per_folder(tmp_path):
+    # A second run into a folder another run is writing is refused (BlockingIOError, naming
+    # the holder); the lock goes with the run, so the folder is free again right after it,
+    # even after a failure, and no lock file stays behind.
+    out = str(tmp_path / "out")
+    pipeline = StreamingDataPipeline(chunk_size=100, adaptive_batching=False, num_workers=2)
+    first = pipeline.process_dataframe_stream(frame(1000), double, output_path=out, rows_per_part=300)
+    next(first)
+    with pytest.raises(BlockingIOError, match=f"pid {os.getpid()}"):
+        pipeline.process_dataframe_stream(frame(10), double, output_path=str(tmp_path / "out"), overwrite=True)
+    for _ in first:
+        pass
+    assert listed_ids(out) == list(range(1000))
+    assert "_sluice.lock" not in visible_files(out)
+
+    def fails(chunk):
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError, match="bad"):
+        for _ in pipeline.process_dataframe_stream(frame(1000), fails, output_path=out, overwrite=True):
+            pass
+    assert "_sluice.lock" not in visible_files(out)
+    pipeline.process_dataframe_stream(frame(1000), double, output_path=out, overwrite=True).run_to_end()
+    assert listed_ids(out) == list(range(1000))

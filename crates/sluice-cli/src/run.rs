@@ -96,6 +96,9 @@ pub fn run(args: RunArgs, ui: Ui) -> Result<(), CliError> {
         _ => None,
     };
     let mut keep_letters = Vec::new();
+    // One writer per folder, from before it is read until the final manifest: held to the
+    // end of this function.
+    let _lock = output_state::lock(&args.out.output)?;
     let (output_format, keep, skip_rows) =
         match output_state::plan(&args.out.output, args.resume, args.overwrite, &record)? {
             Plan::Complete(manifest) => {

@@ -2,13 +2,14 @@
 //! committed, what a fresh, overwriting or resuming job removes or keeps (parts,
 //! temporaries, dead letters, the run record), and `_sluice_run.json`, which records the
 //! inputs and SQL of a run so a resume with other inputs or SQL is refused. The command,
-//! Python and cluster drivers ask it; nothing else decides what to delete.
+//! Python and cluster drivers ask it, holding the folder's one-writer lock ([`lock`]) from
+//! before it is read until the run ends; nothing else decides what to delete.
 
 use std::path::{Path, PathBuf};
 
 use arrow::datatypes::Schema;
 use serde::{Deserialize, Serialize};
-use sluice::sink::folder;
+use sluice::sink::folder::{self, FolderLock};
 use sluice::sink::manifest::MANIFEST_FILE;
 use sluice::{DeadLetter, Manifest, OutputFormat, OutputOptions, PartInfo, RunStatus};
 
@@ -143,6 +144,14 @@ impl RunRecord {
         }
         None
     }
+}
+
+/// Takes `dir`'s one-writer lock (creating the folder; a folder created here and left
+/// empty goes with the lock): refused while another process or run writes it. Taken before
+/// the folder is read ([`plan`]) and held until the run's final manifest is written, so no
+/// other writer deletes what this one decided to keep, or writes between.
+pub fn lock(dir: &Path) -> Result<FolderLock> {
+    FolderLock::acquire(dir).map_err(|e| JobError::setup("cannot take the output folder", e))
 }
 
 /// What to do with the output folder.
@@ -359,14 +368,16 @@ pub fn check_continues(
 /// An output folder made ready for a one-pass job: the sink's options and the input rows
 /// the earlier run already committed (the source skips them).
 pub struct Prepared {
+    /// The folder's one-writer lock: hold it until the run has ended.
+    pub lock: FolderLock,
     pub output: OutputOptions,
     pub skip_rows: u64,
     /// The earlier run completed: nothing to do.
     pub complete: Option<Manifest>,
 }
 
-/// Decides what to do with `dir` (see [`plan`]), checks that a resumed run writes what the
-/// earlier one did, and clears what is not kept. `letters_dir` is where this job writes its
+/// Takes the folder's lock, decides what to do with `dir` (see [`plan`]), checks that a
+/// resumed run writes what the earlier one did, and clears what is not kept. `letters_dir` is where this job writes its
 /// dead letters.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare(
@@ -379,9 +390,11 @@ pub fn prepare(
     output: Option<&Schema>,
     letters_dir: Option<&Path>,
 ) -> Result<Prepared> {
+    let lock = lock(dir)?;
     let (format, keep, skip_rows, letters) = match plan(dir, resume, overwrite, record)? {
         Plan::Complete(manifest) => {
             return Ok(Prepared {
+                lock,
                 output: OutputOptions::new(dir),
                 skip_rows: 0,
                 complete: Some(manifest),
@@ -403,6 +416,7 @@ pub fn prepare(
         .resume(keep, skip_rows)
         .keep_dead_letters(letters);
     Ok(Prepared {
+        lock,
         output,
         skip_rows,
         complete: None,

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use pyo3::exceptions::{
-    PyFileExistsError, PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError,
+    PyBlockingIOError, PyFileExistsError, PyFileNotFoundError, PyOSError, PyRuntimeError,
+    PyValueError,
 };
 use pyo3::prelude::*;
 use sluice::SluiceError as EngineError;
@@ -116,6 +117,7 @@ pub fn to_py(err: EngineError) -> PyErr {
         EngineError::OutputExists { .. } => {
             PyFileExistsError::new_err(format!("{message} (pass overwrite=True to replace it)"))
         }
+        EngineError::OutputLocked { .. } => PyBlockingIOError::new_err(message),
         EngineError::Stopped => StoppedError::new_err(message),
         EngineError::Source { .. } => SluiceError::new_err(message),
     }

@@ -47,6 +47,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<run::NativeRun>()?;
     m.add_class::<push::NativePushSender>()?;
     m.add_class::<controller::NativeController>()?;
+    m.add_class::<output::OutputLock>()?;
     m.add_function(wrap_pyfunction!(output::prepare_output, m)?)?;
     m.add("SluiceError", py.get_type::<errors::SluiceError>())?;
     m.add("ChunkError", py.get_type::<errors::ChunkError>())?;

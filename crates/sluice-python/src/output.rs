@@ -1,11 +1,13 @@
 //! Where a Python run writes: the output folder decided by the job layer's one owner of
-//! its state (refused, overwritten or resumed before any data is read), and what pass 2
-//! of whole-input windows over files reads.
+//! its state (refused, overwritten or resumed before any data is read, under the folder's
+//! one-writer lock), and what pass 2 of whole-input windows over files reads.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use arrow::datatypes::SchemaRef;
 use pyo3::prelude::*;
+use sluice::sink::FolderLock;
 use sluice::{
     ErrorPolicy, FileFormat, FilesSource, OutputFormat, OutputOptions, PipelineConfig, Source,
 };
@@ -32,11 +34,12 @@ pub enum Output {
     /// The earlier run into the folder completed (`resume=True`): nothing to do.
     Complete(sluice::Manifest),
     /// Write here, after skipping the input rows the earlier run committed; the record is
-    /// written once the run has created the folder.
+    /// written once the run has created the folder. `lock` is held until the run ends.
     Write {
         options: OutputOptions,
         skip_rows: u64,
         record: RunRecord,
+        lock: FolderLock,
     },
 }
 
@@ -91,6 +94,7 @@ impl OutputRequest {
             options,
             skip_rows: prepared.skip_rows,
             record,
+            lock: prepared.lock,
         })
     }
 }
@@ -141,12 +145,14 @@ pub fn two_pass_files(
             options,
             skip_rows,
             mut record,
+            lock,
         } => {
             record.global = Some(run.record(&values)?);
             Output::Write {
                 options,
                 skip_rows,
                 record,
+                lock,
             }
         }
         other => other,
@@ -177,20 +183,61 @@ pub fn two_pass_files(
     Ok((source, function, extras, output))
 }
 
-/// Makes `path` ready for a fresh run by the folder's one owner: earlier output (a manifest
-/// or part files) is refused with `FileExistsError`, or removed with `overwrite=True`. For
-/// the distributed driver, whose tasks write the parts.
+/// The output folder's one-writer lock, as the distributed driver holds it: from
+/// [`prepare_output`] until its run has ended ([`OutputLock::release`], or when the
+/// object goes away, or the process ends).
+#[pyclass(module = "sluice._native")]
+pub struct OutputLock {
+    lock: Mutex<Option<FolderLock>>,
+}
+
+#[pymethods]
+impl OutputLock {
+    /// Lets another writer have the folder (again and again: does nothing once released).
+    fn release(&self) {
+        let lock = self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(lock);
+    }
+
+    /// True until released.
+    #[getter]
+    fn held(&self) -> bool {
+        self.lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.release();
+        false
+    }
+}
+
+/// Takes the folder's one-writer lock (`BlockingIOError` naming the holder's pid while
+/// another run writes it) and makes `path` ready for a fresh run by the folder's one
+/// owner: earlier output (a manifest or part files) is refused with `FileExistsError`, or
+/// removed with `overwrite=True`. For the distributed driver, whose tasks write the parts:
+/// it holds the returned lock until its run has ended.
 #[pyfunction]
 #[pyo3(signature = (path, overwrite = false))]
-pub fn prepare_output(py: Python<'_>, path: String, overwrite: bool) -> PyResult<()> {
+pub fn prepare_output(py: Python<'_>, path: String, overwrite: bool) -> PyResult<OutputLock> {
     py.detach(|| {
         let dir = Path::new(&path);
+        let lock = output_state::lock(dir)?;
         let record = RunRecord::new(&[], None, true);
-        match output_state::plan(dir, false, overwrite, &record)? {
-            output_state::Plan::Fresh => output_state::clear(dir, &[]),
-            // Without resume, a folder holding output is refused above.
-            _ => Ok(()),
+        // Without resume, a folder holding output is refused by `plan`.
+        if let output_state::Plan::Fresh = output_state::plan(dir, false, overwrite, &record)? {
+            output_state::clear(dir, &[])?;
         }
+        Ok(OutputLock {
+            lock: Mutex::new(Some(lock)),
+        })
     })
     .map_err(errors::job_to_py)
 }

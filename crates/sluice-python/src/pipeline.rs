@@ -54,7 +54,7 @@ impl NativePipeline {
         function: Option<Py<PyAny>>,
         sql: Option<String>,
         output: Output,
-        extras: RunExtras,
+        mut extras: RunExtras,
         pass2: Option<ChunkFunction>,
     ) -> PyResult<NativeRun> {
         let (source, output, record): (Box<dyn Source>, _, _) = match output {
@@ -66,7 +66,11 @@ impl NativePipeline {
                 options,
                 skip_rows,
                 record,
+                lock,
             } => {
+                // The folder stays this run's until its pump ends (after the final manifest).
+                let earlier = extras.keep_alive.take();
+                extras.keep_alive = Some(Box::new((lock, earlier)));
                 let source: Box<dyn Source> = if skip_rows > 0 {
                     Box::new(SkipRows::new(source, skip_rows))
                 } else {

@@ -243,6 +243,10 @@ impl NativeRun {
                 Ok(Msg::Chunk(Ok(chunk))) => return Ok(Some(chunk)),
                 Ok(Msg::Chunk(Err(err))) => {
                     self.disconnect();
+                    // The run has ended: let its pump finish (final manifest, the output
+                    // folder's lock released) before the caller hears of it, so a resume
+                    // right after the exception finds the folder free.
+                    let _ = self.shared.wait(py, INTERRUPT_GRACE);
                     return Err(self.raise(py, err));
                 }
                 Ok(Msg::Failed(text)) => {

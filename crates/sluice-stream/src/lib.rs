@@ -83,6 +83,7 @@ pub fn open(
     };
     let ledger = Arc::new(Mutex::new(Ledger::open(
         &settings.dir,
+        broker.identity(),
         prepared.committed_rows,
         acker,
     )?));

@@ -507,7 +507,7 @@ mod tests {
     fn a_steady_trickle_still_cuts_a_short_chunk_once_the_oldest_row_waited() {
         let dir = tempfile::tempdir().expect("tmp");
         let ledger = Arc::new(Mutex::new(
-            Ledger::open(dir.path(), 0, Box::new(NoAcks)).expect("ledger"),
+            Ledger::open(dir.path(), Trickle(0).identity(), 0, Box::new(NoAcks)).expect("ledger"),
         ));
         let options = SourceOptions {
             // Every row has waited long enough by the next fetch.

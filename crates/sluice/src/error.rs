@@ -80,6 +80,15 @@ pub enum SluiceError {
     #[error("{dir} already holds output ({what}); overwrite it or resume the earlier run")]
     OutputExists { dir: PathBuf, what: String },
 
+    /// Another process (or another run of this one) is writing the folder: one writer
+    /// per folder (see [`crate::sink::folder::FolderLock`]).
+    #[error("{dir} is being written by {holder}, which holds {lock}; wait for it to end or use another folder")]
+    OutputLocked {
+        dir: PathBuf,
+        lock: PathBuf,
+        holder: String,
+    },
+
     /// The run was stopped (`stop()` / `cleanup()`) before it finished.
     #[error("the run was stopped before it finished")]
     Stopped,

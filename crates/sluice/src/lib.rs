@@ -23,6 +23,7 @@ pub mod chunk;
 pub mod config;
 mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod pipeline;
 pub mod push;
 pub mod rss;

@@ -244,6 +244,7 @@ class DistributedChunkIterator:
         self._started = 0.0
         self._finished = False
         self._manifest: Optional[dict] = None
+        self._lock: Any = None  # the output folder's one-writer lock, from _start to _finish
         self._offset = 0  # input rows of the partitions done so far (file inputs, ordered)
         self._handed = 0
         self.last_chunk: Any = None
@@ -254,8 +255,9 @@ class DistributedChunkIterator:
             out = self._runner.output
             if out is not None:
                 # The folder's one owner refuses earlier output (FileExistsError) unless
-                # overwrite=True, which removes it, as a run on one machine does.
-                _native.prepare_output(out.path, out.overwrite)
+                # overwrite=True, which removes it, as a run on one machine does; and
+                # another writer (BlockingIOError). Its lock is held until _finish.
+                self._lock = _native.prepare_output(out.path, out.overwrite)
                 os.makedirs(out.path, exist_ok=True)
                 self._write_manifest("running")
             if self._frame is not None:
@@ -337,8 +339,13 @@ class DistributedChunkIterator:
         self._finished = True
         wall = time.perf_counter() - self._started
         self._stats.add(self._infos, wall)
-        if self._runner.output is not None:
-            self._write_manifest(status, error, wall)
+        try:
+            if self._runner.output is not None:
+                self._write_manifest(status, error, wall)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def _write_manifest(self, status: str, error: Optional[str] = None, wall: float = 0.0) -> None:
         """One manifest for the whole run: every partition's parts, in input order, with
@@ -374,7 +381,11 @@ class DistributedChunkIterator:
         tmp = os.path.join(out.path, "._manifest.json.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2)
+            # Durable before anyone relies on it: the file, then the folder's new name.
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, os.path.join(out.path, "_manifest.json"))
+        _sync_dir(out.path)
         if status == "complete":
             # The manifest is the record: our parts it does not list (an earlier run's, cut
             # differently) go, and so does the staging folder.
@@ -385,6 +396,17 @@ class DistributedChunkIterator:
             shutil.rmtree(os.path.join(out.path, STAGING_DIR), ignore_errors=True)
         if status != "running":
             self._manifest = manifest
+
+
+def _sync_dir(path: str) -> None:
+    """Makes a rename into ``path`` durable (POSIX; elsewhere folders cannot be opened)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def driver_memory_mb() -> float:

@@ -268,6 +268,14 @@ class PartitionRunner:
             os.replace(os.path.join(staging, part["file"]), os.path.join(out_dir, name))
             names.add(name)
             parts.append(dict(part, file=name, partition=partition.index))
+        if parts and os.name == "posix":
+            # The parts' data was synced by the engine; their new names are durable once the
+            # folder is, before the driver's manifest lists them.
+            fd = os.open(out_dir, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         for name in os.listdir(out_dir):
             if name.startswith(prefix) and name not in names:
                 try:

@@ -137,7 +137,12 @@ fn write_atomically(
             write(&mut file)?;
             file.sync_all().map_err(|e| e.to_string())
         })
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()));
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()))
+        .and_then(|()| {
+            // The name too must survive a power loss before the manifest lists it.
+            let dir = path.parent().unwrap_or(Path::new("."));
+            super::folder::sync_dir(dir).map_err(|e| e.to_string())
+        });
     result.map_err(|message| {
         let _ = std::fs::remove_file(&tmp);
         SluiceError::write(path, message)

@@ -91,7 +91,9 @@ impl Manifest {
         })
     }
 
-    /// Writes the manifest into `dir` atomically (a temporary file renamed over it).
+    /// Writes the manifest into `dir` atomically (a temporary file renamed over it) and
+    /// durably: the temporary is synced before the rename and the folder after it, so once
+    /// this returns (and a broker is acknowledged) a power loss cannot bring back the old one.
     pub fn write_to(&self, dir: &Path) -> Result<()> {
         let mut manifest = self.clone();
         manifest.total_rows = manifest.parts.iter().map(|p| p.rows).sum();
@@ -99,8 +101,16 @@ impl Manifest {
             serde_json::to_string_pretty(&manifest).map_err(|e| SluiceError::write(dir, e))?;
         let tmp = dir.join(format!(".{MANIFEST_FILE}.tmp"));
         let path = dir.join(MANIFEST_FILE);
-        std::fs::write(&tmp, text).map_err(|e| SluiceError::write(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| SluiceError::write(&path, e))
+        let written = std::fs::File::create(&tmp).and_then(|mut file| {
+            std::io::Write::write_all(&mut file, text.as_bytes())?;
+            file.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(SluiceError::write(&tmp, e));
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| SluiceError::write(&path, e))?;
+        super::folder::sync_dir(dir)
     }
 }
 

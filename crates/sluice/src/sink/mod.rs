@@ -2,7 +2,8 @@
 //! `_manifest.json`. Each part is written under a hidden temporary name and renamed only
 //! when complete, so a crash never leaves a half-written part that looks complete. The
 //! manifest is rewritten (atomically) whenever a part completes, and last with the final
-//! status and statistics, so it always says which parts are done.
+//! status and statistics, so it always says which parts are done. Both are synced (file,
+//! then folder) before anything relies on them, so a power loss keeps that true too.
 
 mod csv;
 pub mod dead_letter;
@@ -28,7 +29,7 @@ use crate::stats::StreamingStats;
 pub use dead_letter::{DeadLetter, LetterKind};
 pub(crate) use encode_ahead::EncodedRowGroup;
 use encode_ahead::RowGroupEncoder;
-pub use folder::{part_files, remove_temporaries};
+pub use folder::{part_files, remove_temporaries, sync_dir, FolderLock};
 pub use manifest::{describe_schema, ColumnInfo, Manifest, PartInfo, RunStatus};
 
 /// File format of the part files.
@@ -413,6 +414,10 @@ impl PartSink {
             let _ = std::fs::remove_file(&part.tmp_path);
             return Err(e);
         }
+        // The part's data was synced by `finish`; its new name is durable once the folder
+        // is, which must hold before the manifest (synced too) lists it.
+        folder::sync_dir(&self.options.dir)?;
+        crate::failpoint::hit("after-part-rename");
         let bytes = std::fs::metadata(&final_path).map(|m| m.len()).unwrap_or(0);
         self.manifest.schema = manifest::describe_schema(&part.schema);
         self.manifest.parts.push(PartInfo {
@@ -427,6 +432,7 @@ impl PartSink {
                 .then(|| manifest::describe_schema(&part.schema)),
         });
         self.write_manifest()?;
+        crate::failpoint::hit("after-manifest-rename");
         self.committed()
     }
 
