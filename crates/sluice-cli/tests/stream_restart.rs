@@ -171,3 +171,33 @@ fn the_idle_limit_waits_while_the_broker_holds_messages_for_the_consumer() -> Te
     assert_exactly(&out, 1_000)?;
     Ok(())
 }
+
+#[test]
+fn a_second_stream_into_the_same_folder_is_refused_naming_the_holder() -> TestResult {
+    let server = Server::redis();
+    let mut con = redis_connection(server.port);
+    redis_publish(&mut con, "two", (0..100).map(payload));
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("out");
+    let out_s = path_str(&out).to_string();
+    let from = format!("redis://127.0.0.1:{}/two?group=g&consumer=c1", server.port);
+    let mut first = spawn(&args(&from, &out_s))?;
+    let reading = wait_until(Duration::from_secs(30), || ledger_ids(&out) == 100);
+    let second = sluice()
+        .args(["stream", "--quiet", "--from", &from, "--output", &out_s])
+        .args(["--stop-when-idle", "1s"])
+        .output();
+    signal(first.id(), libc::SIGTERM)?;
+    let drained = first.wait()?;
+    assert!(reading, "the first run did not read in time");
+    let second = second?;
+    assert_ne!(second.status.code(), Some(0), "the second writer was let in");
+    let error = stderr_of(&second);
+    assert!(
+        error.contains(&format!("is being written by process {}", first.id())),
+        "{error}"
+    );
+    assert_eq!(drained.code(), Some(0));
+    assert_exactly(&out, 100)?;
+    Ok(())
+}

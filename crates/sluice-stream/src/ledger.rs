@@ -486,6 +486,7 @@ mod tests {
                 confirmed: messages.len() as u64 - unconfirmed,
                 retried: unconfirmed,
                 unconfirmed,
+                ..AckReport::default()
             })
         }
         fn release(&mut self, messages: &[(String, Option<String>)]) -> Result<()> {

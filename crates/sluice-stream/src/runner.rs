@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use sluice::sink::CommitHook;
+use sluice::sink::{CommitHook, FolderLock};
 use sluice::{
     BoxError, DeadLetter, Manifest, OutputFormat, OutputOptions, PartInfo, RunStatus, SluiceError,
     StreamingDataPipeline, StreamingStats,
@@ -51,6 +51,8 @@ pub struct Prepared {
     pub format: OutputFormat,
     /// The columns an earlier run used (its `_stream_schema.json`, or its manifest's).
     pub stored: Option<StreamSchema>,
+    /// The folder's writer lock, held while any copy of this is alive (the run's life).
+    pub lock: Arc<FolderLock>,
 }
 
 /// Reads the folder's manifest (if any): the parts an earlier run committed. What a crash
@@ -58,7 +60,9 @@ pub struct Prepared {
 /// the sink when the run starts, as for every run that resumes.
 pub fn prepare(settings: &OutputSettings) -> Result<Prepared> {
     let dir = &settings.dir;
-    std::fs::create_dir_all(dir).map_err(|e| StreamError::io(dir, e))?;
+    // Before anything is read or removed: a second writer (a supervisor restarting a
+    // stream while the old one drains) would delete the first one's parts and ledger.
+    let lock = Arc::new(FolderLock::acquire(dir)?);
     let manifest_path = dir.join(sluice::sink::manifest::MANIFEST_FILE);
     let (keep, format, letters, columns) = if manifest_path.exists() {
         let manifest = Manifest::read_from(dir)?;
@@ -100,6 +104,7 @@ pub fn prepare(settings: &OutputSettings) -> Result<Prepared> {
         committed_rows,
         format,
         stored,
+        lock,
     })
 }
 
