@@ -190,6 +190,19 @@ fn report(dir: &Path, summary: &sluice_stream::StreamSummary, ui: Ui) {
         summary.duplicates,
         summary.acked
     ));
+    if summary.released > 0 {
+        ui.say(format!(
+            "{} messages an earlier instance held uncommitted were handed back to the broker at the start",
+            summary.released
+        ));
+    }
+    if summary.acks.unconfirmed > 0 || summary.acks.retried > 0 {
+        // Shown even with --quiet: the broker may deliver these again.
+        eprintln!(
+            "sluice: warning: {} acknowledgements were sent again; {} were never confirmed by the broker (it may deliver those messages again: a committed one is dropped as a duplicate while the ledger remembers it)",
+            summary.acks.retried, summary.acks.unconfirmed
+        );
+    }
     if summary.schema_changes > 0 {
         ui.say(format!(
             "the columns grew {} times (new fields or wider types): later parts have {} columns; each part's columns are in the manifest",

@@ -53,25 +53,11 @@ fn assert_exactly(ids: &[i64], n: u64) {
     assert!(ids.iter().all(|&i| (0..n as i64).contains(&i)));
 }
 
-/// The durable's (undelivered, delivered and unacknowledged) counts once `settled` holds
-/// for them, or after 10 s: the server applies acknowledgements a moment after it read
-/// them.
-fn pending_once(
-    client: &NatsClient,
-    stream: &str,
-    settled: impl Fn((u64, u64)) -> bool,
-) -> (u64, u64) {
-    let mut last = client.pending(stream, DURABLE);
-    wait_until(Duration::from_secs(10), || {
-        last = client.pending(stream, DURABLE);
-        settled(last)
-    });
-    last
-}
-
-/// Nothing undelivered, nothing unacknowledged (once the server applied the acks).
+/// The durable's (undelivered, delivered and unacknowledged) counts, read once: after a
+/// clean exit every acknowledgement was confirmed by the server, so there is nothing to
+/// wait for.
 fn settled_pending(client: &NatsClient, stream: &str) -> (u64, u64) {
-    pending_once(client, stream, |p| p == (0, 0))
+    client.pending(stream, DURABLE)
 }
 
 #[test]
@@ -293,7 +279,7 @@ fn sigterm_drains_commits_and_acknowledges_then_exits_0() -> TestResult {
     assert_eq!(m["status"], "stopped");
     let first = output_ids(&out)?;
     assert!(!first.is_empty(), "the drain committed what was read");
-    let (_, unacked) = pending_once(&client, "TERM", |(_, unacked)| unacked == 0);
+    let (_, unacked) = settled_pending(&client, "TERM");
     assert_eq!(unacked, 0, "and acknowledged it");
 
     // The rest comes with the next run, nothing twice.

@@ -191,7 +191,11 @@ fn a_second_stream_into_the_same_folder_is_refused_naming_the_holder() -> TestRe
     let drained = first.wait()?;
     assert!(reading, "the first run did not read in time");
     let second = second?;
-    assert_ne!(second.status.code(), Some(0), "the second writer was let in");
+    assert_ne!(
+        second.status.code(),
+        Some(0),
+        "the second writer was let in"
+    );
     let error = stderr_of(&second);
     assert!(
         error.contains(&format!("is being written by process {}", first.id())),

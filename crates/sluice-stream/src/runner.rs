@@ -118,8 +118,13 @@ pub struct StreamSummary {
     pub malformed: u64,
     /// Deliveries dropped because their message was already committed or in hand.
     pub duplicates: u64,
-    /// Messages acknowledged by this run.
+    /// Messages acknowledged by this run (confirmed by the broker).
     pub acked: u64,
+    /// What the acknowledgements came to: retries, and those never confirmed (the broker
+    /// may deliver them again; a committed one is then dropped as a duplicate).
+    pub acks: crate::broker::AckReport,
+    /// Messages an earlier instance held uncommitted, handed back at the start.
+    pub released: u64,
     /// Times the inferred columns grew (each starts a part with the new columns).
     pub schema_changes: u64,
     /// The columns the stream ended with.
@@ -202,6 +207,8 @@ pub fn run(
                 .duplicates
                 .load(std::sync::atomic::Ordering::Relaxed),
             acked: ledger.acked(),
+            acks: ledger.ack_report(),
+            released: ledger.released(),
             schema_changes,
             schema,
         });
