@@ -38,18 +38,14 @@ impl Address {
             reason: e.to_string(),
         })?;
         match url.scheme() {
-            "redis" => Ok(Address::Redis(redis::RedisAddress::parse(&url)?)),
-            "nats" => Ok(Address::Nats(nats::NatsAddress::parse(&url)?)),
-            "rediss" | "tls" => Err(StreamError::BadUrl {
-                url: text.to_string(),
-                reason: format!(
-                    "{}:// (TLS) is not supported yet: connect with redis:// or nats://",
-                    url.scheme()
-                ),
-            }),
+            "redis" | "rediss" => Ok(Address::Redis(redis::RedisAddress::parse(&url)?)),
+            "nats" | "tls" => Ok(Address::Nats(nats::NatsAddress::parse(&url)?)),
             other => Err(StreamError::BadUrl {
                 url: text.to_string(),
-                reason: format!("unknown scheme {other:?}: expected redis:// or nats://"),
+                reason: format!(
+                    "unknown scheme {other:?}: expected redis://, rediss:// (TLS), nats:// \
+                     or tls:// (NATS over TLS)"
+                ),
             }),
         }
     }

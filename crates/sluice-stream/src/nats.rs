@@ -1,9 +1,8 @@
-//! NATS JetStream: `nats://[USER:PASS@|TOKEN@]HOST:PORT/SUBJECT?stream=S&durable=D`. A
-//! durable pull consumer with explicit acks on stream `S` (created for `SUBJECT` if missing),
-//! filtered to `SUBJECT`; each payload is a JSON object, headers become string columns. A
-//! message's id is its stream sequence; it is acknowledged through its reply subject, and
-//! the server confirms each acknowledgement (a reply to it once it is applied).
+//! NATS JetStream: `nats://[USER:PASS@|TOKEN@]HOST:PORT/SUBJECT?stream=S&durable=D` (`tls://`
+//! for TLS). A durable pull consumer with explicit acks, filtered to `SUBJECT`; a message's
+//! id is its stream sequence, acknowledged through its reply subject and confirmed by the server.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +49,10 @@ pub struct NatsAddress {
     /// `HOST:PORT`, without credentials.
     pub server: String,
     pub auth: NatsAuth,
+    /// `tls://`: TLS required.
+    pub tls: bool,
+    /// `?tls_ca=PATH`: a PEM file of the CA that signed the server's certificate.
+    pub tls_ca: Option<PathBuf>,
     pub subject: String,
     pub stream: String,
     pub durable: String,
@@ -89,7 +92,7 @@ impl NatsAddress {
                 "the path must be the subject: nats://HOST:PORT/SUBJECT?stream=S&durable=D",
             ));
         }
-        let (mut stream, mut durable) = (None, None);
+        let (mut stream, mut durable, mut tls_ca) = (None, None, None);
         // Longer than one commit interval plus the engine's share of the backlog, so a
         // live run is seldom redelivered what it holds (the ledger drops it if it is).
         let mut ack_wait = Duration::from_secs(30);
@@ -119,11 +122,7 @@ impl NatsAddress {
                         "{k}= (NKey authentication) is not supported yet; use USER:PASS@ or a token"
                     )))
                 }
-                "tls" | "tls_ca" | "tls_cert" | "tls_key" => {
-                    return Err(bad(&format!(
-                        "{k}=: TLS connections to NATS are not supported yet"
-                    )))
-                }
+                "tls_ca" => tls_ca = Some(PathBuf::from(v.into_owned())),
                 "format" => match v.as_ref() {
                     "json" => {}
                     "arrow" => {
@@ -136,7 +135,7 @@ impl NatsAddress {
                 },
                 other => {
                     return Err(bad(&format!(
-                        "unknown parameter {other:?} (stream, durable, ack_wait, token, format)"
+                        "unknown parameter {other:?} (stream, durable, ack_wait, token, tls_ca, format)"
                     )))
                 }
             }
@@ -154,6 +153,8 @@ impl NatsAddress {
         Ok(NatsAddress {
             server: format!("{host}:{port}"),
             auth,
+            tls: url.scheme() == "tls",
+            tls_ca,
             subject,
             stream,
             durable,
@@ -163,8 +164,12 @@ impl NatsAddress {
 
     fn name(&self) -> String {
         format!(
-            "nats://{}/{} (stream {}, durable {})",
-            self.server, self.subject, self.stream, self.durable
+            "{}://{}/{} (stream {}, durable {})",
+            if self.tls { "tls" } else { "nats" },
+            self.server,
+            self.subject,
+            self.stream,
+            self.durable
         )
     }
 }
@@ -217,13 +222,23 @@ impl Drop for Runtime {
     }
 }
 
-/// Connects to `HOST:PORT` on `runtime`.
+/// Connects to `HOST:PORT` on `runtime`; with `tls`, over TLS only (the server's
+/// certificate checked against the system's roots, and `tls_ca`'s if given).
 pub(crate) fn connect(
     runtime: &Runtime,
     server: &str,
     auth: &NatsAuth,
+    tls: bool,
+    tls_ca: Option<&Path>,
 ) -> std::result::Result<Client, String> {
-    let options = ConnectOptions::new().connection_timeout(Duration::from_secs(10));
+    let mut options = ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(10))
+        .require_tls(tls);
+    if let Some(ca) = tls_ca {
+        // async-nats reads the file only while connecting, with a vaguer error.
+        std::fs::metadata(ca).map_err(|e| format!("tls_ca {}: {e}", ca.display()))?;
+        options = options.add_root_certificates(ca.to_path_buf());
+    }
     let options = match auth.clone() {
         NatsAuth::None => options,
         NatsAuth::UserPassword { user, password } => options.user_and_password(user, password),
@@ -255,8 +270,14 @@ pub struct NatsBroker {
 pub fn open(address: NatsAddress) -> Result<(NatsBroker, NatsAcker)> {
     let name = address.name();
     let runtime = Runtime::start().map_err(|e| StreamError::broker(&name, "start a runtime", e))?;
-    let client = connect(&runtime, &address.server, &address.auth)
-        .map_err(|e| StreamError::broker(&name, "connect", e))?;
+    let client = connect(
+        &runtime,
+        &address.server,
+        &address.auth,
+        address.tls,
+        address.tls_ca.as_deref(),
+    )
+    .map_err(|e| StreamError::broker(&name, "connect", e))?;
     let js = jetstream_context(&runtime, client.clone());
     let stream = runtime
         .block_on(js.get_or_create_stream(stream::Config {
@@ -375,6 +396,7 @@ async fn durable(
         .map_err(|e| StreamError::broker(name, action, e))
 }
 
+/// The payload holds the JSON object; headers become string columns.
 fn to_message(m: jetstream::Message) -> std::result::Result<Message, String> {
     let info = m
         .info()

@@ -1,15 +1,14 @@
-//! Redis Streams: `redis://[[USER]:PASS@]HOST:PORT/STREAM?group=G&consumer=C`. A consumer
-//! group (created from the start of the stream if missing) read with `XREADGROUP`; each
-//! entry's `data` field holds a JSON object, its other fields become string columns. On
-//! start the consumer first re-reads its own pending entries (delivered, never
-//! acknowledged), and takes over those of dead consumers with `XAUTOCLAIM` (idle longer
-//! than `claim_idle`).
+//! Redis Streams: `redis://[[USER]:PASS@]HOST:PORT/STREAM?group=G&consumer=C` (`rediss://`
+//! for TLS), read with `XREADGROUP`: a restarted consumer re-reads its own pending entries
+//! first, and takes over dead consumers' ones idle longer than `claim_idle` (`XAUTOCLAIM`).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{
-    Client, Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError, Value,
+    Client, Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisError,
+    TlsCertificates, Value,
 };
 
 use crate::broker::{AckReport, Acker, Broker, Message, Outstanding, StreamIdentity};
@@ -25,10 +24,15 @@ const ACK_TRIES: u32 = 3;
 /// Where a Redis stream is and who reads it.
 #[derive(Clone)]
 pub struct RedisAddress {
-    /// `redis://HOST:PORT/`, without credentials.
+    /// `redis://HOST:PORT/`, without credentials (the same with TLS: it names the server).
     pub server: String,
     pub host: String,
     pub port: u16,
+    /// `rediss://`: TLS.
+    pub tls: bool,
+    /// `?tls_ca=PATH`: a PEM file of the CA that signed the server's certificate (instead
+    /// of the system's roots).
+    pub tls_ca: Option<PathBuf>,
     /// From the URL's user part (`redis://USER:PASS@` for an ACL user, `redis://:PASS@` for
     /// `requirepass`).
     pub user: Option<String>,
@@ -46,6 +50,8 @@ impl std::fmt::Debug for RedisAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisAddress")
             .field("server", &self.server)
+            .field("tls", &self.tls)
+            .field("tls_ca", &self.tls_ca)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("stream", &self.stream)
@@ -89,6 +95,8 @@ impl RedisAddress {
             server: format!("redis://{host}:{port}/"),
             host: host.to_string(),
             port,
+            tls: url.scheme() == "rediss",
+            tls_ca: None,
             user,
             password,
             stream,
@@ -99,6 +107,7 @@ impl RedisAddress {
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
                 "group" => address.group = v.into_owned(),
+                "tls_ca" => address.tls_ca = Some(PathBuf::from(v.into_owned())),
                 "consumer" => address.consumer = v.into_owned(),
                 "claim_idle" => {
                     let ms: u64 = v
@@ -115,10 +124,13 @@ impl RedisAddress {
                 }
                 other => {
                     return Err(bad(&format!(
-                        "unknown parameter {other:?} (group, consumer, claim_idle)"
+                        "unknown parameter {other:?} (group, consumer, claim_idle, tls_ca)"
                     )))
                 }
             }
+        }
+        if address.tls_ca.is_some() && !address.tls {
+            return Err(bad("tls_ca= is for TLS connections: rediss://"));
         }
         for (what, name) in [("group", &address.group), ("consumer", &address.consumer)] {
             if name.is_empty() {
@@ -129,7 +141,11 @@ impl RedisAddress {
     }
 
     fn name(&self) -> String {
-        format!("{}{} (group {})", self.server, self.stream, self.group)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!(
+            "{scheme}://{}:{}/{} (group {})",
+            self.host, self.port, self.stream, self.group
+        )
     }
 
     fn connect(&self) -> Result<Connection> {
@@ -141,11 +157,38 @@ impl RedisAddress {
         if let Some(password) = &self.password {
             settings = settings.set_password(password);
         }
-        let info = ConnectionAddr::Tcp(self.host.clone(), self.port)
+        let addr = if self.tls {
+            ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(self.host.clone(), self.port)
+        };
+        let info = addr
             .into_connection_info()
             .map_err(fail)?
             .set_redis_settings(settings);
-        Client::open(info)
+        let client = match &self.tls_ca {
+            Some(ca) => {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    StreamError::broker(
+                        &self.name(),
+                        "connect",
+                        format!("tls_ca {}: {e}", ca.display()),
+                    )
+                })?;
+                let certificates = TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                Client::build_with_tls(info, certificates)
+            }
+            None => Client::open(info),
+        };
+        client
             .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(10)))
             .map_err(fail)
     }
@@ -243,6 +286,7 @@ impl RedisBroker {
     }
 }
 
+/// An entry's `data` field holds the JSON object; its other fields become string columns.
 fn to_message(entry: StreamId) -> Message {
     let mut data = Vec::new();
     let mut extra = Vec::new();

@@ -54,11 +54,50 @@ impl Server {
     /// `redis-server` with `extra` arguments (`--requirepass PW`, `--user NAME on >PW ...`);
     /// `credentials` is the user part the readiness check connects with (`:PW@`, `NAME:PW@`).
     pub fn redis_with(extra: &[&str], credentials: &str) -> Self {
+        let credentials = credentials.to_string();
+        Self::redis_started(extra, move |port| {
+            redis::Client::open(format!("redis://{credentials}127.0.0.1:{port}/"))
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        })
+    }
+
+    /// `redis-server` accepting TLS only, with `tls`'s certificate (clients present none).
+    pub fn redis_tls(tls: &TestTls) -> Self {
+        let (cert, key, ca) = (tls.cert_arg(), tls.key_arg(), tls.ca_arg());
+        let ca_file = tls.ca.clone();
+        Self::redis_started(
+            &[
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                "no",
+            ],
+            move |port| {
+                try_redis_tls(port, &ca_file)
+                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                    .is_ok()
+            },
+        )
+    }
+
+    /// With TLS (`--tls-cert-file` among `extra`) the plain port is closed and the
+    /// server's port is its TLS port.
+    fn redis_started(extra: &[&str], ready: impl Fn(u16) -> bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let mut args: Vec<String> = [
-            "--port",
-            &port.to_string(),
+        let port = free_port().to_string();
+        let ports = if extra.contains(&"--tls-cert-file") {
+            ["--port", "0", "--tls-port", &port]
+        } else {
+            ["--port", &port, "--tls-port", "0"]
+        };
+        let dir_arg = dir.path().display().to_string();
+        let settings = [
             "--bind",
             "127.0.0.1",
             "--save",
@@ -66,25 +105,22 @@ impl Server {
             "--appendonly",
             "no",
             "--dir",
-            &dir.path().display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
+            &dir_arg,
+        ];
+        let args: Vec<String> = ports
+            .iter()
+            .chain(&settings)
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect();
+        let port: u16 = port.parse().expect("a port number");
         let child = spawn("redis-server", &args, "apt-get install redis-server");
-        let credentials = credentials.to_string();
         Server {
             child,
             port,
             _dir: dir,
         }
-        .wait_ready(move |port| {
-            redis::Client::open(format!("redis://{credentials}127.0.0.1:{port}/"))
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok()
-        })
+        .wait_ready(ready)
     }
 
     /// `nats-server` with JetStream, its store in the temporary folder. The binary is
@@ -93,9 +129,27 @@ impl Server {
         Self::nats_with(&[], &crate::nats::NatsAuth::None)
     }
 
+    /// `nats-server` requiring TLS, with `tls`'s certificate.
+    pub fn nats_tls(tls: &TestTls) -> Self {
+        let (cert, key) = (tls.cert_arg(), tls.key_arg());
+        Self::nats_started(
+            &["--tls", "--tlscert", &cert, "--tlskey", &key],
+            &crate::nats::NatsAuth::None,
+            Some(tls.ca.clone()),
+        )
+    }
+
     /// `nats-server` with `extra` arguments (`--user U --pass P`, `--auth TOKEN`); `auth`
     /// is how the readiness check connects.
     pub fn nats_with(extra: &[&str], auth: &crate::nats::NatsAuth) -> Self {
+        Self::nats_started(extra, auth, None)
+    }
+
+    fn nats_started(
+        extra: &[&str],
+        auth: &crate::nats::NatsAuth,
+        tls_ca: Option<std::path::PathBuf>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut args: Vec<String> = [
@@ -121,7 +175,8 @@ impl Server {
         }
         .wait_ready(move |port| {
             // Ready once JetStream answers, not only the port.
-            NatsClient::connect_as(port, &auth).is_ok_and(|c| c.account_ready())
+            NatsClient::connect_with(port, &auth, tls_ca.as_deref())
+                .is_ok_and(|c| c.account_ready())
         })
     }
 
@@ -140,6 +195,117 @@ impl Drop for Server {
 /// A Redis connection to a test server.
 pub fn redis_connection(port: u16) -> redis::Connection {
     redis_connection_as(port, "")
+}
+
+/// A Redis connection over TLS to a [`Server::redis_tls`], trusting `ca`.
+pub fn redis_connection_tls(port: u16, ca: &Path) -> redis::Connection {
+    try_redis_tls(port, ca).expect("a TLS connection to the test redis-server")
+}
+
+fn try_redis_tls(port: u16, ca: &Path) -> redis::RedisResult<redis::Connection> {
+    let pem = std::fs::read(ca).expect("the test CA");
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    redis::Client::build_with_tls(format!("rediss://127.0.0.1:{port}/"), certificates)
+        .and_then(|c| c.get_connection())
+}
+
+/// A CA and a server certificate it signed (for 127.0.0.1 and localhost), made with the
+/// `openssl` command in a temporary folder, for TLS servers of tests.
+pub struct TestTls {
+    /// The CA's certificate (PEM): what clients trust.
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestTls {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |name: &str| dir.path().join(name);
+        std::fs::write(
+            p("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write the extensions");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let steps: Vec<Vec<String>> = vec![
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &["-days", "2", "-subj", "/CN=sluice test CA"],
+            ]
+            .concat(),
+            [&["req"][..], &ec, &["-subj", "/CN=localhost"]].concat(),
+            vec!["x509", "-req", "-days", "2", "-CAcreateserial"],
+        ]
+        .into_iter()
+        .map(|v| v.into_iter().map(String::from).collect())
+        .collect();
+        let files = [
+            vec!["-keyout", "ca.key", "-out", "ca.pem"],
+            vec!["-keyout", "server.key", "-out", "server.csr"],
+            vec![
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-out",
+                "server.pem",
+                "-extfile",
+                "server.ext",
+            ],
+        ];
+        for (step, files) in steps.iter().zip(files) {
+            let output = Command::new("openssl")
+                .args(step)
+                .args(files)
+                .current_dir(dir.path())
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run openssl ({e}); install it: apt-get install openssl")
+                });
+            assert!(
+                output.status.success(),
+                "openssl {step:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        TestTls {
+            ca: p("ca.pem"),
+            cert: p("server.pem"),
+            key: p("server.key"),
+            _dir: dir,
+        }
+    }
+
+    fn ca_arg(&self) -> String {
+        self.ca.display().to_string()
+    }
+    fn cert_arg(&self) -> String {
+        self.cert.display().to_string()
+    }
+    fn key_arg(&self) -> String {
+        self.key.display().to_string()
+    }
+}
+
+impl Default for TestTls {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A Redis connection with `credentials` (`:PW@`, `NAME:PW@`).
@@ -244,8 +410,19 @@ impl NatsClient {
 
     /// Connects with credentials (a server started with [`Server::nats_with`]).
     pub fn connect_as(port: u16, auth: &crate::nats::NatsAuth) -> Result<Self, String> {
+        Self::connect_with(port, auth, None)
+    }
+
+    /// Connects with credentials, over TLS trusting `tls_ca` if given (a server started
+    /// with [`Server::nats_tls`]).
+    pub fn connect_with(
+        port: u16,
+        auth: &crate::nats::NatsAuth,
+        tls_ca: Option<&Path>,
+    ) -> Result<Self, String> {
         let runtime = crate::nats::Runtime::start().map_err(|e| e.to_string())?;
-        let client = crate::nats::connect(&runtime, &format!("127.0.0.1:{port}"), auth)?;
+        let server = format!("127.0.0.1:{port}");
+        let client = crate::nats::connect(&runtime, &server, auth, tls_ca.is_some(), tls_ca)?;
         Ok(NatsClient {
             js: crate::nats::jetstream_context(&runtime, client),
             runtime,

@@ -376,17 +376,19 @@ fn url_credentials_tokens_and_unsupported_settings() {
         address("nats://h:1/s?stream=S&durable=d").auth,
         NatsAuth::None
     );
+    let tls = address("tls://h:1/s?stream=S&durable=d&tls_ca=/ca.pem");
+    assert!(tls.tls);
+    assert_eq!(tls.tls_ca.as_deref(), Some(std::path::Path::new("/ca.pem")));
+    assert!(!address("nats://h:1/s?stream=S&durable=d").tls);
     for (url, says) in [
         ("nats://u:p@h:1/s?stream=S&durable=d&token=t", "give one"),
         (
             "nats://h:1/s?stream=S&durable=d&creds=/x.creds",
             "not supported yet",
         ),
-        ("tls://h:1/s?stream=S&durable=d", "not supported yet"),
     ] {
         let e = sluice_stream::Address::parse(url)
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(e.contains(says), "{url}: {e}");
     }
