@@ -17,6 +17,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
 redis-server --version
+# The TLS tests make a CA and server certificates with the openssl command.
+if ! command -v openssl >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
+openssl version
 if [ -z "${NATS_SERVER:-}" ]; then
     if command -v nats-server >/dev/null 2>&1; then
         NATS_SERVER="$(command -v nats-server)"
