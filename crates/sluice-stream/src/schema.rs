@@ -562,9 +562,7 @@ pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     drop(file);
     std::fs::rename(&tmp, path).map_err(|e| StreamError::io(path, e))?;
     // The rename itself is durable once the folder is synced.
-    if let Ok(folder) = std::fs::File::open(dir) {
-        folder.sync_all().map_err(|e| StreamError::io(dir, e))?;
-    }
+    sluice::sink::sync_dir(dir)?;
     Ok(())
 }
 
