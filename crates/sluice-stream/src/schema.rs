@@ -22,6 +22,7 @@ pub const SCHEMA_FILE: &str = "_stream_schema.json";
 /// Largest integer every smaller one of which a Float64 holds exactly.
 const F64_EXACT: u64 = 1 << 53;
 const F32_EXACT: u64 = 1 << 24;
+const F16_EXACT: u64 = 1 << 11;
 
 /// The columns of a stream and where they came from.
 #[derive(Debug, Clone)]
@@ -90,6 +91,13 @@ impl StreamSchema {
             };
             let data_type = parse_type(&type_text)
                 .map_err(|reason| bad(format!("column {name:?}: {reason}")))?;
+            if !checked_type(&data_type) {
+                return Err(bad(format!(
+                    "column {name:?}: {data_type} is not supported for streams (a message's \
+                     value could not be checked to be kept exactly); use integers, floats, \
+                     text, booleans, Timestamp, Date32, Decimal, lists or structs of them"
+                )));
+            }
             let nullable = match column.get("nullable") {
                 None => true,
                 Some(Value::Bool(b)) => *b,
@@ -232,12 +240,11 @@ impl StreamSchema {
     }
 }
 
-/// Adds to `fields` what `object` needs, or says why it cannot fit.
+/// Adds to `fields` what `object` needs, or says why it cannot fit. A field seen only as
+/// null gets a Null column (it takes the first type that comes later), so a nested
+/// object's null fields are not lost.
 fn grow_fields(fields: &mut Vec<Field>, object: &Map<String, Value>) -> Result<(), String> {
     for (name, value) in object {
-        if value.is_null() {
-            continue;
-        }
         match fields.iter_mut().find(|f| f.name() == name) {
             Some(field) => match fit_value(field.data_type(), value, false) {
                 ValueFit::Exact => {}
@@ -245,9 +252,8 @@ fn grow_fields(fields: &mut Vec<Field>, object: &Map<String, Value>) -> Result<(
                 ValueFit::No(reason) => return Err(reason),
             },
             None => {
-                if let Some(data_type) = infer_value(value)? {
-                    fields.push(Field::new(name, data_type, true));
-                }
+                let data_type = infer_value(value)?.unwrap_or(DataType::Null);
+                fields.push(Field::new(name, data_type, true));
             }
         }
     }
@@ -328,9 +334,13 @@ fn fit_value(data_type: &DataType, value: &Value, declared: bool) -> ValueFit {
                 ));
             };
             // A literal with a fraction or exponent (`2000.5`, `3.0`) is a float: an
-            // inferred column widens for it; a declared one takes it only if it is whole.
+            // inferred column widens for it; a declared one refuses it (the float the text
+            // parses to need not be the integer the text means: `2.0000000000000001`).
             let float_literal = n.is_f64();
-            if float_literal && !declared {
+            if float_literal && declared {
+                return no(format!("{} is not an integer literal", shown(value)));
+            }
+            if float_literal {
                 return match data_type {
                     Int64 => match fit_value(&Float64, value, false) {
                         ValueFit::Exact => ValueFit::Widen(Float64),
@@ -353,10 +363,10 @@ fn fit_value(data_type: &DataType, value: &Value, declared: bool) -> ValueFit {
                     shown(value)
                 ));
             };
-            let exact_below = if matches!(data_type, Float64) {
-                F64_EXACT
-            } else {
-                F32_EXACT
+            let exact_below = match data_type {
+                Float64 => F64_EXACT,
+                Float32 => F32_EXACT,
+                _ => F16_EXACT,
             };
             if let Some(i) = n
                 .as_i64()
@@ -451,10 +461,158 @@ fn fit_value(data_type: &DataType, value: &Value, declared: bool) -> ValueFit {
                 Ok(()) => ValueFit::Widen(Struct(Fields::from(grown))),
             }
         }
+        // A column seen only as null (or as empty lists) so far takes the first type.
+        Null if !declared => match infer_value(value) {
+            Ok(Some(data_type)) => ValueFit::Widen(data_type),
+            Ok(None) => ValueFit::Exact,
+            Err(reason) => no(reason),
+        },
         Null => no(format!("{} where only nulls are allowed", kind(value))),
-        // Declared types JSON has no literal for (timestamps, dates, decimals, ...): the
-        // JSON reader parses them and says when it cannot.
-        _ => ValueFit::Exact,
+        Timestamp(unit, _) => match value {
+            Value::Number(n) if !n.is_f64() => ValueFit::Exact,
+            Value::String(text) => {
+                let most = match unit {
+                    arrow::datatypes::TimeUnit::Second => 0,
+                    arrow::datatypes::TimeUnit::Millisecond => 3,
+                    arrow::datatypes::TimeUnit::Microsecond => 6,
+                    arrow::datatypes::TimeUnit::Nanosecond => 9,
+                };
+                match fraction_digits(text) {
+                    Some(digits) if digits > most => no(format!(
+                        "{} has {digits} fractional digits; {data_type} holds {most}",
+                        shown(value)
+                    )),
+                    Some(_) => ValueFit::Exact,
+                    None => no(format!("{} is not a date and time", shown(value))),
+                }
+            }
+            other => no(format!(
+                "{} {} where a timestamp (text or whole number) was",
+                kind(other),
+                shown(other)
+            )),
+        },
+        Date32 => match value {
+            Value::Number(n) if !n.is_f64() => ValueFit::Exact,
+            Value::String(text) if is_plain_date(text) => ValueFit::Exact,
+            other => no(format!(
+                "{} {} where a date (YYYY-MM-DD) was",
+                kind(other),
+                shown(other)
+            )),
+        },
+        Decimal128(precision, scale) | Decimal256(precision, scale) => {
+            let text = match value {
+                Value::Number(n) => n.to_string(),
+                Value::String(t) => t.clone(),
+                other => {
+                    return no(format!(
+                        "{} {} where a decimal was",
+                        kind(other),
+                        shown(other)
+                    ))
+                }
+            };
+            match decimal_digits(&text) {
+                Some((whole, fraction))
+                    if fraction <= (*scale).max(0) as usize
+                        && whole + (*scale).max(0) as usize <= *precision as usize =>
+                {
+                    ValueFit::Exact
+                }
+                Some(_) => no(format!("{} does not fit {data_type} exactly", shown(value))),
+                None => no(format!("{} is not a plain decimal number", shown(value))),
+            }
+        }
+        // Declared only (`checked_type` refuses the others when the schema is read).
+        _ => no(format!("{data_type} cannot be checked")),
+    }
+}
+
+/// Digits after the seconds of `YYYY-MM-DD[( |T)HH:MM:SS[.fff...]][zone]`; `None` if it is
+/// not that shape.
+fn fraction_digits(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 10 || !is_plain_date(&text[..10]) {
+        return None;
+    }
+    if bytes.len() == 10 {
+        return Some(0);
+    }
+    if !matches!(bytes[10], b'T' | b't' | b' ') || bytes.len() < 19 {
+        return None;
+    }
+    let time = &bytes[11..19];
+    let shape_ok = time.iter().enumerate().all(|(i, b)| match i {
+        2 | 5 => *b == b':',
+        _ => b.is_ascii_digit(),
+    });
+    if !shape_ok {
+        return None;
+    }
+    match bytes.get(19) {
+        Some(b'.') => Some(
+            bytes[20..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count(),
+        ),
+        _ => Some(0),
+    }
+}
+
+fn is_plain_date(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Digits before and after the point of a plain decimal (`-12.340`), ignoring leading
+/// zeros of the whole part; `None` for anything else (exponents included).
+fn decimal_digits(text: &str) -> Option<(usize, usize)> {
+    let t = text.trim();
+    let t = t.strip_prefix(['-', '+']).unwrap_or(t);
+    let (whole, fraction) = t.split_once('.').unwrap_or((t, ""));
+    if (whole.is_empty() && fraction.is_empty())
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some((whole.trim_start_matches('0').len(), fraction.len()))
+}
+
+/// Whether `fit_value` checks every value of a declared column of this type (the others
+/// would be converted by the JSON reader in ways that can change a value).
+fn checked_type(data_type: &DataType) -> bool {
+    use DataType::*;
+    match data_type {
+        Int8
+        | Int16
+        | Int32
+        | Int64
+        | UInt8
+        | UInt16
+        | UInt32
+        | UInt64
+        | Float16
+        | Float32
+        | Float64
+        | Utf8
+        | LargeUtf8
+        | Utf8View
+        | Boolean
+        | Timestamp(_, _)
+        | Date32
+        | Decimal128(_, _)
+        | Decimal256(_, _)
+        | Null => true,
+        List(item) | LargeList(item) => checked_type(item.data_type()),
+        Struct(fields) => fields.iter().all(|f| checked_type(f.data_type())),
+        _ => false,
     }
 }
 
@@ -498,16 +656,21 @@ fn infer_value(value: &Value) -> Result<Option<DataType>, String> {
                     },
                 };
             }
-            match item {
-                Some(t) => DataType::List(Arc::new(Field::new_list_field(t, true))),
-                None => return Ok(None),
-            }
+            // An empty list (or one of nulls) gives its items no type yet: Null items,
+            // which take the first type that comes.
+            let item = item.unwrap_or(DataType::Null);
+            DataType::List(Arc::new(Field::new_list_field(item, true)))
         }
         Value::Object(object) => {
             let mut fields = Vec::new();
             grow_fields(&mut fields, object)?;
             if fields.is_empty() {
-                return Ok(None);
+                // Parquet has no struct without fields.
+                return Err(
+                    "an empty object gives its column no fields to type; declare the column \
+                     with --schema"
+                        .into(),
+                );
             }
             DataType::Struct(Fields::from(fields))
         }
@@ -585,10 +748,23 @@ mod tests {
     #[test]
     fn inference_grows_but_never_changes_a_value() {
         let s = inferred(json!({"id": 1, "value": 2000, "name": "a", "gone": null}));
+        assert_eq!(s.schema.fields().len(), 4);
         assert_eq!(
-            s.schema.fields().len(),
-            3,
-            "a field seen only as null has no column yet"
+            s.schema.field_with_name("gone").expect("gone").data_type(),
+            &DataType::Null,
+            "a field seen only as null takes the first type that comes"
+        );
+        assert_eq!(s.fit(&object(json!({"gone": "now text"}))), Fit::Grow);
+        let typed = s
+            .grown(&object(json!({"gone": "now text"})))
+            .expect("grows");
+        assert_eq!(
+            typed
+                .schema
+                .field_with_name("gone")
+                .expect("gone")
+                .data_type(),
+            &DataType::Utf8
         );
         assert_eq!(s.fit(&object(json!({"id": 2, "value": 7}))), Fit::Exact);
         assert_eq!(s.fit(&object(json!({"id": 2, "value": 2000.5}))), Fit::Grow);
@@ -608,8 +784,8 @@ mod tests {
         assert!(reason.contains("exactly"), "{reason}");
         assert_eq!(s.fit(&object(json!({"late": true}))), Fit::Grow);
         let later = s.grown(&object(json!({"late": true}))).expect("grows");
-        assert_eq!(later.schema.fields().len(), 4);
-        assert_eq!(later.schema.field(3).name(), "late");
+        assert_eq!(later.schema.fields().len(), 5);
+        assert_eq!(later.schema.field(4).name(), "late");
         for (bad, says) in [
             (json!({"value": "7"}), "text \"7\" where a number was"),
             (json!({"name": 7}), "a number 7 where text was"),
@@ -624,6 +800,31 @@ mod tests {
             }
             assert!(s.grown(&object(bad)).is_none() || says == "out of Int64");
         }
+    }
+
+    #[test]
+    fn empty_lists_and_nulls_take_the_first_type_and_empty_objects_are_refused() {
+        let s = inferred(json!({"id": 1, "tags": [], "meta": {"x": null}}));
+        let type_of = |s: &StreamSchema, name: &str| {
+            s.schema
+                .field_with_name(name)
+                .expect(name)
+                .data_type()
+                .to_string()
+        };
+        assert_eq!(type_of(&s, "tags"), "List(Null)");
+        assert_eq!(type_of(&s, "meta"), "Struct(\"x\": Null)");
+        assert_eq!(s.fit(&object(json!({"tags": [], "meta": {}}))), Fit::Exact);
+        let grown = s
+            .grown(&object(json!({"tags": [1], "meta": {"x": "a"}})))
+            .expect("grows");
+        assert_eq!(type_of(&grown, "tags"), "List(Int64)");
+        assert_eq!(type_of(&grown, "meta"), "Struct(\"x\": Utf8)");
+        match s.fit(&object(json!({"other": {}}))) {
+            Fit::Refused(reason) => assert!(reason.contains("empty object"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(s.grown(&object(json!({"other": {}}))).is_none());
     }
 
     #[test]
@@ -655,13 +856,17 @@ mod tests {
         .expect("write");
         let s = StreamSchema::declared_from_file(&path).expect("declared");
         assert_eq!(s.fit(&object(json!({"id": 1, "value": 2}))), Fit::Exact);
-        assert_eq!(
-            s.fit(&object(json!({"id": 3.0}))),
-            Fit::Exact,
-            "a whole number"
-        );
+        for literal in ["3.0", "2.0000000000000001", "1e3"] {
+            let o: Value = serde_json::from_str(&format!("{{\"id\": {literal}}}")).expect("json");
+            match s.fit(&object(o)) {
+                Fit::Refused(reason) => {
+                    assert!(reason.contains("not an integer literal"), "{reason}")
+                }
+                other => panic!("{literal}: {other:?}"),
+            }
+        }
         for (bad, says) in [
-            (json!({"id": 2.5}), "not an integer"),
+            (json!({"id": 2.5}), "not an integer literal"),
             (json!({"value": 1}), "missing"),
             (json!({"id": 1, "late": 1}), "not in the declared schema"),
             (json!({"id": 1, "value": "1.5"}), "where a number was"),
