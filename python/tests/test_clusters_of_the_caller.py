@@ -6,6 +6,7 @@ guard gets one line saying why Dask's worker processes cannot start."""
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -211,7 +212,8 @@ def test_spark_workers_run_the_drivers_interpreter_from_an_unactivated_venv(tmp_
     _pth(user / "bin" / "python", "sluice-under-test.pth", os.path.dirname(os.path.dirname(sluice.__file__)))
     other_bin = _interpreter_without_sluice(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "VIRTUAL_ENV", "PYTHONPATH")}
-    env["PATH"] = os.pathsep.join([str(other_bin), "/usr/bin", "/bin"])
+    java = shutil.which("java")
+    env["PATH"] = os.pathsep.join([str(other_bin)] + ([os.path.dirname(java)] if java else []) + ["/usr/bin", "/bin"])
     check = subprocess.run(["python3", "-c", "import sluice"], capture_output=True, text=True, env=env)
     assert "No module named 'sluice'" in check.stderr  # the python3 the PATH finds
     script = tmp_path / "job.py"

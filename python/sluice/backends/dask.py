@@ -118,10 +118,10 @@ class DaskBackend(Backend):
             os.environ[_SPAWN_PROBE] = probe
             try:
                 local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-            except Exception as e:
+            except Exception:
                 if os.path.exists(probe):
                     raise RuntimeError(NO_MAIN_GUARD.format(script=_script())) from None
-                raise e
+                raise
             finally:
                 if before is None:
                     os.environ.pop(_SPAWN_PROBE, None)
