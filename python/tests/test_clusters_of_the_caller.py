@@ -109,6 +109,23 @@ def test_dask_runs_on_the_client_made_first_and_leaves_it_open():
             assert client.submit(sum, [1, 2]).result() == 3
 
 
+def test_dask_follows_the_callers_client_when_they_replace_it():
+    from distributed import Client
+
+    df = small_frame(6_000)
+    p = StreamingDataPipeline(chunk_size=1_000, enable_distributed=True, distributed_backend="dask")
+    try:
+        for _ in range(2):
+            with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
+                got = pd.concat(list(p.process_dataframe_stream(df, with_pid)))
+                assert len(got) == 6_000 and set(got["pid"]) == {os.getpid()}  # the client's threads
+                assert p.get_performance_stats()["distributed"]["cluster"] == f"dask {client.scheduler.address}"
+                p.cleanup()
+                assert client.status == "running"
+    finally:
+        p.cleanup()
+
+
 def test_a_script_without_a_main_guard_gets_one_line_on_dask(tmp_path):
     # No client: sluice starts worker processes, which re-run the script.
     script = tmp_path / "no_guard.py"
@@ -177,6 +194,28 @@ def test_spark_runs_on_the_session_made_first_and_leaves_it_alone(no_spark):
         assert spark.range(5).count() == 5
     finally:
         spark.stop()
+
+
+def test_spark_follows_the_callers_session_when_they_replace_it(no_spark):
+    from pyspark.sql import SparkSession
+
+    df = small_frame(2_000)
+    p = StreamingDataPipeline(chunk_size=1_000, enable_distributed=True, distributed_backend="spark")
+    for name in ("first", "second"):
+        spark = (
+            SparkSession.builder.master("local[1]")
+            .appName(name)
+            .config("spark.ui.enabled", "false")
+            .config("spark.pyspark.python", sys.executable)
+            .getOrCreate()
+        )
+        try:
+            # The same pipeline, no cleanup() between: the second run finds the new session.
+            assert len(pd.concat(list(p.process_dataframe_stream(df, with_pid)))) == 2_000
+            assert p._backend.session is spark
+        finally:
+            spark.stop()
+    p.cleanup()
 
 
 def _interpreter_without_sluice(root):
