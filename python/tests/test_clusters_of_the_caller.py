@@ -305,3 +305,22 @@ def test_ray_runs_on_the_ray_initialized_first_and_leaves_it_as_it_was():
         assert context.address_info["address"]
     finally:
         ray.shutdown()
+
+
+def test_ray_a_ray_the_caller_initializes_after_sluices_is_theirs():
+    import ray
+
+    assert not ray.is_initialized()
+    df = small_frame(4_000)
+    p = StreamingDataPipeline(chunk_size=1_000, num_workers=2, enable_distributed=True, distributed_backend="ray")
+    try:
+        assert len(pd.concat(list(p.process_dataframe_stream(df, with_pid)))) == 4_000  # sluice's own Ray
+        ray.shutdown()  # the caller shuts it down and starts their own
+        ray.init(num_cpus=1, include_dashboard=False, logging_level="warning")
+        assert len(pd.concat(list(p.process_dataframe_stream(df, with_pid)))) == 4_000
+        p.cleanup()
+        assert ray.is_initialized(), "sluice shut down the caller's Ray"
+        assert ray.get(ray.put(1)) == 1
+    finally:
+        p.cleanup()
+        ray.shutdown()

@@ -59,15 +59,29 @@ def _run_block(runner: PartitionRunner, partition: Partition, block: Any) -> pa.
     return pa.Table.from_batches(batches)
 
 
+def _connection(ray: Any) -> Any:
+    """Which Ray this process is connected to: the driver's job on its node (a new local
+    Ray numbers its jobs from 1 again; its node is new)."""
+    context = ray.get_runtime_context()
+    try:
+        node = context.get_node_id()
+    except Exception:
+        node = None
+    return (context.get_job_id(), node)
+
+
 class RayBackend(Backend):
     name = "ray"
 
     def __init__(self, cluster: Any = None, num_workers: Optional[int] = None):
         super().__init__(cluster, num_workers)
-        self._started = False
+        self._started = None  # the identity (_connection) of the Ray sluice initialized, if any
 
     def _ray(self) -> Any:
         import ray
+
+        if self._started is not None and not self._ours(ray):
+            self._started = None  # shut down by someone else; a Ray now running is theirs
 
         # A Ray the caller initialized is theirs: used, never shut down here.
         if not ray.is_initialized():
@@ -86,8 +100,11 @@ class RayBackend(Backend):
                     if "existing cluster" not in str(e):
                         raise
                     ray.init(logging_level="warning")
-            self._started = True
+            self._started = _connection(ray)
         return ray
+
+    def _ours(self, ray: Any) -> bool:
+        return ray.is_initialized() and _connection(ray) == self._started
 
     def parallelism(self) -> int:
         return max(1, int(self._ray().cluster_resources().get("CPU", 1)))
@@ -179,12 +196,14 @@ class RayBackend(Backend):
         return f"ray {self.cluster or 'local'} ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
 
     def close(self) -> None:
-        # Only a Ray sluice initialized (shut down, or disconnected from a cluster it joined).
-        if self._started:
+        # Only a Ray sluice initialized (shut down, or disconnected from a cluster it joined),
+        # and only while it is still that one.
+        if self._started is not None:
             import ray
 
-            ray.shutdown()
-            self._started = False
+            if self._ours(ray):
+                ray.shutdown()
+            self._started = None
 
 
 BACKEND = RayBackend
