@@ -102,8 +102,11 @@ class StreamingDataPipeline:
         cluster: with ``enable_distributed``, the caller's own cluster: a
             ``dask.distributed.Client`` or scheduler address (``'tcp://host:8786'``), a Ray
             address (``'auto'``, ``'ray://host:10001'``), or a ``SparkSession`` or Spark master
-            URL (``'spark://host:7077'``). ``None``: a local cluster of ``num_workers`` worker
-            processes, started on the first run and stopped by :meth:`cleanup` (or at exit).
+            URL (``'spark://host:7077'``). ``None``: the one the caller already has in this
+            process (Dask's current client, Spark's active or default session, an
+            initialized Ray), never stopped by sluice; if there is none, a local cluster of
+            ``num_workers`` worker processes, started on the first run and stopped by
+            :meth:`cleanup` (or at exit).
         partitions: with ``enable_distributed``, how many partitions a DataFrame is cut into
             (default: twice the cluster's task slots, none smaller than ``chunk_size``).
             Files are one partition each; with fewer files than that, Parquet files are

@@ -80,8 +80,10 @@ class Backend:
     """The interface: where tasks run and how their events come back.
 
     ``cluster`` is the caller's own (a Dask ``Client`` or scheduler address, a Ray address,
-    a ``SparkSession`` or master URL); ``None`` starts a local cluster of ``num_workers``
-    worker processes on first use, stopped by :meth:`close`.
+    a ``SparkSession`` or master URL); ``None`` uses the one the caller already has in this
+    process (Dask's current client, Spark's session, an initialized Ray), else starts a
+    local cluster of ``num_workers`` worker processes on first use, stopped by
+    :meth:`close`. What the caller made is never closed.
     """
 
     name = ""

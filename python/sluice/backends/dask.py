@@ -1,14 +1,20 @@
 """Dask: one future per partition on a ``dask.distributed`` client; results come back with
 ``as_completed`` and are put back in input order unless ``ordered=False``.
 
-Without a client, a ``LocalCluster(processes=True)`` of ``num_workers`` single-threaded
-worker processes is started on first use and closed by ``close()``. Also here, for code
-written before ``enable_distributed`` ran anything: :class:`DaskStreamingPipeline`.
+Without ``cluster=``, the client the caller already has is used, as every Dask API does
+(``distributed.get_client()``: the default client, e.g. the last ``Client(...)`` made, or the
+worker's own inside a task), and is left open. Only when there is none, a
+``LocalCluster(processes=True)`` of ``num_workers`` single-threaded worker processes is
+started on first use and closed by ``close()``. Also here, for code written before
+``enable_distributed`` ran anything: :class:`DaskStreamingPipeline`.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
+import tempfile
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -22,6 +28,54 @@ def _slice(data: Any, start: int, end: int) -> Any:
     return data.slice(start, end - start)  # pyarrow Table, Polars DataFrame
 
 
+# Set while sluice starts a local cluster: the file a worker process writes when it finds
+# itself re-running the caller's script (see _refuse_in_a_spawning_child).
+_SPAWN_PROBE = "SLUICE_DASK_SPAWN_PROBE"
+
+NO_MAIN_GUARD = (
+    "sluice could not start Dask's local worker processes: each one re-runs this script "
+    "({script}), which reaches the pipeline again because it has no "
+    "`if __name__ == \"__main__\":` guard; put the script's code under that guard, or create "
+    "a dask.distributed Client before the pipeline runs (sluice uses it; "
+    "Client(processes=False) keeps the workers in this process)"
+)
+
+
+def _script() -> str:
+    # In a spawned child, the script being re-run is __mp_main__ until it finishes.
+    main = sys.modules.get("__mp_main__") or sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return os.path.basename(path) if path else "the main module"
+
+
+def _refuse_in_a_spawning_child() -> None:
+    """In a process still importing its parent's main module (multiprocessing's spawn
+    re-runs the script in every worker it starts), starting workers cannot work: say so in
+    one line and end this process (its parent reports it) instead of multiprocessing's
+    error in every worker."""
+    if not getattr(multiprocessing.current_process(), "_inheriting", False):
+        return
+    probe = os.environ.get(_SPAWN_PROBE)
+    if probe:
+        try:
+            with open(probe, "w") as f:
+                f.write(str(os.getpid()))
+        except OSError:
+            pass
+    raise SystemExit(NO_MAIN_GUARD.format(script=_script()))
+
+
+def _current_client() -> Any:
+    """The client the caller already has (``distributed.get_client()``), or None."""
+    from distributed import get_client
+
+    try:
+        client = get_client()
+    except ValueError:  # no client, and no address to make one for
+        return None
+    return client if client.status in ("running", "connecting", "newly-created") else None
+
+
 class DaskBackend(Backend):
     name = "dask"
 
@@ -33,22 +87,49 @@ class DaskBackend(Backend):
 
     @property
     def client(self) -> Any:
+        if self._client is not None and not self._own_client and self.cluster is None:
+            # The caller's client, borrowed: follow it if they closed it and made another.
+            if self._client.status not in ("running", "connecting", "newly-created"):
+                self._client = None
         if self._client is None:
-            from distributed import Client, LocalCluster
+            from distributed import Client
 
             if self.cluster is None:
-                workers = self.num_workers or os.cpu_count() or 1
-                self._local = LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-                )
-                self._client = Client(self._local, set_as_default=False)
-                self._own_client = True
+                found = _current_client()
+                if found is not None:
+                    self._client = found  # the caller's: never closed here
+                else:
+                    self._start_local()
             elif isinstance(self.cluster, str):
                 self._client = Client(self.cluster, set_as_default=False)
                 self._own_client = True
             else:
                 self._client = self.cluster
         return self._client
+
+    def _start_local(self) -> None:
+        from distributed import Client, LocalCluster
+
+        _refuse_in_a_spawning_child()
+        workers = self.num_workers or os.cpu_count() or 1
+        with tempfile.TemporaryDirectory(prefix="sluice-dask-") as folder:
+            probe = os.path.join(folder, "reran-main")
+            before = os.environ.get(_SPAWN_PROBE)
+            os.environ[_SPAWN_PROBE] = probe
+            try:
+                local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            except Exception:
+                if os.path.exists(probe):
+                    raise RuntimeError(NO_MAIN_GUARD.format(script=_script())) from None
+                raise
+            finally:
+                if before is None:
+                    os.environ.pop(_SPAWN_PROBE, None)
+                else:
+                    os.environ[_SPAWN_PROBE] = before
+        self._local = local
+        self._client = Client(local, set_as_default=False)
+        self._own_client = True
 
     def parallelism(self) -> int:
         info = self.client.scheduler_info()
@@ -125,6 +206,8 @@ class DaskBackend(Backend):
         return f"dask {self._client.scheduler.address}"
 
     def close(self) -> None:
+        # Only what sluice started; a client the caller made (cluster= or their default
+        # client) stays open.
         if self._own_client and self._client is not None:
             self._client.close()
         if self._local is not None:

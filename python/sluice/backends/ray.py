@@ -4,12 +4,16 @@ runs the sluice engine per block in Ray's worker processes; the output comes bac
 Arrow through the object store, in input order unless ``ordered=False``. A Dataset of
 the caller's (``ray.data.read_parquet``...) runs one Ray task per block.
 
-Without an address, ``ray.init()`` starts a local Ray with ``num_workers`` CPUs on first use
-and ``close()`` shuts it down.
+A Ray the caller already initialized (``ray.is_initialized()``) is used and left as it was:
+not shut down, its Ray Data settings (``DataContext``) untouched (sluice's settings go into
+its own Datasets only). Otherwise, without an address, sluice connects to the Ray cluster
+``ray.init()`` finds (``RAY_ADDRESS``, a ``ray start`` on this machine) or starts a local
+Ray with ``num_workers`` CPUs, on first use; ``close()`` disconnects from it or shuts it down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from typing import Any, Iterator, List, Optional
@@ -55,58 +59,91 @@ def _run_block(runner: PartitionRunner, partition: Partition, block: Any) -> pa.
     return pa.Table.from_batches(batches)
 
 
+def _connection(ray: Any) -> Any:
+    """Which Ray this process is connected to: the driver's job on its node (a new local
+    Ray numbers its jobs from 1 again; its node is new)."""
+    context = ray.get_runtime_context()
+    try:
+        node = context.get_node_id()
+    except Exception:
+        node = None
+    return (context.get_job_id(), node)
+
+
 class RayBackend(Backend):
     name = "ray"
 
     def __init__(self, cluster: Any = None, num_workers: Optional[int] = None):
         super().__init__(cluster, num_workers)
-        self._started = False
+        self._started = None  # the identity (_connection) of the Ray sluice initialized, if any
 
     def _ray(self) -> Any:
         import ray
 
+        if self._started is not None and not self._ours(ray):
+            self._started = None  # shut down by someone else; a Ray now running is theirs
+
+        # A Ray the caller initialized is theirs: used, never shut down here.
         if not ray.is_initialized():
-            if self.cluster is None:
-                ray.init(
-                    num_cpus=self.num_workers or os.cpu_count() or 1,
-                    include_dashboard=False,
-                    logging_level="warning",
-                )
-            else:
+            if self.cluster is not None:
                 ray.init(address=self.cluster, logging_level="warning")
-            self._started = True
+            else:
+                try:
+                    ray.init(
+                        num_cpus=self.num_workers or os.cpu_count() or 1,
+                        include_dashboard=False,
+                        logging_level="warning",
+                    )
+                except ValueError as e:
+                    # ray.init() found a running cluster (RAY_ADDRESS, `ray start`): join
+                    # it as it is (it refuses num_cpus); close() only disconnects.
+                    if "existing cluster" not in str(e):
+                        raise
+                    ray.init(logging_level="warning")
+            self._started = _connection(ray)
         return ray
+
+    def _ours(self, ray: Any) -> bool:
+        return ray.is_initialized() and _connection(ray) == self._started
 
     def parallelism(self) -> int:
         return max(1, int(self._ray().cluster_resources().get("CPU", 1)))
 
-    def _dataset_context(self, ordered: bool) -> None:
+    @contextlib.contextmanager
+    def _dataset_context(self, ordered: bool) -> Iterator[None]:
+        """sluice's Ray Data settings, for the Datasets made inside (each keeps a copy of
+        the context it was made with); the caller's own settings are put back after."""
         import ray.data
 
         ctx = ray.data.DataContext.get_current()
+        before = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
         ctx.execution_options.preserve_order = ordered
         # sluice shows its own progress and errors; Ray's bars would interleave with them.
         ctx.enable_progress_bars = False
+        try:
+            yield
+        finally:
+            ctx.execution_options.preserve_order, ctx.enable_progress_bars = before
 
     def run_frame(self, runner, frame, ordered) -> Iterator[Event]:
         self._ray()
         import ray.data
 
-        self._dataset_context(ordered)
-        ds = ray.data.from_arrow(frame.pieces())
-        out = ds.map_batches(
-            _FrameBlocks(runner, frame), batch_format="pyarrow", batch_size=None, zero_copy_batch=True
-        )
+        with self._dataset_context(ordered):
+            ds = ray.data.from_arrow(frame.pieces())
+            out = ds.map_batches(
+                _FrameBlocks(runner, frame), batch_format="pyarrow", batch_size=None, zero_copy_batch=True
+            )
         return self._events(out, runner.chunk_format)
 
     def run_partitions(self, runner, partitions, ordered) -> Iterator[Event]:
         self._ray()
         import ray.data
 
-        self._dataset_context(ordered)
         items = [{"partition": pickle.dumps(p)} for p in partitions]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-        out = ds.map_batches(_FileItems(runner), batch_format="pyarrow", batch_size=1)
+        with self._dataset_context(ordered):
+            ds = ray.data.from_items(items, override_num_blocks=len(items))
+            out = ds.map_batches(_FileItems(runner), batch_format="pyarrow", batch_size=1)
         return self._events(out, runner.chunk_format)
 
     def accepts(self, data: Any) -> bool:
@@ -159,11 +196,14 @@ class RayBackend(Backend):
         return f"ray {self.cluster or 'local'} ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
 
     def close(self) -> None:
-        if self._started:
+        # Only a Ray sluice initialized (shut down, or disconnected from a cluster it joined),
+        # and only while it is still that one.
+        if self._started is not None:
             import ray
 
-            ray.shutdown()
-            self._started = False
+            if self._ours(ray):
+                ray.shutdown()
+            self._started = None
 
 
 BACKEND = RayBackend

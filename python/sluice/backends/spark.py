@@ -5,8 +5,13 @@ partition. Each Spark task runs the sluice engine over its partition in a PySpar
 process, and the output comes back to the driver as Arrow (``toLocalIterator``, partition
 by partition, in partition order: ``ordered=False`` changes nothing here).
 
-Without a session, a ``local[num_workers]`` session is started on first use and stopped by
-``close()``. Spark needs Java 17+ (``JAVA_HOME`` or ``java`` on the PATH).
+Without ``cluster=``, the session the caller already has is used (the thread's active
+session, else the one the builder's ``getOrCreate()`` would give back) and is left as it
+was: not stopped, its settings untouched. Only when there is none, a ``local[num_workers]``
+session is started on first use and stopped by ``close()``; its Python workers run the
+driver's own interpreter (``sys.executable``, so a virtualenv's python works without
+activating the venv) unless ``PYSPARK_PYTHON`` says otherwise. Spark needs Java 17+
+(``JAVA_HOME`` or ``java`` on the PATH).
 """
 
 from __future__ import annotations
@@ -45,6 +50,23 @@ class _FileTask:
                 yield from to_records(partition.index, self.runner.run(partition))
 
 
+def _running(session: Any) -> bool:
+    sc = getattr(session, "_sc", None)
+    return sc is not None and getattr(sc, "_jsc", None) is not None
+
+
+def _current_session() -> Any:
+    """The session the caller already has, or None: this thread's active session, else
+    the default one (what ``SparkSession.active()`` gives, Spark 3.5+; a session made in
+    another thread is not "active" in this one)."""
+    from pyspark.sql import SparkSession
+
+    for session in (SparkSession.getActiveSession(), getattr(SparkSession, "_instantiatedSession", None)):
+        if session is not None and _running(session):
+            return session
+    return None
+
+
 class SparkBackend(Backend):
     name = "spark"
 
@@ -55,26 +77,53 @@ class SparkBackend(Backend):
 
     @property
     def session(self) -> Any:
+        given = self.cluster is not None and not isinstance(self.cluster, str)
+        if self._session is not None and not given and not _running(self._session):
+            # Stopped under us (the caller's, or ours by someone else): find or start anew.
+            self._session = None
+            self._started = False
         if self._session is None:
-            from pyspark.sql import SparkSession
-
-            if self.cluster is None or isinstance(self.cluster, str):
-                master = self.cluster or f"local[{self.num_workers or os.cpu_count() or 1}]"
-                had_one = SparkSession.getActiveSession() is not None
-                self._session = (
-                    SparkSession.builder.master(master)
-                    .appName("sluice")
-                    .config("spark.ui.enabled", "false")
-                    .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-                    # The workers run the interpreter (and the sluice wheel) the driver runs.
-                    .config("spark.pyspark.python", sys.executable)
-                    .config("spark.pyspark.driver.python", sys.executable)
-                    .getOrCreate()
-                )
-                self._started = not had_one
-            else:
+            if given:
                 self._session = self.cluster
+                return self._session
+            master = self.cluster or f"local[{self.num_workers or os.cpu_count() or 1}]"
+            found = _current_session()
+            if found is None:
+                self._session = self._start(master)
+                self._started = True
+            elif self.cluster is None or found.sparkContext.master == self.cluster:
+                self._session = found  # the caller's: never stopped or changed here
+            else:
+                raise RuntimeError(
+                    f"cluster={self.cluster!r}, but this process already runs a Spark session on "
+                    f"{found.sparkContext.master!r} (Spark allows one per process): pass that "
+                    "session as cluster=, or stop it first"
+                )
         return self._session
+
+    def _start(self, master: str) -> Any:
+        from pyspark.sql import SparkSession
+
+        builder = (
+            SparkSession.builder.master(master)
+            .appName("sluice")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        )
+        if not master.startswith("local"):
+            return builder.getOrCreate()
+        # A local session's Python workers run the driver's interpreter (and the sluice
+        # it imported). PySpark takes the workers' python from PYSPARK_PYTHON when the
+        # SparkContext starts (else `python3` from the PATH, which may be another Python);
+        # set for that moment only, unless the caller chose one.
+        builder = builder.config("spark.pyspark.python", os.environ.get("PYSPARK_PYTHON") or sys.executable)
+        if os.environ.get("PYSPARK_PYTHON"):
+            return builder.getOrCreate()
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        try:
+            return builder.getOrCreate()
+        finally:
+            os.environ.pop("PYSPARK_PYTHON", None)
 
     def parallelism(self) -> int:
         return max(1, int(self.session.sparkContext.defaultParallelism))
@@ -121,6 +170,8 @@ class SparkBackend(Backend):
         return f"spark {self._session.sparkContext.master}"
 
     def close(self) -> None:
+        # Only a session sluice started; the caller's (cluster= or their own active or
+        # default session) is left running.
         if self._started and self._session is not None:
             self._session.stop()
         self._session = None
