@@ -4,6 +4,7 @@
 
 import json
 import os
+import time
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,15 @@ def frame(n):
     return pd.DataFrame({"id": np.arange(n, dtype=np.int64), "x": np.arange(n) * 0.5})
 
 
+# Set by `stopped_run`: chunks from row 10,000 on are made slow (50 ms each), so the run is
+# still going when the consumer asks it to stop after 5,000 rows, however busy the
+# machine (before, a loaded machine could let the workers finish all 60 chunks first).
+SLOW_LATE_ROWS = {"on": False}
+
+
 def double(chunk):
+    if SLOW_LATE_ROWS["on"] and len(chunk) and chunk["id"].iloc[0] >= 10_000:
+        time.sleep(0.05)
     out = chunk.copy()
     out["y"] = out["x"] * 2
     return out
@@ -108,13 +117,17 @@ def stopped_run(out, start, n=60_000):
     """A run of ``double`` over ``frame(n)`` (through ``start``) stopped after 5,000 rows;
     the ids its manifest lists as committed (a prefix)."""
     pipeline = StreamingDataPipeline(chunk_size=1000, adaptive_batching=False, num_workers=2)
-    run = start(pipeline, out)
-    seen = 0
-    with pytest.raises(StoppedError):
-        for chunk in run:
-            seen += len(chunk)
-            if seen == 5_000:
-                pipeline.stop_processing()
+    SLOW_LATE_ROWS["on"] = True
+    try:
+        run = start(pipeline, out)
+        seen = 0
+        with pytest.raises(StoppedError):
+            for chunk in run:
+                seen += len(chunk)
+                if seen == 5_000:
+                    pipeline.stop_processing()
+    finally:
+        SLOW_LATE_ROWS["on"] = False
     assert manifest(out)["status"] == "stopped"
     committed = listed_ids(out)
     assert committed == list(range(len(committed)))
