@@ -122,10 +122,13 @@ impl<'a> Reader<'a> {
         // Set while a chunk waits for admission, so one wait counts one event.
         let mut waiting_since: Option<Instant> = None;
         loop {
+            // The generation is read before the stop flag: a stop (flag set, then a
+            // notify) after this read changes the generation, so the wait below returns;
+            // read after the check, a stop in between was missed and the wait never ended.
+            let generation = self.controller().generation();
             if self.shared.control.is_stopped() {
                 return Ok(());
             }
-            let generation = self.controller().generation();
             self.collect_decoded();
             self.feed_chunker()?;
 
